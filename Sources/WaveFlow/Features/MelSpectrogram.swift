@@ -1,0 +1,115 @@
+import CFFTW
+import Foundation
+
+/// Serialises FFTW planning: the planner is not thread-safe, execution is.
+private let fftwPlannerLock = NSLock()
+
+/// The log-mel spectrogram of MODEL-SPEC section 2, on FFTW (single
+/// precision). Create one per configuration and reuse it: the FFT plan and
+/// filter bank are made once; `compute` may be called from several threads.
+public final class MelSpectrogram: @unchecked Sendable {
+    public let config: MelConfig
+    /// `[nMels, nBins]` row-major.
+    public let filterBank: [Float]
+    /// Periodic Hann window of `winLength`, zero-padded (centred) to `nFFT`.
+    public let window: [Float]
+    private let plan: fftwf_plan
+
+    /// The floor applied before the logarithm.
+    public static let logFloor: Float = 1e-5
+
+    public init(config: MelConfig = MelConfig()) throws {
+        try config.validate()
+        self.config = config
+        filterBank = MelScale.filterBank(config)
+        var w = [Float](repeating: 0, count: config.nFFT)
+        let offset = (config.nFFT - config.winLength) / 2
+        for n in 0..<config.winLength {
+            // Periodic Hann (scipy.signal.get_window("hann", N, fftbins=True)).
+            w[offset + n] = Float(0.5 - 0.5 * cos(2 * Double.pi * Double(n) / Double(config.winLength)))
+        }
+        window = w
+        fftwPlannerLock.lock()
+        defer { fftwPlannerLock.unlock() }
+        let input = fftwf_alloc_real(config.nFFT)!
+        let output = fftwf_alloc_complex(config.nBins)!
+        defer { fftwf_free(input); fftwf_free(output) }
+        plan = fftwf_plan_dft_r2c_1d(Int32(config.nFFT), input, output, UInt32(FFTW_ESTIMATE))
+    }
+
+    deinit {
+        fftwPlannerLock.lock()
+        fftwf_destroy_plan(plan)
+        fftwPlannerLock.unlock()
+    }
+
+    /// Reflect-pads `x` by `pad` on both sides (NumPy's "reflect": the edge
+    /// sample is not repeated). Requires `x.count > pad`.
+    static func reflectPad(_ x: [Float], _ pad: Int) -> [Float] {
+        let n = x.count
+        var out = [Float](repeating: 0, count: n + 2 * pad)
+        for i in 0..<pad { out[pad - 1 - i] = x[i + 1] }
+        for i in 0..<n { out[pad + i] = x[i] }
+        for i in 0..<pad { out[pad + n + i] = x[n - 2 - i] }
+        return out
+    }
+
+    /// |STFT| of `samples`, `[frames, nBins]` row-major (frame f centred on
+    /// sample f*hop). Frames are computed in parallel on `Threads.count`.
+    public func magnitude(_ samples: [Float]) throws -> (frames: Int, values: [Float]) {
+        let c = config
+        guard samples.count > c.nFFT / 2 else {
+            throw WaveFlowError("audio too short: \(samples.count) samples, need more than \(c.nFFT / 2) for the reflect padding")
+        }
+        let padded = MelSpectrogram.reflectPad(samples, c.nFFT / 2)
+        let frames = c.frames(forSamples: samples.count)
+        let nBins = c.nBins
+        var mag = [Float](repeating: 0, count: frames * nBins)
+        let chunk = 64
+        let chunks = (frames + chunk - 1) / chunk
+        padded.withUnsafeBufferPointer { src in
+            mag.withUnsafeMutableBufferPointer { dst in
+                let dstBase = dst.baseAddress!
+                Threads.parallelFor(chunks) { ci in
+                    let input = fftwf_alloc_real(c.nFFT)!
+                    let output = fftwf_alloc_complex(nBins)!
+                    defer { fftwf_free(input); fftwf_free(output) }
+                    for f in (ci * chunk) ..< min(frames, (ci + 1) * chunk) {
+                        let start = f * c.hopLength
+                        for n in 0..<c.nFFT { input[n] = src[start + n] * window[n] }
+                        fftwf_execute_dft_r2c(plan, input, output)
+                        let row = dstBase + f * nBins
+                        for k in 0..<nBins {
+                            let re = output[k].0, im = output[k].1
+                            row[k] = (re * re + im * im).squareRoot()
+                        }
+                    }
+                }
+            }
+        }
+        return (frames, mag)
+    }
+
+    /// The log-mel spectrogram `[nMels, frames]`, row-major:
+    /// log(max(filterBank x |STFT|, 1e-5)).
+    /// - Throws: if the audio is too short for the reflect padding.
+    public func compute(_ samples: [Float]) throws -> NPYArray {
+        let (frames, mag) = try magnitude(samples)
+        // [M, F] = [M, nBins] x [F, nBins]^T
+        var mel = [Float](repeating: 0, count: config.nMels * frames)
+        Float.gemm(transA: false, transB: true, m: config.nMels, n: frames, k: config.nBins,
+                   alpha: 1, a: filterBank, lda: config.nBins, b: mag, ldb: config.nBins,
+                   beta: 0, c: &mel, ldc: frames)
+        for i in mel.indices { mel[i] = log(max(mel[i], MelSpectrogram.logFloor)) }
+        return NPYArray(shape: [config.nMels, frames], values: mel)
+    }
+
+    /// Reads `path` (resampling to the configured rate) and returns its log-mel.
+    public func compute(file path: String) throws -> NPYArray {
+        let audio = try AudioFile.read(path, sampleRate: config.sampleRate)
+        do { return try compute(audio.samples) } catch let e as WaveFlowError { throw e.at(path) }
+    }
+}
+
+/// FFTW's version string.
+public var fftwVersion: String { String(cString: waveflow_fftwf_version()) }

@@ -1,0 +1,75 @@
+import Foundation
+import COpenBLAS
+
+/// A floating-point scalar the layers compute in: Float32 for speed, Float64
+/// for the finite-difference gradient tests. Both go through BLAS.
+public protocol Real: BinaryFloatingPoint, Codable, Sendable where Self.RawSignificand: FixedWidthInteger {
+    /// C = alpha * op(A) * op(B) + beta * C, row-major (cblas ?gemm).
+    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                     alpha: Self, a: UnsafePointer<Self>, lda: Int,
+                     b: UnsafePointer<Self>, ldb: Int,
+                     beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    static func exp(_ x: Self) -> Self
+    static func log(_ x: Self) -> Self
+    static func tanh(_ x: Self) -> Self
+}
+
+extension Float: Real {
+    @inlinable public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                       alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                                       b: UnsafePointer<Float>, ldb: Int,
+                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    @inlinable public static func exp(_ x: Float) -> Float { Foundation.expf(x) }
+    @inlinable public static func log(_ x: Float) -> Float { Foundation.logf(x) }
+    @inlinable public static func tanh(_ x: Float) -> Float { Foundation.tanhf(x) }
+}
+
+extension Double: Real {
+    @inlinable public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                       alpha: Double, a: UnsafePointer<Double>, lda: Int,
+                                       b: UnsafePointer<Double>, ldb: Int,
+                                       beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    @inlinable public static func exp(_ x: Double) -> Double { Foundation.exp(x) }
+    @inlinable public static func log(_ x: Double) -> Double { Foundation.log(x) }
+    @inlinable public static func tanh(_ x: Double) -> Double { Foundation.tanh(x) }
+}
+
+extension Real {
+    /// `gemm` on arrays (convenience for non-hot paths).
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                            alpha: Self, a: [Self], lda: Int, b: [Self], ldb: Int,
+                            beta: Self, c: inout [Self], ldc: Int) {
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                         a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb,
+                         beta: beta, c: pc.baseAddress!, ldc: ldc)
+                }
+            }
+        }
+    }
+
+    /// The naive twin of `gemm`: three loops, the oracle for tests.
+    public static func gemmNaive(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                 alpha: Self, a: [Self], lda: Int, b: [Self], ldb: Int,
+                                 beta: Self, c: inout [Self], ldc: Int) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Self = 0
+                for p in 0..<k {
+                    let av = transA ? a[p * lda + i] : a[i * lda + p]
+                    let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+                    s += av * bv
+                }
+                c[i * ldc + j] = alpha * s + (beta == 0 ? 0 : beta * c[i * ldc + j])
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import COpenBLAS
+import Foundation
+
+/// OpenBLAS set-up: the compute kernel it runs and its thread count.
+///
+/// Debian's OpenBLAS 0.3.21 picks its kernel ("core") once, when the library
+/// is loaded, from `OPENBLAS_CORETYPE` or its own CPU detection; that
+/// detection does not know recent CPUs and then falls back to the generic
+/// "Prescott" kernel, about 4x slower. Because the library is loaded before
+/// `main` runs, the tool calls ``ensureFastKernel(arguments:)`` first thing:
+/// if the user has not chosen a core, it chooses one from the CPU's features
+/// and re-executes itself once with the variable set.
+public enum BLAS {
+    /// The environment variable OpenBLAS reads at load time.
+    public static let coreVariable = "OPENBLAS_CORETYPE"
+    /// Set by ``ensureFastKernel(arguments:)`` on the re-executed process, so
+    /// it never loops and `info` can say where the choice came from.
+    static let markerVariable = "WAVEFLOW_BLAS_CORE_CHOSEN"
+
+    /// The OpenBLAS core suited to `cpu`, or nil to leave OpenBLAS's own
+    /// choice. Never names a kernel whose instructions the CPU lacks.
+    ///
+    /// Measured on an AMD EPYC (Zen 4, AVX-512 executed as two 256-bit
+    /// halves), single-thread sgemm 128x576x16384: Haswell 97, Zen 92,
+    /// Cooperlake 76, SkylakeX 74 GFLOP/s — so AMD gets the AVX2 kernel.
+    /// On Intel AVX-512 CPUs SkylakeX is the fast one (137 vs 32 GFLOP/s for
+    /// the Prescott fallback).
+    public static func recommendedCore(for cpu: CPUInfo) -> String? {
+        #if arch(x86_64)
+        let amd = cpu.vendor == "AuthenticAMD" || cpu.vendor == "HygonGenuine"
+        if amd {
+            return cpu.hasAVX2 ? "Haswell" : nil
+        }
+        if cpu.hasAVX512 { return cpu.hasAVX512BF16 ? "Cooperlake" : "SkylakeX" }
+        if cpu.hasAVX2 { return "Haswell" }
+        return nil
+        #else
+        return nil
+        #endif
+    }
+
+    /// Where the running kernel came from, for `waveflow info`.
+    public static var coreSource: String {
+        if getenv(markerVariable) != nil { return "chosen by waveflow from the CPU's features" }
+        if getenv(coreVariable) != nil { return "set by the user (\(coreVariable))" }
+        return "OpenBLAS's own detection"
+    }
+
+    /// Makes sure OpenBLAS runs the fast kernel. If `OPENBLAS_CORETYPE` is
+    /// unset and we know a better core than OpenBLAS would choose, sets it
+    /// and replaces this process with a fresh copy of itself (same
+    /// arguments). Returns normally when no re-execution is needed or it
+    /// failed (then OpenBLAS's own choice stands, and `info` shows it).
+    public static func ensureFastKernel(arguments: [String] = CommandLine.arguments) {
+        guard getenv(coreVariable) == nil, getenv(markerVariable) == nil,
+              let core = recommendedCore(for: .current) else { return }
+        if String(cString: openblas_get_corename()).lowercased() == core.lowercased() { return }
+        setenv(coreVariable, core, 1)
+        setenv(markerVariable, core, 1)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        argv.append(nil)
+        execv("/proc/self/exe", argv)
+        // Only reached if exec failed: carry on with the kernel we have.
+        unsetenv(coreVariable)
+        unsetenv(markerVariable)
+    }
+
+    /// The kernel OpenBLAS actually runs ("SkylakeX", "Haswell", …).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+    /// OpenBLAS's build description (version, DYNAMIC_ARCH, …).
+    public static var config: String { String(cString: openblas_get_config()) }
+
+    /// Threads OpenBLAS uses for one call.
+    public static var threads: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
+
+/// The program-wide thread budget: BLAS calls and our own parallel loops
+/// share it, and never run at the same time with both at full width.
+public enum Threads {
+    nonisolated(unsafe) private static var _count = ProcessInfo.processInfo.activeProcessorCount
+
+    /// The number of cores to use (default: all). Setting it also sets
+    /// OpenBLAS's thread count.
+    public static var count: Int {
+        get { _count }
+        set {
+            _count = max(1, newValue)
+            BLAS.threads = _count
+        }
+    }
+
+    private static let nestedKey = "waveflow.parallelFor"
+
+    /// Runs `body(i)` for i in 0..<n on up to `count` threads. BLAS runs on
+    /// one thread inside, so the two pools never oversubscribe the cores.
+    /// Nested calls (from inside a running `parallelFor`) run serially.
+    public static func parallelFor(_ n: Int, _ body: (Int) -> Void) {
+        if n <= 1 || _count <= 1 || Thread.current.threadDictionary[nestedKey] != nil {
+            for i in 0..<n { body(i) }
+            return
+        }
+        let saved = BLAS.threads
+        BLAS.threads = 1
+        defer { BLAS.threads = saved }
+        let workers = min(n, _count)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            Thread.current.threadDictionary[nestedKey] = true
+            defer { Thread.current.threadDictionary[nestedKey] = nil }
+            var i = w
+            while i < n { body(i); i += workers }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import Foundation
+
+/// What `waveflow info` prints: versions, the BLAS kernel, threads, CPU.
+public func machineReport() -> [(String, String)] {
+    let cpu = CPUInfo.current
+    return [
+        ("waveflow", waveflowVersion),
+        ("BLAS", BLAS.config),
+        ("BLAS core", "\(BLAS.coreName) (\(BLAS.coreSource))"),
+        ("threads", "\(Threads.count) (BLAS \(BLAS.threads)) of \(ProcessInfo.processInfo.activeProcessorCount) cores"),
+        ("FFTW", fftwVersion),
+        ("libsndfile", sndfileVersion),
+        ("soxr", soxrVersion),
+        ("CPU", "\(cpu.modelName) (\(cpu.vendor), family \(cpu.family), model \(cpu.model))"),
+        ("CPU features", cpu.notableFeatures.joined(separator: " ")),
+    ]
+}
+
+/// sgemm throughput in GFLOP/s for C[m,n] = A[m,k] B[k,n] on `threads`
+/// BLAS threads: the best of `repeats` timed calls after one warm-up.
+public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5) -> Double {
+    let a = (0..<(m * k)).map { Float($0 % 13) * 0.01 }
+    let b = (0..<(k * n)).map { Float($0 % 7) * 0.01 }
+    var c = [Float](repeating: 0, count: m * n)
+    let saved = BLAS.threads
+    BLAS.threads = threads
+    defer { BLAS.threads = saved }
+    var best = Double.infinity
+    for r in 0...repeats {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0, c: &c, ldc: n)
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        if r > 0 { best = min(best, dt) }
+    }
+    return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+}

@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+import WaveFlow
+
+/// `waveflow info`: versions, BLAS kernel, threads, CPU; optionally sgemm speed.
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show versions, the BLAS kernel in use, threads and CPU features.")
+
+    @OptionGroup var compute: ComputeOptions
+
+    @Flag(help: "Also measure sgemm GFLOP/s at 128x576x16384 on 1 thread and on all threads.")
+    var measure = false
+
+    func run() throws {
+        compute.apply()
+        for (k, v) in machineReport() {
+            print("\(k.padding(toLength: 13, withPad: " ", startingAt: 0)) \(v)")
+        }
+        if measure {
+            let one = measureSgemm(m: 128, k: 576, n: 16384, threads: 1)
+            print("sgemm 128x576x16384, 1 thread: \(String(format: "%.1f", one)) GFLOP/s")
+            let all = measureSgemm(m: 128, k: 576, n: 16384, threads: Threads.count)
+            print("sgemm 128x576x16384, \(Threads.count) threads: \(String(format: "%.1f", all)) GFLOP/s")
+        }
+    }
+}
