@@ -64,3 +64,13 @@ struct TestRNG {
         (0..<n).map { _ in uniform(scale) }
     }
 }
+
+/// max |a - b| / max |b|: the error of a fast kernel relative to the scale
+/// of the reference's output (elementwise relative error is meaningless for
+/// outputs that happen to cancel to near zero).
+func normRelativeError<T: BinaryFloatingPoint>(_ a: [T], _ b: [T]) -> T {
+    precondition(a.count == b.count)
+    var diff: T = 0, scale: T = 0
+    for i in a.indices { diff = max(diff, abs(a[i] - b[i])); scale = max(scale, abs(b[i])) }
+    return diff / max(scale, T.leastNormalMagnitude)
+}

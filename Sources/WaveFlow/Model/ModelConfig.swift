@@ -1,0 +1,164 @@
+import Foundation
+
+/// The hyper-parameters of a model (MODEL-SPEC section 9), stored in every
+/// checkpoint's metadata under these snake_case keys.
+public struct ModelConfig: Codable, Equatable, Sendable {
+    public var sampleRate = 22050
+    public var nFFT = 1024
+    public var hopLength = 256
+    public var winLength = 1024
+    public var nMels = 80
+    public var fmin = 0.0
+    public var fmax = 8000.0
+    public var upsampleFactors = [16, 16]
+    /// h, the number of rows audio is squeezed into.
+    public var nGroup = 16
+    /// K, the number of flows (even).
+    public var nFlows = 8
+    /// L, residual layers per flow (at most 8).
+    public var nLayers = 8
+    /// C, residual channels.
+    public var channels = 64
+    public var kernelSize = [3, 3]
+
+    enum CodingKeys: String, CodingKey {
+        case sampleRate = "sample_rate", nFFT = "n_fft", hopLength = "hop_length", winLength = "win_length"
+        case nMels = "n_mels", fmin, fmax, upsampleFactors = "upsample_factors", nGroup = "n_group"
+        case nFlows = "n_flows", nLayers = "n_layers", channels, kernelSize = "kernel_size"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ModelConfig()
+        sampleRate = try c.decodeIfPresent(Int.self, forKey: .sampleRate) ?? d.sampleRate
+        nFFT = try c.decodeIfPresent(Int.self, forKey: .nFFT) ?? d.nFFT
+        hopLength = try c.decodeIfPresent(Int.self, forKey: .hopLength) ?? d.hopLength
+        winLength = try c.decodeIfPresent(Int.self, forKey: .winLength) ?? d.winLength
+        nMels = try c.decodeIfPresent(Int.self, forKey: .nMels) ?? d.nMels
+        fmin = try c.decodeIfPresent(Double.self, forKey: .fmin) ?? d.fmin
+        fmax = try c.decodeIfPresent(Double.self, forKey: .fmax) ?? d.fmax
+        upsampleFactors = try c.decodeIfPresent([Int].self, forKey: .upsampleFactors) ?? d.upsampleFactors
+        nGroup = try c.decodeIfPresent(Int.self, forKey: .nGroup) ?? d.nGroup
+        nFlows = try c.decodeIfPresent(Int.self, forKey: .nFlows) ?? d.nFlows
+        nLayers = try c.decodeIfPresent(Int.self, forKey: .nLayers) ?? d.nLayers
+        channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
+        kernelSize = try c.decodeIfPresent([Int].self, forKey: .kernelSize) ?? d.kernelSize
+    }
+
+    /// The feature configuration the model is conditioned on.
+    public var mel: MelConfig {
+        MelConfig(sampleRate: sampleRate, nFFT: nFFT, hopLength: hopLength, winLength: winLength,
+                  nMels: nMels, fmin: fmin, fmax: fmax)
+    }
+
+    /// Height dilation of layer l (MODEL-SPEC section 5 table).
+    public func heightDilation(_ l: Int) -> Int {
+        let table: [Int]
+        switch nGroup {
+        case 32: table = [1, 2, 4, 1, 2, 4, 1, 2]
+        case 64: table = [1, 2, 4, 8, 16, 1, 2, 4]
+        case 128: table = [1, 2, 4, 8, 16, 32, 64, 1]
+        default: table = [1, 1, 1, 1, 1, 1, 1, 1]
+        }
+        return table[l]
+    }
+
+    /// Width dilation of layer l: 2^l.
+    public func widthDilation(_ l: Int) -> Int { 1 << l }
+
+    /// The row permutation applied after flow k (an involution).
+    public func permutation(_ k: Int) -> [Int] {
+        let h = nGroup
+        if k < nFlows / 2 { return (0..<h).map { h - 1 - $0 } }
+        return (0..<h).map { $0 < h / 2 ? h / 2 - 1 - $0 : h - 1 - ($0 - h / 2) }
+    }
+
+    /// rowMaps[k][i]: which row of the unpermuted condition flow k's row i is.
+    public var rowMaps: [[Int]] {
+        var maps = [Array(0..<nGroup)]
+        for k in 0 ..< nFlows - 1 {
+            let p = permutation(k)
+            maps.append((0..<nGroup).map { maps[k][p[$0]] })
+        }
+        return maps
+    }
+
+    /// Throws unless the configuration is one the spec allows.
+    public func validate() throws {
+        try mel.validate()
+        guard [8, 16, 32, 64, 128].contains(nGroup) else { throw WaveFlowError("n_group must be 8, 16, 32, 64 or 128, not \(nGroup)") }
+        guard hopLength % nGroup == 0 else { throw WaveFlowError("n_group \(nGroup) must divide hop_length \(hopLength)") }
+        guard nFlows >= 2, nFlows % 2 == 0 else { throw WaveFlowError("n_flows must be even and positive, not \(nFlows)") }
+        guard (1...8).contains(nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(nLayers)") }
+        guard channels >= 1 else { throw WaveFlowError("channels must be positive") }
+        guard kernelSize == [3, 3] else { throw WaveFlowError("kernel_size must be [3, 3]") }
+        guard !upsampleFactors.isEmpty, upsampleFactors.allSatisfy({ $0 >= 2 && $0 % 2 == 0 }),
+              upsampleFactors.reduce(1, *) == hopLength else {
+            throw WaveFlowError("upsample_factors \(upsampleFactors) must be even and multiply to hop_length \(hopLength)")
+        }
+    }
+
+    /// Number of parameters (the inference tensors).
+    public var parameterCount: Int {
+        let c = channels, m = nMels
+        let ups = upsampleFactors.reduce(0) { $0 + 3 * 2 * $1 + 1 }
+        let layer = (2 * c * c * 9 + 2 * c) + (2 * c * m + 2 * c) + (2 * c * c + 2 * c)
+        let flow = (c + c) + nLayers * layer + (2 * c + 2)
+        return ups + nFlows * flow
+    }
+
+    /// Multiply-adds of the flow networks per predicted row position
+    /// (input, L x (conv + cond + out), output).
+    public var macsPerPosition: Int {
+        let c = channels, m = nMels
+        return c + nLayers * (2 * c * c * 9 + 2 * c * m + 2 * c * c) + 2 * c
+    }
+
+    /// Multiply-adds of a forward pass per audio sample (row 0 is copied, so
+    /// (h-1)/h of the positions are predicted; the upsampler is negligible).
+    public var macsPerSample: Double {
+        Double(nFlows * macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
+    }
+
+    // MARK: - Presets
+
+    /// Named configurations: the spec's default and smaller ones for CPUs.
+    public static let presets: [String: ModelConfig] = {
+        var p: [String: ModelConfig] = [:]
+        p["h16-c64"] = ModelConfig()
+        var c48 = ModelConfig(); c48.channels = 48; c48.nFlows = 6; p["h16-c48"] = c48
+        var c32 = ModelConfig(); c32.channels = 32; c32.nFlows = 6; p["h16-c32"] = c32
+        var c32k4 = ModelConfig(); c32k4.channels = 32; c32k4.nFlows = 4; p["h16-c32-k4"] = c32k4
+        var tiny = ModelConfig(); tiny.channels = 8; tiny.nFlows = 2; tiny.nLayers = 3; p["tiny"] = tiny
+        return p
+    }()
+
+    /// A preset by name, or a JSON file with any of the spec's keys.
+    public static func named(_ nameOrPath: String) throws -> ModelConfig {
+        if let p = presets[nameOrPath] { return p }
+        guard FileManager.default.fileExists(atPath: nameOrPath) else {
+            throw WaveFlowError("no preset or file named '\(nameOrPath)' (presets: \(presets.keys.sorted().joined(separator: ", ")))")
+        }
+        guard let data = FileManager.default.contents(atPath: nameOrPath) else {
+            throw WaveFlowError("cannot read", path: nameOrPath)
+        }
+        do {
+            let c = try JSONDecoder().decode(ModelConfig.self, from: data)
+            try c.validate()
+            return c
+        } catch let e as WaveFlowError {
+            throw e.at(nameOrPath)
+        } catch {
+            throw WaveFlowError("not a valid config JSON", path: nameOrPath)
+        }
+    }
+
+    /// The config as compact JSON with sorted keys.
+    public var json: String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: try! enc.encode(self), as: UTF8.self)
+    }
+}

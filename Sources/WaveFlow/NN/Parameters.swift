@@ -1,0 +1,165 @@
+import Foundation
+
+// Parameters and their gradients in one contiguous arena each, with named
+// views: the optimizer, clipping and checkpoint code are flat loops.
+
+/// One named tensor inside an arena.
+public struct ParameterView: Equatable, Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var offset: Int
+    public var count: Int { shape.reduce(1, *) }
+    public var range: Range<Int> { offset ..< offset + count }
+}
+
+/// Named tensors laid end to end in `values`, with `grads` of the same size.
+public struct ParameterSet<T: Real>: Sendable {
+    public private(set) var views: [ParameterView] = []
+    private var index: [String: Int] = [:]
+    /// All values, view after view.
+    public var values: [T] = []
+    /// Gradients, same layout; backward passes accumulate into it.
+    public var grads: [T] = []
+
+    public init() {}
+
+    /// Appends a zero tensor named `name`.
+    public mutating func add(_ name: String, _ shape: [Int]) {
+        precondition(index[name] == nil, "duplicate parameter \(name)")
+        let v = ParameterView(name: name, shape: shape, offset: values.count)
+        index[name] = views.count
+        views.append(v)
+        values.append(contentsOf: repeatElement(0, count: v.count))
+        grads.append(contentsOf: repeatElement(0, count: v.count))
+    }
+
+    public var count: Int { values.count }
+
+    public func view(_ name: String) -> ParameterView {
+        guard let i = index[name] else { preconditionFailure("no parameter \(name)") }
+        return views[i]
+    }
+
+    public func contains(_ name: String) -> Bool { index[name] != nil }
+
+    /// Offset of `name` in `values` / `grads`.
+    public func offset(_ name: String) -> Int { view(name).offset }
+
+    /// A copy of one tensor's values.
+    public subscript(name: String) -> [T] {
+        get { Array(values[view(name).range]) }
+        set {
+            let r = view(name).range
+            precondition(newValue.count == r.count, "\(name): \(newValue.count) values for \(r.count)")
+            values.replaceSubrange(r, with: newValue)
+        }
+    }
+
+    /// Sets every gradient to zero.
+    public mutating func zeroGrad() {
+        for i in grads.indices { grads[i] = 0 }
+    }
+
+    /// The same set in another precision.
+    public func converted<U: Real>(to: U.Type) -> ParameterSet<U> {
+        var out = ParameterSet<U>()
+        for v in views { out.add(v.name, v.shape) }
+        out.values = values.map { U($0) }
+        return out
+    }
+}
+
+/// Weight normalisation (Salimans & Kingma): w = g * v / ||v||, with one
+/// norm per output channel (the first dimension).
+public enum WeightNorm {
+    /// w [out, rest] from v [out, rest] and g [out].
+    public static func forward<T: Real>(v: UnsafePointer<T>, g: UnsafePointer<T>, w: UnsafeMutablePointer<T>, out: Int, rest: Int) {
+        for o in 0..<out {
+            let vo = v + o * rest
+            var n2: T = 0
+            for i in 0..<rest { n2 += vo[i] * vo[i] }
+            let scale = g[o] / n2.squareRoot()
+            for i in 0..<rest { w[o * rest + i] = vo[i] * scale }
+        }
+    }
+
+    /// Accumulates dv and dg from dw:
+    /// dg = (dw . v) / n,  dv = (g / n) * (dw - (dw . v) / n^2 * v),  n = ||v||.
+    public static func backward<T: Real>(v: UnsafePointer<T>, g: UnsafePointer<T>, dw: UnsafePointer<T>,
+                                         dv: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, out: Int, rest: Int) {
+        for o in 0..<out {
+            let vo = v + o * rest, dwo = dw + o * rest
+            var n2: T = 0, dot: T = 0
+            for i in 0..<rest { n2 += vo[i] * vo[i]; dot += dwo[i] * vo[i] }
+            let n = n2.squareRoot()
+            dg[o] += dot / n
+            let a = g[o] / n, b = dot / n2
+            for i in 0..<rest { dv[o * rest + i] += a * (dwo[i] - b * vo[i]) }
+        }
+    }
+
+    /// Initial (v, g) for a weight w: v = w, g = ||w|| per channel, so the
+    /// effective weight starts equal to w.
+    public static func initialise<T: Real>(from w: [T], out: Int) -> (v: [T], g: [T]) {
+        let rest = w.count / out
+        let g = (0..<out).map { o -> T in
+            var n2: T = 0
+            for i in 0..<rest { n2 += w[o * rest + i] * w[o * rest + i] }
+            return n2.squareRoot()
+        }
+        return (w, g)
+    }
+}
+
+/// Adam (Kingma & Ba) with bias correction, over a flat parameter arena.
+public struct Adam: Codable, Equatable, Sendable {
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var epsilon = 1e-8
+    /// Steps taken so far.
+    public var step = 0
+    public var m: [Float]
+    public var v: [Float]
+
+    public init(count: Int) {
+        m = [Float](repeating: 0, count: count)
+        v = [Float](repeating: 0, count: count)
+    }
+
+    /// One update of `params` by `grads` at learning rate `lr`.
+    public mutating func update(_ params: inout [Float], _ grads: [Float], lr: Double) {
+        precondition(params.count == m.count && grads.count == m.count)
+        step += 1
+        let b1 = Float(beta1), b2 = Float(beta2), eps = Float(epsilon)
+        let c1 = Float(1 - pow(beta1, Double(step))), c2 = Float(1 - pow(beta2, Double(step)))
+        let lrF = Float(lr)
+        params.withUnsafeMutableBufferPointer { p in
+            grads.withUnsafeBufferPointer { g in
+                m.withUnsafeMutableBufferPointer { m in
+                    v.withUnsafeMutableBufferPointer { v in
+                        for i in 0..<p.count {
+                            m[i] = b1 * m[i] + (1 - b1) * g[i]
+                            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                            let mHat = m[i] / c1, vHat = v[i] / c2
+                            p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The global L2 norm of `grads`; if it exceeds `maxNorm`, scales them down
+/// to it. Returns the norm before clipping.
+@discardableResult
+public func clipGradientNorm(_ grads: inout [Float], maxNorm: Float) -> Float {
+    var s: Double = 0
+    for g in grads { s += Double(g) * Double(g) }
+    let norm = Float(s.squareRoot())
+    if norm > maxNorm && norm.isFinite {
+        let k = maxNorm / norm
+        for i in grads.indices { grads[i] *= k }
+    }
+    return norm
+}

@@ -1,0 +1,71 @@
+// 1x1 convolutions and elementwise layers. Layout as in Conv2D.swift:
+// [C, N] with N = B * H * W positions.
+
+public enum Conv1x1 {
+    /// out [Cout, N] = weight [Cout, Cin] x input [Cin, N] + bias, with
+    /// `beta` = 1 adding onto what `out` holds.
+    public static func forward<T: Real>(cin: Int, cout: Int, n: Int, input: UnsafePointer<T>, ldInput: Int? = nil,
+                                        weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+                                        output: UnsafeMutablePointer<T>, accumulate: Bool = false) {
+        T.gemm(transA: false, transB: false, m: cout, n: n, k: cin, alpha: 1, a: weight, lda: cin,
+               b: input, ldb: ldInput ?? n, beta: accumulate ? 1 : 0, c: output, ldc: n)
+        if let bias { addBias(output, bias, rows: cout, cols: n) }
+    }
+
+    /// dWeight += dOut x input^T, dBias += row sums, dInput (+)= weight^T x dOut.
+    public static func backward<T: Real>(cin: Int, cout: Int, n: Int, input: UnsafePointer<T>, ldInput: Int? = nil,
+                                         weight: UnsafePointer<T>, dOutput: UnsafePointer<T>,
+                                         dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
+                                         dInput: UnsafeMutablePointer<T>?, accumulateInput: Bool = true) {
+        T.gemm(transA: false, transB: true, m: cout, n: cin, k: n, alpha: 1, a: dOutput, lda: n,
+               b: input, ldb: ldInput ?? n, beta: 1, c: dWeight, ldc: cin)
+        if let dBias { accumulateRowSums(dOutput, into: dBias, rows: cout, cols: n) }
+        if let dInput {
+            T.gemm(transA: true, transB: false, m: cin, n: n, k: cout, alpha: 1, a: weight, lda: cin,
+                   b: dOutput, ldb: n, beta: accumulateInput ? 1 : 0, c: dInput, ldc: n)
+        }
+    }
+}
+
+/// Leaky ReLU: x for x > 0, slope * x otherwise.
+public enum LeakyReLU {
+    public static func forward<T: Real>(_ x: UnsafeMutablePointer<T>, count: Int, slope: T) {
+        for i in 0..<count where x[i] < 0 { x[i] *= slope }
+    }
+
+    /// Multiplies `grad` by the derivative, read from the layer's output `y`
+    /// (y > 0 exactly where x > 0, since slope > 0).
+    public static func backward<T: Real>(output y: UnsafePointer<T>, grad: UnsafeMutablePointer<T>, count: Int, slope: T) {
+        for i in 0..<count where y[i] <= 0 { grad[i] *= slope }
+    }
+}
+
+/// The WaveNet gate: g = tanh(y[0:C]) * sigmoid(y[C:2C]) for y [2C, N].
+public enum Gate {
+    @inlinable static func sigmoid<T: Real>(_ x: T) -> T { 1 / (1 + T.exp(-x)) }
+
+    /// g [C, N] from y [2C, N].
+    public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
+        let count = c * n
+        Threads.parallelFor(c) { ch in
+            let base = ch * n
+            for i in base ..< base + n {
+                g[i] = T.tanh(y[i]) * sigmoid(y[count + i])
+            }
+        }
+    }
+
+    /// dy [2C, N] from dg [C, N] and the gate's input y.
+    public static func backward<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
+                                         channels c: Int, n: Int) {
+        let count = c * n
+        Threads.parallelFor(c) { ch in
+            let base = ch * n
+            for i in base ..< base + n {
+                let th = T.tanh(y[i]), sg = sigmoid(y[count + i])
+                dy[i] = dg[i] * sg * (1 - th * th)
+                dy[count + i] = dg[i] * th * sg * (1 - sg)
+            }
+        }
+    }
+}

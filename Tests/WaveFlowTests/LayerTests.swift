@@ -1,0 +1,209 @@
+import XCTest
+@testable import WaveFlow
+
+final class LayerTests: XCTestCase {
+    /// Shapes that exercise every padding edge, dilations > 1 and batch 2.
+    static let geometries: [ConvGeometry] = [
+        ConvGeometry(cin: 3, cout: 4, kh: 3, kw: 3, dh: 1, dw: 1, padTop: 2, padBottom: 0, padLeft: 1, padRight: 1,
+                     batch: 2, height: 5, width: 7),
+        ConvGeometry(cin: 2, cout: 6, kh: 3, kw: 3, dh: 2, dw: 4, padTop: 4, padBottom: 0, padLeft: 4, padRight: 4,
+                     batch: 2, height: 6, width: 9),
+        ConvGeometry(cin: 2, cout: 3, kh: 2, kw: 3, dh: 1, dw: 2, padTop: 1, padBottom: 2, padLeft: 0, padRight: 3,
+                     batch: 1, height: 4, width: 5),
+        // Dilation larger than the grid: most taps fall in the padding.
+        ConvGeometry(cin: 2, cout: 2, kh: 3, kw: 3, dh: 4, dw: 8, padTop: 8, padBottom: 0, padLeft: 8, padRight: 8,
+                     batch: 2, height: 3, width: 4),
+    ]
+
+    func testGemmMatchesNaive() {
+        var rng = TestRNG(7)
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (m, n, k) = (5, 7, 9)
+            let a: [Float] = rng.array(m * k), b: [Float] = rng.array(k * n)
+            var c1: [Float] = rng.array(m * n)
+            var c2 = c1
+            Float.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1.5, a: a, lda: ta ? m : k,
+                       b: b, ldb: tb ? k : n, beta: 0.5, c: &c1, ldc: n)
+            Float.gemmNaive(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1.5, a: a, lda: ta ? m : k,
+                            b: b, ldb: tb ? k : n, beta: 0.5, c: &c2, ldc: n)
+            XCTAssertLessThanOrEqual(normRelativeError(c1, c2), 1e-5)
+        }
+    }
+
+    /// The im2col + sgemm convolution equals the seven-loop one.
+    func testConvFastMatchesNaive() {
+        var rng = TestRNG(1)
+        for g in Self.geometries {
+            let x: [Float] = rng.array(g.cin * g.nIn), w: [Float] = rng.array(g.cout * g.k), b: [Float] = rng.array(g.cout)
+            var out = [Float](repeating: 0, count: g.cout * g.nOut)
+            var col = [Float](repeating: 0, count: g.k * g.nOut)
+            Conv2D.forward(g, input: x, weight: w, bias: b, output: &out, col: &col)
+            let naive = Conv2D.forwardNaive(g, input: x, weight: w, bias: b)
+            XCTAssertLessThanOrEqual(normRelativeError(out, naive), 1e-5, "\(g)")
+        }
+    }
+
+    func testConvBackwardMatchesFiniteDifferences() {
+        var rng = TestRNG(2)
+        for g in Self.geometries {
+            var x: [Double] = rng.array(g.cin * g.nIn), w: [Double] = rng.array(g.cout * g.k), b: [Double] = rng.array(g.cout)
+            let r: [Double] = rng.array(g.cout * g.nOut)
+            func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
+                var out = [Double](repeating: 0, count: g.cout * g.nOut), col = [Double](repeating: 0, count: g.k * g.nOut)
+                Conv2D.forward(g, input: x, weight: w, bias: b, output: &out, col: &col)
+                return dot(out, r)
+            }
+            var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+            var db = [Double](repeating: 0, count: b.count), col = [Double](repeating: 0, count: g.k * g.nOut)
+            Conv2D.backward(g, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx, col: &col)
+            GradientCheck.check(&x, analytic: dx, label: "conv dx") { loss($0, w, b) }
+            GradientCheck.check(&w, analytic: dw, label: "conv dw") { loss(x, $0, b) }
+            GradientCheck.check(&b, analytic: db, label: "conv db") { loss(x, w, $0) }
+        }
+    }
+
+    func testConv1x1BackwardMatchesFiniteDifferences() {
+        var rng = TestRNG(3)
+        let (cin, cout, n) = (3, 4, 10)
+        var x: [Double] = rng.array(cin * n), w: [Double] = rng.array(cout * cin), b: [Double] = rng.array(cout)
+        let r: [Double] = rng.array(cout * n)
+        func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
+            var out = [Double](repeating: 0, count: cout * n)
+            Conv1x1.forward(cin: cin, cout: cout, n: n, input: x, weight: w, bias: b, output: &out)
+            return dot(out, r)
+        }
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        var db = [Double](repeating: 0, count: b.count)
+        Conv1x1.backward(cin: cin, cout: cout, n: n, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx)
+        GradientCheck.check(&x, analytic: dx, label: "1x1 dx") { loss($0, w, b) }
+        GradientCheck.check(&w, analytic: dw, label: "1x1 dw") { loss(x, $0, b) }
+        GradientCheck.check(&b, analytic: db, label: "1x1 db") { loss(x, w, $0) }
+    }
+
+    /// Each output width is exactly factor x input width, and the layer
+    /// matches PyTorch's ConvTranspose2d definition written out by hand.
+    func testUpsampleLayerShapeAndBackward() {
+        var rng = TestRNG(4)
+        for f in [2, 4] {
+            let g = UpsampleGeometry(factor: f, batch: 2, height: 3, width: 4)
+            var x: [Double] = rng.array(g.inCount), w: [Double] = rng.array(3 * 2 * f)
+            var bias: [Double] = [0.3]
+            let r: [Double] = rng.array(g.outCount)
+            func run(_ x: [Double], _ w: [Double], _ b: [Double]) -> [Double] {
+                var out = [Double](repeating: 0, count: g.outCount)
+                ConvTranspose.forward(g, input: x, weight: w, bias: b[0], output: &out)
+                return out
+            }
+            // Direct definition: out[y, xo] = b + sum in[yi, xi] w[y - yi + 1, xo - xi*f + f/2].
+            let out = run(x, w, bias)
+            for bb in 0..<2 { for y in 0..<3 { for xo in 0 ..< g.outWidth {
+                var s = bias[0]
+                for yi in 0..<3 { for xi in 0..<4 {
+                    let i = y - yi + 1, j = xo - xi * f + f / 2
+                    if i >= 0 && i < 3 && j >= 0 && j < 2 * f { s += x[(bb * 3 + yi) * 4 + xi] * w[i * 2 * f + j] }
+                } }
+                XCTAssertEqual(out[(bb * 3 + y) * g.outWidth + xo], s, accuracy: 1e-12)
+            } } }
+            var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+            var db = [Double](repeating: 0, count: 1)
+            ConvTranspose.backward(g, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx)
+            GradientCheck.check(&x, analytic: dx, label: "convT dx") { dot(run($0, w, bias), r) }
+            GradientCheck.check(&w, analytic: dw, label: "convT dw") { dot(run(x, $0, bias), r) }
+            GradientCheck.check(&bias, analytic: db, label: "convT db") { dot(run(x, w, $0), r) }
+        }
+    }
+
+    func testLeakyReLUAndGateBackward() {
+        var rng = TestRNG(5)
+        // Leaky ReLU: keep inputs away from the kink at 0.
+        var x: [Double] = rng.array(20).map { $0 + ($0 >= 0 ? 0.1 : -0.1) }
+        let r: [Double] = rng.array(20)
+        func leaky(_ x: [Double]) -> [Double] { var y = x; LeakyReLU.forward(&y, count: y.count, slope: 0.4); return y }
+        var d = r
+        LeakyReLU.backward(output: leaky(x), grad: &d, count: d.count, slope: 0.4)
+        GradientCheck.check(&x, analytic: d, label: "leaky") { dot(leaky($0), r) }
+
+        let (c, n) = (3, 5)
+        var y: [Double] = rng.array(2 * c * n, scale: 2)
+        let rg: [Double] = rng.array(c * n)
+        func gate(_ y: [Double]) -> [Double] { var g = [Double](repeating: 0, count: c * n); Gate.forward(y, &g, channels: c, n: n); return g }
+        var dy = [Double](repeating: 0, count: 2 * c * n)
+        Gate.backward(y, rg, &dy, channels: c, n: n)
+        GradientCheck.check(&y, analytic: dy, label: "gate") { dot(gate($0), rg) }
+    }
+
+    func testCouplingAndLikelihoodBackward() {
+        var rng = TestRNG(6)
+        let (batch, h, w) = (2, 4, 3)
+        var x: [Double] = rng.array(batch * h * w)
+        var ls: [Double] = rng.array(batch * (h - 1) * w, scale: 0.5), t: [Double] = rng.array(batch * (h - 1) * w)
+        func loss(_ x: [Double], _ ls: [Double], _ t: [Double]) -> Double {
+            var z = [Double](repeating: 0, count: x.count)
+            let ld = AffineCoupling.forward(x: x, logS: ls, t: t, z: &z, batch: batch, h: h, w: w)
+            let nll = GaussianNLL.perSample(z: z, logdet: ld, batch: batch, count: h * w)
+            return nll.reduce(0, +) / Double(batch)
+        }
+        var z = [Double](repeating: 0, count: x.count)
+        _ = AffineCoupling.forward(x: x, logS: ls, t: t, z: &z, batch: batch, h: h, w: w)
+        var dz = [Double](repeating: 0, count: z.count)
+        let dld = GaussianNLL.backward(z: z, dZ: &dz, batch: batch, count: h * w)
+        var dx = [Double](repeating: 0, count: x.count), dls = [Double](repeating: 0, count: ls.count)
+        var dt = [Double](repeating: 0, count: t.count)
+        AffineCoupling.backward(x: x, logS: ls, dZ: dz, dLogdet: dld, dX: &dx, dLogS: &dls, dT: &dt, batch: batch, h: h, w: w)
+        GradientCheck.check(&x, analytic: dx, label: "coupling dx") { loss($0, ls, t) }
+        GradientCheck.check(&ls, analytic: dls, label: "coupling dlogs") { loss(x, $0, t) }
+        GradientCheck.check(&t, analytic: dt, label: "coupling dt") { loss(x, ls, $0) }
+        // The inverse row undoes the forward.
+        var back = [Double](repeating: 0, count: w)
+        AffineCoupling.inverseRow(z: Array(z[w ..< 2 * w]), logS: Array(ls[0..<w]), t: Array(t[0..<w]), x: &back, count: w)
+        for j in 0..<w { XCTAssertEqual(back[j], x[w + j], accuracy: 1e-12) }
+    }
+
+    func testWeightNormBackwardAndFold() {
+        var rng = TestRNG(8)
+        let (out, rest) = (3, 4)
+        var v: [Double] = rng.array(out * rest), g: [Double] = rng.array(out)
+        let r: [Double] = rng.array(out * rest)
+        func weight(_ v: [Double], _ g: [Double]) -> [Double] {
+            var w = [Double](repeating: 0, count: out * rest)
+            WeightNorm.forward(v: v, g: g, w: &w, out: out, rest: rest)
+            return w
+        }
+        var dv = [Double](repeating: 0, count: v.count), dg = [Double](repeating: 0, count: g.count)
+        WeightNorm.backward(v: v, g: g, dw: r, dv: &dv, dg: &dg, out: out, rest: rest)
+        GradientCheck.check(&v, analytic: dv, label: "wn dv") { dot(weight($0, g), r) }
+        GradientCheck.check(&g, analytic: dg, label: "wn dg") { dot(weight(v, $0), r) }
+        // Initialising from a weight reproduces it.
+        let w0: [Double] = rng.array(out * rest)
+        let (v0, g0) = WeightNorm.initialise(from: w0, out: out)
+        XCTAssertLessThanOrEqual(maxRelativeError(weight(v0, g0), w0), 1e-12)
+    }
+
+    /// Adam against a sequence computed by hand (scalar parameter).
+    func testAdamMatchesHandComputedSteps() {
+        var adam = Adam(count: 1)
+        var p: [Float] = [1.0]
+        let grads: [Float] = [0.5, -0.2, 0.1]
+        var m = 0.0, v = 0.0, ref = 1.0
+        for (t, gr) in grads.enumerated() {
+            adam.update(&p, [gr], lr: 0.01)
+            let g = Double(gr)
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            let mh = m / (1 - pow(0.9, Double(t + 1))), vh = v / (1 - pow(0.999, Double(t + 1)))
+            ref -= 0.01 * mh / (vh.squareRoot() + 1e-8)
+            XCTAssertEqual(Double(p[0]), ref, accuracy: 1e-6)
+        }
+        XCTAssertEqual(adam.step, 3)
+    }
+
+    func testGradientClipping() {
+        var g: [Float] = [3, 4]
+        XCTAssertEqual(clipGradientNorm(&g, maxNorm: 1), 5)
+        XCTAssertEqual(g[0], 0.6, accuracy: 1e-6)
+        XCTAssertEqual(g[1], 0.8, accuracy: 1e-6)
+        var small: [Float] = [0.3, 0.4]
+        clipGradientNorm(&small, maxNorm: 1)
+        XCTAssertEqual(small, [0.3, 0.4])
+    }
+}
