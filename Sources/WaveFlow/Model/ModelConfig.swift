@@ -109,17 +109,20 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return ups + nFlows * flow
     }
 
-    /// Multiply-adds of the flow networks per predicted row position
+    /// Multiply-adds of one flow's network per predicted row position
     /// (input, L x (conv + cond + out), output).
-    public var macsPerPosition: Int {
+    public var macsPerPositionPerFlow: Int {
         let c = channels, m = nMels
         return c + nLayers * (2 * c * c * 9 + 2 * c * m + 2 * c * c) + 2 * c
     }
 
+    /// Multiply-adds of all K flows per predicted row position.
+    public var macsPerPosition: Int { nFlows * macsPerPositionPerFlow }
+
     /// Multiply-adds of a forward pass per audio sample (row 0 is copied, so
     /// (h-1)/h of the positions are predicted; the upsampler is negligible).
     public var macsPerSample: Double {
-        Double(nFlows * macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
+        Double(macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
     }
 
     // MARK: - Presets

@@ -1,0 +1,155 @@
+import XCTest
+@testable import WaveFlow
+
+final class ModelTests: XCTestCase {
+    /// A tiny configuration: h = 8, two flows, two layers, three channels.
+    static func tinyConfig(h: Int = 8, flows: Int = 2, layers: Int = 2) -> ModelConfig {
+        var c = ModelConfig()
+        c.nFFT = 32; c.winLength = 32; c.hopLength = max(16, h); c.nMels = 4
+        c.upsampleFactors = c.hopLength == 16 ? [4, 4] : [2, c.hopLength / 2]
+        c.nGroup = h; c.nFlows = flows; c.nLayers = layers; c.channels = 3
+        return c
+    }
+
+    /// A model with every parameter random (output layer included, small, so
+    /// the flow is far from the identity).
+    static func randomModel<T: Real>(_ c: ModelConfig, seed: UInt64 = 1, _: T.Type = T.self) -> WaveFlowModel<T> {
+        let m = WaveFlowModel<T>(config: c)
+        var rng = TestRNG(seed)
+        for v in m.params.views {
+            let scale: T = v.name.contains(".output.") ? 0.1 : 0.5
+            for i in v.range { m.params.values[i] = rng.uniform(scale) }
+        }
+        return m
+    }
+
+    func testDefaultConfigMatchesSpecSizes() throws {
+        let c = ModelConfig()
+        try c.validate()
+        XCTAssertEqual(Double(c.parameterCount) / 1e6, 5.93, accuracy: 0.01)
+        XCTAssertEqual(Double(c.macsPerPosition) / 1e6, 5.9, accuracy: 0.1)
+        XCTAssertEqual(c.macsPerSample / 1e6, 5.5, accuracy: 0.1)
+        XCTAssertEqual(WaveFlowModel<Float>(config: c).params.count, c.parameterCount)
+        for name in ModelConfig.presets.keys { XCTAssertNoThrow(try ModelConfig.presets[name]!.validate(), name) }
+    }
+
+    /// The permutations of the spec, and the condition rows following them.
+    func testPermutationsAndRowMaps() {
+        var c = ModelConfig(); c.nGroup = 8; c.nFlows = 4
+        XCTAssertEqual(c.permutation(0), [7, 6, 5, 4, 3, 2, 1, 0])
+        XCTAssertEqual(c.permutation(2), [3, 2, 1, 0, 7, 6, 5, 4])
+        // Apply the permutations physically to a labelled condition.
+        var rows = Array(0..<8)
+        for k in 0..<4 {
+            XCTAssertEqual(c.rowMaps[k], rows, "flow \(k)")
+            let p = c.permutation(k)
+            rows = (0..<8).map { rows[p[$0]] }
+        }
+        // And through the model's gather: Cd[m, b, i, j] = 100 i + j.
+        let cfg = Self.tinyConfig(flows: 4)
+        let model = WaveFlowModel<Double>(config: cfg)
+        let (batch, w) = (2, 3)
+        var cd = [Double](repeating: 0, count: cfg.nMels * batch * 8 * w)
+        for mi in 0..<cfg.nMels { for b in 0..<batch { for i in 0..<8 { for j in 0..<w {
+            cd[((mi * batch + b) * 8 + i) * w + j] = Double(100 * i + j)
+        } } } }
+        var physical = Array(0..<8)
+        for k in 0..<4 {
+            let cin = model.networkConditionInput(cd, flow: k, batch: batch, width: w)
+            for i in 0..<7 { XCTAssertEqual(cin[i * w], Double(100 * physical[i + 1]), "flow \(k) row \(i)") }
+            let p = cfg.permutation(k)
+            physical = (0..<8).map { physical[p[$0]] }
+        }
+    }
+
+    /// log|det J| of audio -> z, computed column by column with finite
+    /// differences (Float64), equals the model's sum of log_s.
+    func testLogDeterminantMatchesBruteForceJacobian() {
+        for h in [8, 16] {
+            let cfg = Self.tinyConfig(h: h, flows: 2, layers: 2)
+            let model: WaveFlowModel<Double> = Self.randomModel(cfg)
+            let frames = 2
+            let tPrime = frames * cfg.hopLength
+            var rng = TestRNG(3)
+            let mel: [Double] = rng.array(cfg.nMels * frames)
+            let x: [Double] = rng.array(tPrime, scale: 0.5)
+            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false)
+            // Jacobian dz/dx, one column per input sample.
+            var jac = [Double](repeating: 0, count: tPrime * tPrime)
+            let eps = 1e-6
+            for j in 0..<tPrime {
+                var xp = x, xm = x
+                xp[j] += eps; xm[j] -= eps
+                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false).z
+                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false).z
+                for i in 0..<tPrime { jac[i * tPrime + j] = (zp[i] - zm[i]) / (2 * eps) }
+            }
+            XCTAssertEqual(logAbsDeterminant(jac, tPrime), s.logdet[0], accuracy: 1e-6, "h=\(h)")
+        }
+    }
+
+    /// The whole model's loss gradient (every tensor kind) against finite differences.
+    func testModelGradientMatchesFiniteDifferences() {
+        let cfg = Self.tinyConfig(h: 8, flows: 2, layers: 2)
+        let model: WaveFlowModel<Double> = Self.randomModel(cfg, seed: 5)
+        let (batch, frames) = (2, 3)
+        let tPrime = 40 // w = 5: shorter than frames*hop = 48, so the crop is exercised
+        var rng = TestRNG(9)
+        let mel: [Double] = rng.array(batch * cfg.nMels * frames)
+        let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
+        func loss(_ p: [Double]) -> Double {
+            model.params.values = p
+            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false).nll.reduce(0, +) / Double(batch)
+        }
+        let p0 = model.params.values
+        model.params.zeroGrad()
+        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames))
+        let analytic = model.params.grads
+        var p = p0
+        // A few entries of every tensor.
+        var indices: [Int] = []
+        for v in model.params.views {
+            indices += GradientCheck.sample(v.count, 4, seed: UInt64(v.offset + 1)).map { v.offset + $0 }
+        }
+        GradientCheck.check(&p, analytic: analytic, indices: indices, label: "model") { loss($0) }
+        model.params.values = p0
+    }
+
+    /// A new model is the identity up to the row permutations: every flow
+    /// copies its input, so z is x with rows permuted, and the log-det is 0.
+    func testNewModelIsIdentity() {
+        let cfg = Self.tinyConfig()
+        let model = WaveFlowModel<Float>(config: cfg)
+        model.initialise(seed: 1)
+        var rng = TestRNG(2)
+        let mel: [Float] = rng.array(cfg.nMels * 2)
+        let x: [Float] = rng.array(32)
+        let s = model.forward(audio: x, mel: mel, batch: 1, frames: 2, keepCache: false)
+        // Rows end permuted by perm_{K-1} o ... o perm_0: the row map after the last flow.
+        var rows = Array(0..<cfg.nGroup)
+        for k in 0..<cfg.nFlows { let p = cfg.permutation(k); rows = (0..<cfg.nGroup).map { rows[p[$0]] } }
+        let w = 32 / cfg.nGroup
+        for j in 0..<w { for i in 0..<cfg.nGroup { XCTAssertEqual(s.z[j * cfg.nGroup + i], x[j * cfg.nGroup + rows[i]]) } }
+        XCTAssertEqual(s.logdet, [0])
+        let expected = x.map { Double($0 * $0) / 2 }.reduce(0, +) / 32 + GaussianNLL.halfLog2Pi
+        XCTAssertEqual(Double(s.nll[0]), expected, accuracy: 1e-5)
+    }
+}
+
+/// log |det A| by Gaussian elimination with partial pivoting (A n x n, row-major).
+func logAbsDeterminant(_ a: [Double], _ n: Int) -> Double {
+    var m = a
+    var result = 0.0
+    for col in 0..<n {
+        var pivot = col
+        for r in col..<n where abs(m[r * n + col]) > abs(m[pivot * n + col]) { pivot = r }
+        if pivot != col { for j in 0..<n { m.swapAt(col * n + j, pivot * n + j) } }
+        let d = m[col * n + col]
+        result += log(abs(d))
+        for r in (col + 1)..<n {
+            let f = m[r * n + col] / d
+            if f != 0 { for j in col..<n { m[r * n + j] -= f * m[col * n + j] } }
+        }
+    }
+    return result
+}
