@@ -77,7 +77,10 @@ extension WaveFlowModel {
         var col = [T](repeating: 0, count: 9 * c * n)
         var dCin = [T](repeating: 0, count: m * n)
         var dXin = [T](repeating: 0, count: n)
-        params.values.withUnsafeBufferPointer { wp in
+        // A separate reference: reading params.values while params.grads is
+        // being modified would be an overlapping access to `params`.
+        let weights = params.values
+        weights.withUnsafeBufferPointer { wp in
             params.grads.withUnsafeMutableBufferPointer { gp in
                 let w = wp.baseAddress!, gr = gp.baseAddress!
                 Conv1x1.backward(cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,

@@ -131,7 +131,8 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
                     LeakyReLU.backward(output: y.baseAddress!, grad: d.baseAddress!, count: g.outCount, slope: Self.leakySlope)
                 }
             }
-            params.values.withUnsafeBufferPointer { p in
+            let weights = params.values // not params.values inside the grads' modify access
+            weights.withUnsafeBufferPointer { p in
                 params.grads.withUnsafeMutableBufferPointer { gr in
                     dInput.withUnsafeMutableBufferPointer { di in
                         ConvTranspose.backward(g, input: input, weight: p.baseAddress! + w, dOutput: grad,

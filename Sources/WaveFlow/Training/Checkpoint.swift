@@ -1,0 +1,78 @@
+import Foundation
+
+/// A model checkpoint (MODEL-SPEC section 10): the inference tensors, the
+/// config, and optionally the training state (tensors named `train.*`).
+public struct Checkpoint {
+    public var config: ModelConfig
+    /// Inference tensors by spec name (effective weights).
+    public var model: WaveFlowModel<Float>
+    /// `train.*` tensors (empty for an inference-only file).
+    public var trainTensors: [String: Tensor]
+    /// The config JSON object as stored, with any extra keys (step, corpus, …).
+    public var configJSON: [String: Any]
+
+    public static let format = "waveflow"
+    public static let formatVersion = "1"
+
+    /// Loads and validates `path` completely before returning anything.
+    public static func load(_ path: String) throws -> Checkpoint {
+        let (metadata, tensors) = try SafeTensors.read(path)
+        func fail(_ m: String) -> WaveFlowError { WaveFlowError(m, path: path) }
+        guard metadata["format"] == format else {
+            throw fail("not a waveflow checkpoint (metadata format is \(metadata["format"].map { "'\($0)'" } ?? "missing"))")
+        }
+        guard metadata["format_version"] == formatVersion else {
+            throw fail("unsupported format_version \(metadata["format_version"] ?? "missing") (this program reads \(formatVersion))")
+        }
+        guard let configText = metadata["config"], let configData = configText.data(using: .utf8),
+              let configObject = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
+            throw fail("metadata 'config' is missing or not a JSON object")
+        }
+        let config: ModelConfig
+        do { config = try JSONDecoder().decode(ModelConfig.self, from: configData) } catch {
+            throw fail("metadata 'config' has a value of the wrong type")
+        }
+        do { try config.validate() } catch let e as WaveFlowError { throw e.at(path) }
+        let model = WaveFlowModel<Float>(config: config)
+        var train: [String: Tensor] = [:]
+        for (name, t) in tensors {
+            if name.hasPrefix("train.") { train[name] = t; continue }
+            guard model.params.contains(name) else { throw fail("unexpected tensor '\(name)'") }
+            let v = model.params.view(name)
+            guard v.shape == t.shape else { throw fail("tensor '\(name)' has shape \(t.shape), expected \(v.shape)") }
+        }
+        for v in model.params.views where tensors[v.name] == nil {
+            throw fail("missing tensor '\(v.name)'")
+        }
+        for v in model.params.views { model.params[v.name] = tensors[v.name]!.values }
+        return Checkpoint(config: config, model: model, trainTensors: train, configJSON: configObject)
+    }
+
+    /// Writes the model's inference tensors plus `train` tensors atomically.
+    /// - Parameter extra: keys recorded in the config JSON beside the spec's.
+    public static func save(model: WaveFlowModel<Float>, train: [(String, Tensor)] = [], extra: [String: Any] = [:],
+                            to path: String) throws {
+        var configObject = (try JSONSerialization.jsonObject(with: Data(model.config.json.utf8))) as! [String: Any]
+        for (k, v) in extra { configObject[k] = v }
+        let configText = String(decoding: try JSONSerialization.data(withJSONObject: configObject, options: [.sortedKeys]), as: UTF8.self)
+        var tensors: [(String, Tensor)] = model.params.views.map {
+            ($0.name, Tensor(shape: $0.shape, values: Array(model.params.values[$0.range])))
+        }
+        precondition(train.allSatisfy { $0.0.hasPrefix("train.") })
+        tensors += train
+        try SafeTensors.write(tensors, metadata: ["format": format, "format_version": formatVersion, "config": configText], to: path)
+    }
+
+    /// The `--checkpoint` default: the shipped model, else the newest
+    /// `latest.safetensors` under `Checkpoints/`.
+    public static func defaultPath(root: String = "Checkpoints") -> String? {
+        let shipped = root + "/shipped/model.safetensors"
+        if FileManager.default.fileExists(atPath: shipped) { return shipped }
+        let candidates = listFiles(in: root) { $0.hasSuffix("/latest.safetensors") }
+        return candidates.max { modificationDate($0) < modificationDate($1) }
+    }
+}
+
+func modificationDate(_ path: String) -> Date {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date) ?? .distantPast
+}

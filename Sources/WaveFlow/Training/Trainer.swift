@@ -1,0 +1,323 @@
+import Foundation
+
+/// Settings of one training run.
+public struct TrainOptions: Codable, Sendable {
+    public var steps = 10000
+    public var batch = 8
+    /// Segment length in samples (rounded down to a multiple of hop).
+    public var segment = 16384
+    /// Peak learning rate (after warm-up).
+    public var lr = 1e-3
+    /// Linear warm-up steps.
+    public var warmup = 100
+    /// Learning rate at the last step, as a fraction of `lr` (cosine decay).
+    public var finalLRFraction = 0.1
+    public var seed: UInt64 = 1
+    public var checkpointEvery = 500
+    public var validateEvery = 250
+    /// Step checkpoints kept besides `best` (the newest ones).
+    public var keep = 3
+    /// Global gradient-norm clipping threshold.
+    public var clip: Float = 10
+    /// Seconds of each validation file scored (from its start).
+    public var validationSeconds = 2.0
+    public init() {}
+}
+
+/// Set by SIGINT / SIGTERM; the training loop saves and stops when it sees it.
+nonisolated(unsafe) public var trainingStopRequested: Int32 = 0
+
+/// Maximum-likelihood training: weight-normalised parameters, Adam, clipping,
+/// checkpoints, validation, resumption.
+public final class Trainer {
+    public let model: WaveFlowModel<Float>
+    public var options: TrainOptions
+    public let runFolder: String
+    /// What Adam updates: weight-normalised (v, g) pairs and plain tensors.
+    public private(set) var trainables = ParameterSet<Float>()
+    public private(set) var adam: Adam
+    public private(set) var step = 0
+    public private(set) var rng: SplitMix64
+    /// Multiplies the schedule; halved after repeated non-finite steps.
+    public private(set) var lrScale = 1.0
+    public private(set) var bestValidation = Double.infinity
+    /// Extra keys recorded in checkpoints' config (corpus, …).
+    public var recordedInfo: [String: Any] = [:]
+
+    /// Weights trained through weight normalisation: every weight except the
+    /// zero-initialised output layers and the upsampler.
+    static func isWeightNormed(_ name: String) -> Bool {
+        name.hasPrefix("flows.") && name.hasSuffix(".weight") && !name.hasSuffix(".output.weight")
+    }
+
+    public init(model: WaveFlowModel<Float>, options: TrainOptions, runFolder: String) {
+        self.model = model
+        self.options = options
+        self.runFolder = runFolder
+        rng = SplitMix64(seed: options.seed ^ 0x5EED)
+        for v in model.params.views {
+            if Self.isWeightNormed(v.name) {
+                trainables.add("train.wn.\(v.name).v", v.shape)
+                trainables.add("train.wn.\(v.name).g", [v.shape[0]])
+                let (vv, g) = WeightNorm.initialise(from: model.params[v.name], out: v.shape[0])
+                trainables["train.wn.\(v.name).v"] = vv
+                trainables["train.wn.\(v.name).g"] = g
+            } else {
+                trainables.add(v.name, v.shape)
+                trainables[v.name] = model.params[v.name]
+            }
+        }
+        adam = Adam(count: trainables.count)
+    }
+
+    // MARK: - Weight normalisation between the two arenas
+
+    /// Model weights from the trainables.
+    public func fold() {
+        let tv = trainables
+        let views = model.params.views
+        model.params.values.withUnsafeMutableBufferPointer { mp in
+            tv.values.withUnsafeBufferPointer { tp in
+                for v in views {
+                    if Self.isWeightNormed(v.name) {
+                        let vo = tv.offset("train.wn.\(v.name).v"), go = tv.offset("train.wn.\(v.name).g")
+                        WeightNorm.forward(v: tp.baseAddress! + vo, g: tp.baseAddress! + go, w: mp.baseAddress! + v.offset,
+                                           out: v.shape[0], rest: v.count / v.shape[0])
+                    } else {
+                        (mp.baseAddress! + v.offset).update(from: tp.baseAddress! + tv.offset(v.name), count: v.count)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Trainable gradients from the model's gradients.
+    func unfoldGradients() {
+        let mg = model.params.grads
+        let tv = trainables
+        var grads = [Float](repeating: 0, count: tv.count)
+        grads.withUnsafeMutableBufferPointer { gp in
+            mg.withUnsafeBufferPointer { m in
+                tv.values.withUnsafeBufferPointer { t in
+                    for v in model.params.views {
+                        if Self.isWeightNormed(v.name) {
+                            let vo = tv.offset("train.wn.\(v.name).v"), go = tv.offset("train.wn.\(v.name).g")
+                            WeightNorm.backward(v: t.baseAddress! + vo, g: t.baseAddress! + go, dw: m.baseAddress! + v.offset,
+                                                dv: gp.baseAddress! + vo, dg: gp.baseAddress! + go,
+                                                out: v.shape[0], rest: v.count / v.shape[0])
+                        } else {
+                            (gp.baseAddress! + tv.offset(v.name)).update(from: m.baseAddress! + v.offset, count: v.count)
+                        }
+                    }
+                }
+            }
+        }
+        trainables.grads = grads
+    }
+
+    // MARK: - Schedule
+
+    /// Learning rate at `step` (1-based): linear warm-up, then cosine decay
+    /// from `lr` to `lr * finalLRFraction` at `steps`.
+    public func learningRate(at step: Int) -> Double {
+        let o = options
+        if step <= o.warmup { return o.lr * lrScale * Double(step) / Double(max(1, o.warmup)) }
+        let progress = min(1, Double(step - o.warmup) / Double(max(1, o.steps - o.warmup)))
+        let cosine = 0.5 * (1 + cos(Double.pi * progress))
+        return o.lr * lrScale * (o.finalLRFraction + (1 - o.finalLRFraction) * cosine)
+    }
+
+    // MARK: - One step
+
+    public struct StepResult { public var loss: Double; public var gradNorm: Float; public var skipped: Bool }
+
+    /// Forward, backward, clip, Adam. A non-finite loss or gradient skips the update.
+    public func trainStep(_ batch: Batch) -> StepResult {
+        model.params.zeroGrad()
+        let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames)
+        let loss = state.nll.reduce(0) { $0 + Double($1) } / Double(batch.batch)
+        model.backward(state)
+        unfoldGradients()
+        let norm = clipGradientNorm(&trainables.grads, maxNorm: options.clip)
+        step += 1
+        guard loss.isFinite, norm.isFinite else { return StepResult(loss: loss, gradNorm: norm, skipped: true) }
+        let grads = trainables.grads
+        adam.update(&trainables.values, grads, lr: learningRate(at: step))
+        fold()
+        return StepResult(loss: loss, gradNorm: norm, skipped: false)
+    }
+
+    /// Mean NLL (nats/sample) over the first `validationSeconds` of each utterance.
+    public func validate(_ utterances: [Utterance]) -> Double {
+        let h = model.config.nGroup, hop = model.config.hopLength
+        var total = 0.0
+        for u in utterances {
+            let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
+            let t = min(u.audio.count, maxSamples) / h * h
+            let frames = min(u.frames, (t + hop - 1) / hop)
+            let m = model.config.nMels
+            var mel = [Float](repeating: 0, count: m * frames)
+            for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
+            let s = model.forward(audio: Array(u.audio[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
+            total += Double(s.nll[0])
+        }
+        return total / Double(max(1, utterances.count))
+    }
+
+    // MARK: - Checkpoints
+
+    func trainTensors() -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = trainables.views.filter { $0.name.hasPrefix("train.") }.map {
+            ($0.name, Tensor(shape: $0.shape, values: Array(trainables.values[$0.range])))
+        }
+        out.append(("train.adam.m", Tensor(shape: [adam.m.count], values: adam.m)))
+        out.append(("train.adam.v", Tensor(shape: [adam.v.count], values: adam.v)))
+        // Integers are stored exactly as 16-bit pieces in F32.
+        func pieces(_ x: UInt64) -> [Float] { (0..<4).map { Float((x >> (16 * UInt64($0))) & 0xFFFF) } }
+        out.append(("train.step", Tensor(shape: [4], values: pieces(UInt64(step)))))
+        out.append(("train.adam_step", Tensor(shape: [4], values: pieces(UInt64(adam.step)))))
+        out.append(("train.rng", Tensor(shape: [4], values: pieces(rng.state))))
+        out.append(("train.lr_scale", Tensor(shape: [1], values: [Float(lrScale)])))
+        out.append(("train.best_validation", Tensor(shape: [1], values: [Float(bestValidation)])))
+        return out
+    }
+
+    /// Restores the training state saved by `save` (the model's weights were
+    /// loaded with the checkpoint). An inference-only checkpoint starts a
+    /// fresh optimizer from its weights.
+    public func restore(_ t: [String: Tensor]) throws {
+        func whole(_ name: String) throws -> UInt64 {
+            guard let v = t[name]?.values, v.count == 4 else { throw WaveFlowError("checkpoint lacks \(name)") }
+            return (0..<4).reduce(0) { $0 | UInt64(v[$1]) << (16 * UInt64($1)) }
+        }
+        guard t["train.adam.m"] != nil else { return }
+        for v in trainables.views where v.name.hasPrefix("train.") {
+            guard let tensor = t[v.name], tensor.shape == v.shape else { throw WaveFlowError("checkpoint lacks \(v.name)") }
+            trainables[v.name] = tensor.values
+        }
+        for v in trainables.views where !v.name.hasPrefix("train.") { trainables[v.name] = model.params[v.name] }
+        guard let m = t["train.adam.m"], let vv = t["train.adam.v"], m.values.count == adam.m.count, vv.values.count == adam.v.count else {
+            throw WaveFlowError("checkpoint's optimizer state does not match the model")
+        }
+        adam.m = m.values; adam.v = vv.values
+        adam.step = Int(try whole("train.adam_step"))
+        step = Int(try whole("train.step"))
+        rng.state = try whole("train.rng")
+        lrScale = Double(t["train.lr_scale"]?.values.first ?? 1)
+        bestValidation = Double(t["train.best_validation"]?.values.first ?? .infinity)
+        fold()
+    }
+
+    /// Writes `step-NNNNNNN.safetensors`, points `latest.safetensors` at it,
+    /// and removes step files beyond the newest `keep`.
+    @discardableResult
+    public func saveCheckpoint() throws -> String {
+        try makeDirectory(runFolder)
+        let name = String(format: "step-%07d.safetensors", step)
+        let path = (runFolder as NSString).appendingPathComponent(name)
+        var info = recordedInfo
+        info["step"] = step
+        try Checkpoint.save(model: model, train: trainTensors(), extra: info, to: path)
+        let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
+        let tmp = AtomicFile.temporaryPath(for: latest)
+        try? FileManager.default.createSymbolicLink(atPath: tmp, withDestinationPath: name)
+        rename(tmp, latest)
+        let steps = listFiles(in: runFolder) { ($0 as NSString).lastPathComponent.hasPrefix("step-") }.sorted()
+        for old in steps.dropLast(options.keep) { try? FileManager.default.removeItem(atPath: old) }
+        return path
+    }
+
+    /// Writes `best.safetensors` (inference tensors plus state).
+    public func saveBest() throws {
+        var info = recordedInfo
+        info["step"] = step
+        info["validation_nll"] = bestValidation
+        try Checkpoint.save(model: model, train: trainTensors(), extra: info,
+                            to: (runFolder as NSString).appendingPathComponent("best.safetensors"))
+    }
+
+    /// Reloads the newest checkpoint of this run (after repeated non-finite steps).
+    func reloadLatest() throws {
+        let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
+        let ck = try Checkpoint.load(latest)
+        model.params.values = ck.model.params.values
+        let scale = lrScale
+        try restore(ck.trainTensors)
+        lrScale = scale
+    }
+
+    // MARK: - The loop
+
+    /// Trains until `options.steps` (or a stop request), validating and
+    /// checkpointing as configured; logs every step to `metrics.jsonl`.
+    public func run(corpus: Corpus) throws {
+        try makeDirectory(runFolder)
+        let metricsPath = (runFolder as NSString).appendingPathComponent("metrics.jsonl")
+        if !FileManager.default.fileExists(atPath: metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
+        guard let metrics = FileHandle(forWritingAtPath: metricsPath) else { throw WaveFlowError("cannot write", path: metricsPath) }
+        metrics.seekToEndOfFile()
+        defer { metrics.closeFile() }
+        func log(_ object: [String: Any]) {
+            if let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+                metrics.write(d); metrics.write(Data("\n".utf8))
+            }
+        }
+        let hop = model.config.hopLength
+        let segment = max(hop, options.segment / hop * hop)
+        let startStep = step
+        let progress = ProgressLine("train", total: options.steps - startStep, unit: "steps", logInterval: 30)
+        var badInARow = 0
+        let started = Date()
+        fold()
+        if step == 0 && !corpus.validation.isEmpty {
+            let v = validate(corpus.validation)
+            log(["step": 0, "val_nll": v, "time": 0.0])
+            logLine("validation NLL at step 0: \(String(format: "%.4f", v)) nats/sample")
+        }
+        while step < options.steps && trainingStopRequested == 0 {
+            let t0 = Date()
+            let batch = corpus.sampleBatch(batch: options.batch, segment: segment, hop: hop, rng: &rng)
+            let r = trainStep(batch)
+            let dt = Date().timeIntervalSince(t0)
+            let rate = Double(options.batch * segment) / dt
+            var entry: [String: Any] = ["step": step, "loss": r.loss.isFinite ? r.loss : "nan", "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan",
+                                        "lr": learningRate(at: step), "samples_per_s": rate,
+                                        "time": Date().timeIntervalSince(started)]
+            if r.skipped {
+                badInARow += 1
+                entry["skipped"] = true
+                logLine("waveflow: step \(step): non-finite loss or gradient, update skipped")
+                if badInARow >= 3 {
+                    lrScale *= 0.5
+                    logLine("waveflow: \(badInARow) bad steps in a row: restoring the last checkpoint, learning rate x\(lrScale)")
+                    if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
+                        try reloadLatest()
+                    }
+                    badInARow = 0
+                }
+            } else {
+                badInARow = 0
+            }
+            log(entry)
+            progress.advance(note: String(format: "step %d, loss %.4f nats/sample, %.0f samples/s", step, r.loss, rate))
+            if step % options.validateEvery == 0 || step == options.steps {
+                let v = validate(corpus.validation)
+                log(["step": step, "val_nll": v, "time": Date().timeIntervalSince(started)])
+                logLine("step \(step): validation NLL \(String(format: "%.4f", v)) nats/sample")
+                if v < bestValidation {
+                    bestValidation = v
+                    try saveBest()
+                }
+            }
+            if step % options.checkpointEvery == 0 || step == options.steps {
+                try saveCheckpoint()
+                try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
+            }
+        }
+        if trainingStopRequested != 0 {
+            let path = try saveCheckpoint()
+            try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
+            logLine("waveflow: stopped at step \(step); saved \(path) (continue with --resume)")
+        }
+    }
+}

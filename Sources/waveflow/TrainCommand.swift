@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import WaveFlow
+
+/// `waveflow train CORPUS`: maximum-likelihood training with checkpoints.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model on every audio file below a folder.",
+        discussion: """
+        Checkpoints go to CHECKPOINTS/RUN/ (step-*.safetensors, best.safetensors, \
+        latest.safetensors), with metrics.jsonl and nll.svg. Ctrl-C saves a checkpoint \
+        and stops; --resume continues the run exactly where it stopped.
+        """)
+
+    @Argument(help: "Folder of audio files (searched recursively).") var corpus: String
+    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file.")
+    var config = "h16-c32"
+    @Option(help: "Train until this step.") var steps: Int?
+    @Option(help: "Segments per batch (default 8).") var batch: Int?
+    @Option(help: "Segment length in samples (default 16384).") var segment: Int?
+    @Option(help: "Peak learning rate (default 1e-3).") var lr: Double?
+    @Option(help: "Warm-up steps (default 100).") var warmup: Int?
+    @Option(help: "Random seed (default 1).") var seed: UInt64?
+    @Option(help: "Steps between checkpoints (default 500).") var checkpointEvery: Int?
+    @Option(help: "Steps between validations (default 250).") var validateEvery: Int?
+    @Option(name: .customLong("run"), help: "Run name (folder under --checkpoints).") var runName = "run"
+    @Option(help: "Where runs are stored.") var checkpoints = "Checkpoints"
+    @Flag(help: "Continue the run from its latest checkpoint.") var resume = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        for (name, v) in [("--steps", steps), ("--batch", batch), ("--segment", segment), ("--checkpoint-every", checkpointEvery),
+                          ("--validate-every", validateEvery)] {
+            if let v, v < 1 { throw ValidationError("\(name) must be positive") }
+        }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+    }
+
+    func run() throws {
+        compute.apply()
+        try runReportingErrors {
+            let runFolder = (checkpoints as NSString).appendingPathComponent(runName)
+            var options = TrainOptions()
+            let model: WaveFlowModel<Float>
+            var trainState: [String: Tensor] = [:]
+            if resume {
+                let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
+                let ck = try Checkpoint.load(latest)
+                model = ck.model
+                trainState = ck.trainTensors
+                if let saved = ck.configJSON["training"] as? [String: Any],
+                   let data = try? JSONSerialization.data(withJSONObject: saved),
+                   let o = try? JSONDecoder().decode(TrainOptions.self, from: data) {
+                    options = o
+                }
+                logLine("resuming \(latest)")
+            } else {
+                if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
+                    throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: runFolder)
+                }
+                let cfg = try ModelConfig.named(config)
+                model = WaveFlowModel<Float>(config: cfg)
+                model.initialise(seed: seed ?? options.seed)
+            }
+            if let steps { options.steps = steps }
+            if let batch { options.batch = batch }
+            if let segment { options.segment = segment }
+            if let lr { options.lr = lr }
+            if let warmup { options.warmup = warmup }
+            if let seed, !resume { options.seed = seed }
+            if let checkpointEvery { options.checkpointEvery = checkpointEvery }
+            if let validateEvery { options.validateEvery = validateEvery }
+            let cfg = model.config
+            logLine("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
+                    + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample")
+            let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
+            let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment)
+            for f in data.skipped { logLine("skipped \(f.reason)") }
+            let minutes = Double(data.train.reduce(0) { $0 + $1.audio.count }) / Double(cfg.sampleRate) / 60
+            logLine("corpus: \(data.train.count) training files (\(String(format: "%.1f", minutes)) min), "
+                    + "\(data.validation.count) validation files, \(data.skipped.count) skipped")
+            let trainer = Trainer(model: model, options: options, runFolder: runFolder)
+            try trainer.restore(trainState)
+            let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]
+            trainer.recordedInfo = ["training": optionsJSON, "corpus": corpus]
+            installStopHandlers()
+            try trainer.run(corpus: data)
+            logLine("done at step \(trainer.step); best validation NLL \(String(format: "%.4f", trainer.bestValidation)) nats/sample; checkpoints in \(runFolder)")
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM ask the training loop to save and stop.
+func installStopHandlers() {
+    signal(SIGINT) { _ in trainingStopRequested = 1 }
+    signal(SIGTERM) { _ in trainingStopRequested = 1 }
+}
+
+/// `waveflow score CHECKPOINT AUDIO...`: NLL per file and the mean.
+struct Score: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Negative log-likelihood (nats/sample) of audio files under a model.")
+
+    @Argument(help: "Checkpoint (.safetensors).") var checkpoint: String
+    @Argument(help: "Audio files.") var audio: [String]
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try runReportingErrors {
+            let ck = try Checkpoint.load(checkpoint)
+            let mel = try MelSpectrogram(config: ck.config.mel)
+            var total = 0.0, failed = 0
+            for path in audio {
+                do {
+                    let nll = try Scorer.score(file: path, model: ck.model, mel: mel)
+                    total += nll
+                    print("\(path)\t\(String(format: "%.5f", nll))")
+                } catch {
+                    failed += 1
+                    logLine("waveflow: error: \(error.describe(at: path))")
+                }
+            }
+            let ok = audio.count - failed
+            if ok > 0 { print("mean\t\(String(format: "%.5f", total / Double(ok)))\t(\(ok) files, nats/sample)") }
+            if failed > 0 { throw ExitCode.failure }
+        }
+    }
+}
