@@ -30,11 +30,12 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSoxr", pkgConfig: "soxr",
                        providers: [.apt(["libsoxr-dev"])]),
+        .systemLibrary(name: "CSystem"),
 
         // The engine: audio, features, numerical core, model, training.
         .target(
             name: "WaveFlow",
-            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr"],
+            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr", "CSystem"],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
         // The command-line tool: parses arguments, calls the engine.

@@ -207,3 +207,35 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(small, [0.3, 0.4])
     }
 }
+
+final class FastMathTests: XCTestCase {
+    /// The vectorised gate equals the libm one (Float32) within 1e-6.
+    func testFastGateMatchesLibm() {
+        var rng = TestRNG(12)
+        let (c, n) = (3, 37) // not a multiple of 16: the scalar tail runs too
+        var y: [Float] = rng.array(2 * c * n, scale: 6)
+        y[0] = 40; y[1] = -40; y[2] = 0; y[3] = 1e-4 // saturation and near zero
+        let dg: [Float] = rng.array(c * n)
+        var fast = [Float](repeating: 0, count: c * n), naive = fast
+        Gate.forward(y, &fast, channels: c, n: n)
+        Gate.forwardNaive(y, &naive, channels: c, n: n)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        var dFast = [Float](repeating: 0, count: 2 * c * n), dNaive = dFast
+        Gate.backward(y, dg, &dFast, channels: c, n: n)
+        Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)
+        XCTAssertLessThanOrEqual(zip(dFast, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
+    }
+
+    func testFastExpRelativeError() {
+        var worst: Float = 0
+        var x: Float = -80
+        while x < 80 {
+            var v = FastMath.V(repeating: 0)
+            for i in 0..<16 { v[i] = x + Float(i) * 0.0061 }
+            let e = FastMath.exp(v)
+            for i in 0..<16 { worst = max(worst, abs(e[i] - expf(v[i])) / expf(v[i])) }
+            x += 0.1
+        }
+        XCTAssertLessThan(worst, 1e-6)
+    }
+}

@@ -44,8 +44,19 @@ public enum LeakyReLU {
 public enum Gate {
     @inlinable static func sigmoid<T: Real>(_ x: T) -> T { 1 / (1 + T.exp(-x)) }
 
-    /// g [C, N] from y [2C, N].
+    /// g [C, N] from y [2C, N]. Float32 takes the vectorised path.
     public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
+        if T.self == Float.self {
+            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
+            let gf = UnsafeMutableRawPointer(g).assumingMemoryBound(to: Float.self)
+            Threads.parallelFor(c) { ch in FastMath.gateForward(yf, gf, count: n, offset: ch * n, total: c * n) }
+            return
+        }
+        forwardNaive(y, g, channels: c, n: n)
+    }
+
+    /// The libm twin of `forward`, used for Float64 and as the test oracle.
+    public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
         let count = c * n
         Threads.parallelFor(c) { ch in
             let base = ch * n
@@ -55,9 +66,23 @@ public enum Gate {
         }
     }
 
-    /// dy [2C, N] from dg [C, N] and the gate's input y.
+    /// dy [2C, N] from dg [C, N] and the gate's input y. Float32 takes the
+    /// vectorised path.
     public static func backward<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
                                          channels c: Int, n: Int) {
+        if T.self == Float.self {
+            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
+            let dgf = UnsafeRawPointer(dg).assumingMemoryBound(to: Float.self)
+            let dyf = UnsafeMutableRawPointer(dy).assumingMemoryBound(to: Float.self)
+            Threads.parallelFor(c) { ch in FastMath.gateBackward(yf, dgf, dyf, count: n, offset: ch * n, total: c * n) }
+            return
+        }
+        backwardNaive(y, dg, dy, channels: c, n: n)
+    }
+
+    /// The libm twin of `backward`.
+    public static func backwardNaive<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
+                                              channels c: Int, n: Int) {
         let count = c * n
         Threads.parallelFor(c) { ch in
             let base = ch * n

@@ -105,6 +105,13 @@ public struct Batch {
     public var mel: [Float]
     public var batch: Int
     public var frames: Int
+
+    /// Items of shard i when the batch is split into n nearly equal parts.
+    public func shard(_ i: Int, of n: Int) -> Batch {
+        let lo = batch * i / n, hi = batch * (i + 1) / n
+        let a = audio.count / batch, m = mel.count / batch
+        return Batch(audio: Array(audio[lo * a ..< hi * a]), mel: Array(mel[lo * m ..< hi * m]), batch: hi - lo, frames: frames)
+    }
 }
 
 extension Corpus {

@@ -133,10 +133,7 @@ public final class Trainer {
 
     /// Forward, backward, clip, Adam. A non-finite loss or gradient skips the update.
     public func trainStep(_ batch: Batch) -> StepResult {
-        model.params.zeroGrad()
-        let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames)
-        let loss = state.nll.reduce(0) { $0 + Double($1) } / Double(batch.batch)
-        model.backward(state)
+        let loss = forwardBackward(batch)
         unfoldGradients()
         let norm = clipGradientNorm(&trainables.grads, maxNorm: options.clip)
         step += 1
@@ -147,21 +144,75 @@ public final class Trainer {
         return StepResult(loss: loss, gradNorm: norm, skipped: false)
     }
 
+    /// Model copies that compute shards of a batch concurrently (data
+    /// parallelism across cores, one BLAS thread each: measured 2x faster on
+    /// two cores than one process-wide BLAS pool, whose threads mostly wait
+    /// on the serial elementwise work between matrix products).
+    private var replicas: [WaveFlowModel<Float>] = []
+
+    /// Loss (batch mean of nats/sample) and its gradient in `model.params.grads`.
+    func forwardBackward(_ batch: Batch) -> Double {
+        let shards = max(1, min(Threads.count, batch.batch))
+        if shards == 1 {
+            model.params.zeroGrad()
+            let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames)
+            model.backward(state)
+            return state.nll.reduce(0) { $0 + Double($1) } / Double(batch.batch)
+        }
+        while replicas.count < shards { replicas.append(WaveFlowModel<Float>(config: model.config)) }
+        var losses = [Double](repeating: 0, count: shards)
+        let parts = (0..<shards).map { batch.shard($0, of: shards) }
+        for r in replicas { r.params.values = model.params.values; r.params.zeroGrad() }
+        let reps = replicas
+        losses.withUnsafeMutableBufferPointer { lp in
+            let out = lp.baseAddress!
+            Threads.parallelFor(shards) { i in
+                let part = parts[i], m = reps[i]
+                let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames)
+                m.backward(state)
+                out[i] = state.nll.reduce(0) { $0 + Double($1) }
+            }
+        }
+        // Each replica holds the gradient of its shard's mean; the batch mean
+        // weights them by shard size.
+        var grads = [Float](repeating: 0, count: model.params.count)
+        for (i, r) in replicas.prefix(shards).enumerated() {
+            let weight = Float(parts[i].batch) / Float(batch.batch)
+            r.params.grads.withUnsafeBufferPointer { g in
+                for j in grads.indices { grads[j] += weight * g[j] }
+            }
+        }
+        model.params.grads = grads
+        return losses.reduce(0, +) / Double(batch.batch)
+    }
+
     /// Mean NLL (nats/sample) over the first `validationSeconds` of each utterance.
     public func validate(_ utterances: [Utterance]) -> Double {
-        let h = model.config.nGroup, hop = model.config.hopLength
-        var total = 0.0
-        for u in utterances {
-            let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
-            let t = min(u.audio.count, maxSamples) / h * h
-            let frames = min(u.frames, (t + hop - 1) / hop)
-            let m = model.config.nMels
-            var mel = [Float](repeating: 0, count: m * frames)
-            for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
-            let s = model.forward(audio: Array(u.audio[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
-            total += Double(s.nll[0])
+        let h = model.config.nGroup, hop = model.config.hopLength, m = model.config.nMels
+        let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
+        let workers = max(1, min(Threads.count, utterances.count))
+        while replicas.count < workers { replicas.append(WaveFlowModel<Float>(config: model.config)) }
+        for r in replicas { r.params.values = model.params.values }
+        let reps = replicas
+        var nll = [Double](repeating: 0, count: utterances.count)
+        nll.withUnsafeMutableBufferPointer { out in
+            let o = out.baseAddress!
+            // Files in parallel, one model copy per worker (worker w takes w, w+workers, ...).
+            Threads.parallelFor(workers) { wk in
+                var i = wk
+                while i < utterances.count {
+                    let u = utterances[i]
+                    let t = min(u.audio.count, maxSamples) / h * h
+                    let frames = min(u.frames, (t + hop - 1) / hop)
+                    var mel = [Float](repeating: 0, count: m * frames)
+                    for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
+                    let s = reps[wk].forward(audio: Array(u.audio[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
+                    o[i] = Double(s.nll[0])
+                    i += workers
+                }
+            }
         }
-        return total / Double(max(1, utterances.count))
+        return nll.reduce(0, +) / Double(max(1, utterances.count))
     }
 
     // MARK: - Checkpoints

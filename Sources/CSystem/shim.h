@@ -1,0 +1,2 @@
+/* glibc functions the Glibc module does not export. */
+#include <malloc.h>

@@ -1,0 +1,84 @@
+// Vectorised exp, sigmoid and tanh for Float32 (SIMD16: AVX-512 or two AVX2
+// registers), for the gate — the elementwise work between matrix products.
+// The generic scalar versions in Pointwise.swift (libm) are the naive twins
+// the tests compare these with.
+
+public enum FastMath {
+    public typealias V = SIMD16<Float>
+
+    /// e^x, relative error about 2e-7 on [-87, 88] (Cephes expf: range
+    /// reduction by ln 2 in two parts, degree-5 polynomial, 2^n by exponent bits).
+    @inline(__always)
+    public static func exp(_ x: V) -> V {
+        // pointwiseMin/Max, not clamped(): the latter is not vectorised (measured 70x slower).
+        let xc = pointwiseMin(pointwiseMax(x, V(repeating: -87.3)), V(repeating: 88.3))
+        let n = (xc * 1.442_695_04).rounded(.toNearestOrEven)
+        var r = xc - n * 0.693_359_375
+        r = r - n * -2.121_944_4e-4
+        var p = V(repeating: 1.987_569_15e-4)
+        p = p * r + 1.398_199_95e-3
+        p = p * r + 8.333_451_9e-3
+        p = p * r + 4.166_579_6e-2
+        p = p * r + 1.666_666_55e-1
+        p = p * r + 5.000_000_1e-1
+        let e = p * r * r + r + 1
+        // 2^n from n's bits: adding 1.5 * 2^23 leaves n in the low mantissa
+        // bits (SIMD16<Int32>(n) would be a scalar loop).
+        let shifted = unsafeBitCast(n + V(repeating: 12_582_912), to: SIMD16<Int32>.self) &- 0x4B40_0000
+        let bits = (shifted &+ 127) &<< 23
+        return e * unsafeBitCast(bits, to: V.self)
+    }
+
+    /// 1 / (1 + e^-x).
+    @inline(__always)
+    public static func sigmoid(_ x: V) -> V { 1 / (1 + exp(-x)) }
+
+    /// tanh x = 1 - 2 / (e^{2x} + 1) (exact at large |x|; absolute error ~1e-7 near 0).
+    @inline(__always)
+    public static func tanh(_ x: V) -> V { 1 - 2 / (exp(x + x) + 1) }
+
+    /// g = tanh(y[0:count]) * sigmoid(y[count:2count]).
+    public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int) {
+        var i = offset
+        let end = offset + count
+        while i + 16 <= end {
+            let a = UnsafeRawPointer(y + i).loadUnaligned(as: V.self)
+            let b = UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self)
+            UnsafeMutableRawPointer(g + i).storeBytes(of: tanh(a) * sigmoid(b), as: V.self)
+            i += 16
+        }
+        while i < end {
+            var a = V(repeating: 0), b = V(repeating: 0)
+            a[0] = y[i]; b[0] = y[total + i]
+            g[i] = (tanh(a) * sigmoid(b))[0]
+            i += 1
+        }
+    }
+
+    /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s).
+    public static func gateBackward(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                                    count: Int, offset: Int, total: Int) {
+        @inline(__always) func step(_ a: V, _ b: V, _ d: V) -> (V, V) {
+            let t = tanh(a), s = sigmoid(b)
+            return (d * s * (1 - t * t), d * t * s * (1 - s))
+        }
+        var i = offset
+        let end = offset + count
+        while i + 16 <= end {
+            let a = UnsafeRawPointer(y + i).loadUnaligned(as: V.self)
+            let b = UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self)
+            let d = UnsafeRawPointer(dg + i).loadUnaligned(as: V.self)
+            let (u, v) = step(a, b, d)
+            UnsafeMutableRawPointer(dy + i).storeBytes(of: u, as: V.self)
+            UnsafeMutableRawPointer(dy + total + i).storeBytes(of: v, as: V.self)
+            i += 16
+        }
+        while i < end {
+            var a = V(repeating: 0), b = V(repeating: 0), d = V(repeating: 0)
+            a[0] = y[i]; b[0] = y[total + i]; d[0] = dg[i]
+            let (u, v) = step(a, b, d)
+            dy[i] = u[0]; dy[total + i] = v[0]
+            i += 1
+        }
+    }
+}
