@@ -12,8 +12,21 @@ struct Info: ParsableCommand {
     @Flag(help: "Also measure sgemm GFLOP/s at 128x576x16384 on 1 thread and on all threads.")
     var measure = false
 
+    @Option(help: "Print a preset's (or JSON config file's) size instead.")
+    var config: String?
+
     func run() throws {
         compute.apply()
+        if let config {
+            try runReportingErrors {
+                let c = try ModelConfig.named(config)
+                print("config        \(c.json)")
+                print("parameters    \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) * 4 / 1e6)) MB as F32)")
+                print("multiply-adds \(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, "
+                      + "\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
+            }
+            return
+        }
         for (k, v) in machineReport() {
             print("\(k.padding(toLength: 13, withPad: " ", startingAt: 0)) \(v)")
         }

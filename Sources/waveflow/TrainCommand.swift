@@ -79,6 +79,9 @@ struct Train: ParsableCommand {
             let minutes = Double(data.train.reduce(0) { $0 + $1.audio.count }) / Double(cfg.sampleRate) / 60
             logLine("corpus: \(data.train.count) training files (\(String(format: "%.1f", minutes)) min), "
                     + "\(data.validation.count) validation files, \(data.skipped.count) skipped")
+            try makeDirectory(runFolder)
+            try AtomicFile.write(Data((data.validation.map(\.path).joined(separator: "\n") + "\n").utf8),
+                                 to: (runFolder as NSString).appendingPathComponent("validation.txt"))
             let trainer = Trainer(model: model, options: options, runFolder: runFolder)
             try trainer.restore(trainState)
             let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]

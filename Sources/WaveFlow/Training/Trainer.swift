@@ -299,9 +299,10 @@ public final class Trainer {
 
     // MARK: - The loop
 
-    /// Trains until `options.steps` (or a stop request), validating and
-    /// checkpointing as configured; logs every step to `metrics.jsonl`.
-    public func run(corpus: Corpus) throws {
+    /// Trains until `options.steps` (or a stop request, or step `pauseAt`),
+    /// validating and checkpointing as configured; logs every step to
+    /// `metrics.jsonl`. Stopping early saves a checkpoint to resume from.
+    public func run(corpus: Corpus, pauseAt: Int? = nil) throws {
         try makeDirectory(runFolder)
         let metricsPath = (runFolder as NSString).appendingPathComponent("metrics.jsonl")
         if !FileManager.default.fileExists(atPath: metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
@@ -325,7 +326,7 @@ public final class Trainer {
             log(["step": 0, "val_nll": v, "time": 0.0])
             logLine("validation NLL at step 0: \(String(format: "%.4f", v)) nats/sample")
         }
-        while step < options.steps && trainingStopRequested == 0 {
+        while step < min(options.steps, pauseAt ?? .max) && trainingStopRequested == 0 {
             let t0 = Date()
             let batch = corpus.sampleBatch(batch: options.batch, segment: segment, hop: hop, rng: &rng)
             let r = trainStep(batch)
@@ -365,7 +366,7 @@ public final class Trainer {
                 try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
             }
         }
-        if trainingStopRequested != 0 {
+        if trainingStopRequested != 0 || step < options.steps {
             let path = try saveCheckpoint()
             try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
             logLine("waveflow: stopped at step \(step); saved \(path) (continue with --resume)")

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Release-mode measurements: throughput, real-time factor, GFLOP/s and that
+/// as a share of the sgemm rate measured in the same run.
+public enum Benchmark {
+    public struct Row {
+        public var preset: String, phase: String
+        public var samplesPerSecond: Double, realTimeFactor: Double, gflops: Double, sgemmShare: Double
+        public var peakMemoryMB: Double
+    }
+
+    /// Peak resident memory of this process so far, in MB.
+    public static var peakMemoryMB: Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+
+    /// sgemm GFLOP/s on the shape of a model's dilated convolution
+    /// ([2C, 9C] x [9C, n]) with the process's threads.
+    public static func sgemmRate(channels c: Int, n: Int) -> Double {
+        measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count)
+    }
+
+    /// Wall time of the fastest of `repeats` runs of `body` (after one warm-up).
+    public static func time(repeats: Int, _ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        return best
+    }
+
+    /// One residual layer (C, h-1 rows, w columns, batch B): forward and
+    /// backward seconds and multiply-adds, on random data.
+    public static func residualLayer(channels c: Int, h: Int, width w: Int, batch: Int, mels m: Int = 80)
+        -> (forward: Double, backward: Double, macs: Double) {
+        var cfg = ModelConfig(); cfg.channels = c; cfg.nGroup = h; cfg.nFlows = 2; cfg.nLayers = 1
+        let model = WaveFlowModel<Float>(config: cfg)
+        model.initialise(seed: 1)
+        var rng = SplitMix64(seed: 2)
+        let n = batch * (h - 1) * w
+        let xin = (0..<n).map { _ in Float(rng.uniform(-1, 1)) }
+        let cin = (0..<(m * n)).map { _ in Float(rng.uniform(-1, 1)) }
+        var cache: WaveFlowModel<Float>.NetworkCache?
+        let fwd = time(repeats: 3) {
+            cache = model.network(flow: 0, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: true).cache
+        }
+        let dp = [Float](repeating: 0.01, count: 2 * n)
+        let bwd = time(repeats: 3) { _ = model.networkBackward(flow: 0, cache: cache!, dp: dp) }
+        return (fwd, bwd, Double(cfg.macsPerPositionPerFlow) * Double(n))
+    }
+
+    /// Training throughput of `config` at batch x segment.
+    public static func training(_ config: ModelConfig, batch: Int, segment: Int) -> (samplesPerSecond: Double, gflops: Double) {
+        let model = WaveFlowModel<Float>(config: config)
+        model.initialise(seed: 1)
+        var o = TrainOptions(); o.batch = batch; o.segment = segment
+        let trainer = Trainer(model: model, options: o, runFolder: NSTemporaryDirectory())
+        var rng = SplitMix64(seed: 3)
+        let frames = segment / config.hopLength
+        let b = Batch(audio: (0..<(batch * segment)).map { _ in Float(0.1 * rng.normal()) },
+                      mel: (0..<(batch * config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) },
+                      batch: batch, frames: frames)
+        let t = time(repeats: 2) { _ = trainer.forwardBackward(b) }
+        let samples = Double(batch * segment)
+        // Forward, then the backward's two products per layer (weights, inputs).
+        let flops = 3 * 2 * config.macsPerSample * samples
+        return (samples / t, flops / t / 1e9)
+    }
+
+    /// Synthesis of `seconds` of audio from a random mel.
+    public static func synthesis(_ config: ModelConfig, seconds: Double) -> (samplesPerSecond: Double, gflops: Double) {
+        let model = WaveFlowModel<Float>(config: config)
+        model.initialise(seed: 1)
+        var rng = SplitMix64(seed: 4)
+        let frames = Int(seconds * Double(config.sampleRate)) / config.hopLength
+        let mel = (0..<(config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) }
+        let z = Synthesizer.noise(count: frames * config.hopLength, sigma: 0.7, seed: 1)
+        let t = time(repeats: 1) { _ = model.synthesise(mel: mel, frames: frames, z: z) }
+        let samples = Double(frames * config.hopLength)
+        return (samples / t, 2 * config.macsPerSample * samples / t / 1e9)
+    }
+}

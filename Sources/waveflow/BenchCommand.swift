@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import WaveFlow
+
+/// `waveflow bench`: the speed table of BENCHMARKS.md.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training and synthesis speed against this machine's sgemm rate (use a release build).")
+
+    @Option(help: "Comma-separated presets.") var presets = "h16-c64,h16-c32"
+    @Option(help: "Training batch.") var batch = 2
+    @Option(help: "Training segment, samples.") var segment = 16384
+    @Option(help: "Seconds of audio to synthesise.") var seconds = 2.0
+    @Flag(help: "Also time one residual layer at C=64, h=16, w=1024, B=2.") var layer = false
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try runReportingErrors {
+            print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
+            if layer {
+                let sg = Benchmark.sgemmRate(channels: 64, n: 2 * 15 * 1024)
+                let r = Benchmark.residualLayer(channels: 64, h: 16, width: 1024, batch: 2)
+                let f = 2 * r.macs / r.forward / 1e9, b = 2 * 2 * r.macs / r.backward / 1e9
+                print(String(format: "residual layer C=64 h=16 w=1024 B=2: forward %.2f ms (%.1f GFLOP/s, %.0f%% of sgemm %.1f), backward %.2f ms (%.1f GFLOP/s, %.0f%%)",
+                             r.forward * 1e3, f, 100 * f / sg, sg, r.backward * 1e3, b, 100 * b / sg))
+            }
+            print("preset      precision phase  samples/s  RTF     GFLOP/s  %sgemm  peak MB")
+            for name in presets.split(separator: ",").map(String.init) {
+                let cfg = try ModelConfig.named(name)
+                let sg = Benchmark.sgemmRate(channels: cfg.channels, n: batch * (segment / cfg.nGroup) * (cfg.nGroup - 1))
+                let tr = Benchmark.training(cfg, batch: batch, segment: segment)
+                print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg))
+                let sy = Benchmark.synthesis(cfg, seconds: seconds)
+                print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg))
+            }
+        }
+    }
+
+    func row(_ preset: String, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double) -> String {
+        String(format: "%@ fp32      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
+               preset.padding(toLength: 11, withPad: " ", startingAt: 0), phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import WaveFlow
+
+/// `waveflow eval CHECKPOINT AUDIO...`: NLL and copy-synthesis quality.
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score files and measure copy-synthesis quality (audio -> mel -> audio -> mel).")
+
+    @Argument(help: "Checkpoint (.safetensors).") var checkpoint: String
+    @Argument(help: "Audio files (or one folder).") var audio: [String]
+    @Option(help: "Temperature of the synthesis.") var sigma = Synth.defaultSigma
+    @Option(help: "Seed of the latent noise.") var seed: UInt64 = 0
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try runReportingErrors {
+            let ck = try Checkpoint.load(checkpoint)
+            var files = audio
+            var isDir: ObjCBool = false
+            if audio.count == 1, FileManager.default.fileExists(atPath: audio[0], isDirectory: &isDir), isDir.boolValue {
+                files = try AudioFile.list(in: audio[0])
+            }
+            print("file\tnll\tmel_l1\tmr_stft\trtf")
+            var results: [EvaluationResult] = []
+            var failed = 0
+            for f in files {
+                do {
+                    let r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed)
+                    results.append(r)
+                    print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.3f", f, r.nll, r.melDistance, r.stftDistance, r.realTimeFactor))
+                } catch {
+                    failed += 1
+                    logLine("waveflow: error: \(error.describe(at: f))")
+                }
+            }
+            if !results.isEmpty {
+                let n = Double(results.count)
+                print(String(format: "mean (%d files, sigma %.2f)\t%.4f\t%.4f\t%.4f\t%.3f", results.count, sigma,
+                             results.map(\.nll).reduce(0, +) / n, results.map(\.melDistance).reduce(0, +) / n,
+                             results.map(\.stftDistance).reduce(0, +) / n, results.map(\.realTimeFactor).reduce(0, +) / n))
+            }
+            if failed > 0 { throw ExitCode.failure }
+        }
+    }
+}
