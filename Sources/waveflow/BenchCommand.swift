@@ -12,12 +12,25 @@ struct Bench: ParsableCommand {
     @Option(help: "Training segment, samples.") var segment = 16384
     @Option(help: "Seconds of audio to synthesise.") var seconds = 2.0
     @Flag(help: "Also time one residual layer at C=64, h=16, w=1024, B=2.") var layer = false
+    @Option(help: "Also time the mel front end on this audio file (1 thread and all threads).") var melAudio: String?
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         compute.apply()
         try runReportingErrors {
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
+            if let melAudio {
+                let audio = try AudioFile.read(melAudio, sampleRate: 22050)
+                let spec = try MelSpectrogram()
+                let all = Threads.count
+                for t in Set([1, all]).sorted() {
+                    Threads.count = t
+                    let s = Benchmark.time(repeats: 5) { _ = try? spec.compute(audio.samples) }
+                    print(String(format: "mel, %d thread(s): %.1f s of audio in %.2f ms: %.0f s of audio per second",
+                                 t, audio.duration, s * 1e3, audio.duration / s))
+                }
+                Threads.count = all
+            }
             if layer {
                 let sg = Benchmark.sgemmRate(channels: 64, n: 2 * 15 * 1024)
                 let r = Benchmark.residualLayer(channels: 64, h: 16, width: 1024, batch: 2)

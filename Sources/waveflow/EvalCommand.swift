@@ -45,3 +45,22 @@ struct Eval: ParsableCommand {
         }
     }
 }
+
+/// `waveflow export CHECKPOINT OUT`: an inference-only copy (no `train.*`).
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write an inference-only copy of a checkpoint (training state removed).")
+
+    @Argument(help: "Checkpoint to read.") var checkpoint: String
+    @Argument(help: "File to write.") var output: String
+
+    func run() throws {
+        try runReportingErrors {
+            let ck = try Checkpoint.load(checkpoint)
+            var extra = ck.configJSON
+            extra.removeValue(forKey: "training")
+            try Checkpoint.save(model: ck.model, extra: extra, to: output)
+            let size = ((try? FileManager.default.attributesOfItem(atPath: output))?[.size] as? Int) ?? 0
+            print("\(output): \(ck.config.parameterCount) parameters, \(size) bytes")
+        }
+    }
+}

@@ -70,4 +70,83 @@ final class CLITests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad.npy"))
         }
     }
+
+    static var repoRoot: String { URL(fileURLWithPath: exampleAudio("")).deletingLastPathComponent().path }
+
+    /// The README's short form works from the repository with the shipped model.
+    func testSynthWithShippedModelAndBadInputs() throws {
+        let dir = temporaryFolder(self)
+        let mel = try run(["mel", exampleAudio("columns__sl-v-pust.ogg"), dir + "/m.npy"])
+        XCTAssertEqual(mel.status, 0, mel.stderr)
+        let frames = try NPY.read(dir + "/m.npy").shape[1]
+        let r = try run(["synth", dir + "/m.npy", dir + "/out.wav"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let audio = try AudioFile.read(dir + "/out.wav")
+        XCTAssertEqual(audio.samples.count, frames * 256)
+        XCTAssertEqual(audio.sampleRate, 22050)
+        // A fixed latent reproduces the same audio; --noise of the wrong length is refused.
+        try NPY.write(NPYArray(shape: [frames * 256], values: Synthesizer.noise(count: frames * 256, sigma: 0.7, seed: 0)), to: dir + "/z.npy")
+        XCTAssertEqual(try run(["synth", dir + "/m.npy", dir + "/out2.wav", "--noise", dir + "/z.npy"]).status, 0)
+        XCTAssertEqual(try AudioFile.read(dir + "/out2.wav").samples, audio.samples)
+        try NPY.write(NPYArray(shape: [7], values: [Float](repeating: 0, count: 7)), to: dir + "/short.npy")
+        let badNoise = try run(["synth", dir + "/m.npy", dir + "/never.wav", "--noise", dir + "/short.npy"])
+        XCTAssertNotEqual(badNoise.status, 0)
+        XCTAssertTrue(badNoise.stderr.contains("short.npy"), badNoise.stderr)
+
+        try NPY.write(NPYArray(shape: [40, 5], values: [Float](repeating: 0, count: 200)), to: dir + "/m40.npy")
+        var nan = [Float](repeating: -5, count: 80 * 5); nan[7] = .nan
+        try NPY.write(NPYArray(shape: [80, 5], values: nan), to: dir + "/nan.npy")
+        try NPY.write(NPYArray(shape: [80, 0], values: []), to: dir + "/empty.npy")
+        for (file, words) in [("m40.npy", "40 bands"), ("nan.npy", "not finite"), ("empty.npy", "empty"),
+                              ("missing.npy", "no such file")] {
+            let b = try run(["synth", dir + "/" + file, dir + "/never.wav"])
+            XCTAssertNotEqual(b.status, 0)
+            XCTAssertEqual(b.stderr.split(separator: "\n").count, 1, b.stderr)
+            XCTAssertTrue(b.stderr.contains(file) && b.stderr.contains(words), b.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/never.wav"))
+        let badCk = try run(["synth", dir + "/m.npy", dir + "/never.wav", "--checkpoint", dir + "/m.npy"])
+        XCTAssertNotEqual(badCk.status, 0)
+        XCTAssertTrue(badCk.stderr.contains("m.npy"), badCk.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/never.wav"))
+    }
+
+    /// Ctrl-C during training saves a checkpoint and exits cleanly; --resume continues.
+    func testTrainingSurvivesInterruptAndResumes() throws {
+        let dir = temporaryFolder(self)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.toolPath)
+        p.arguments = ["train", exampleAudio(""), "--config", "tiny", "--steps", "100000", "--batch", "2",
+                       "--segment", "2048", "--checkpoints", dir, "--run", "r", "--threads", "1"]
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let metrics = dir + "/r/metrics.jsonl"
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let lines = (try? String(contentsOfFile: metrics, encoding: .utf8))?.split(separator: "\n").count ?? 0
+            if lines >= 3 { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let ck = try Checkpoint.load(dir + "/r/latest.safetensors")
+        let step = ck.configJSON["step"] as? Int ?? 0
+        XCTAssertGreaterThanOrEqual(step, 2)
+        let r = try run(["train", exampleAudio(""), "--resume", "--steps", "\(step + 2)", "--checkpoints", dir, "--run", "r", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("done at step \(step + 2)"), r.stderr)
+        // Starting a new run over an existing one is refused.
+        let again = try run(["train", exampleAudio(""), "--config", "tiny", "--checkpoints", dir, "--run", "r"])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("--resume"), again.stderr)
+    }
+
+    func testScoreWithShippedModel() throws {
+        let r = try run(["score", Self.repoRoot + "/Checkpoints/shipped/model.safetensors", exampleAudio("tank__sv-v-chtel.ogg")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let nll = Double(r.stdout.split(separator: "\n")[0].split(separator: "\t")[1])!
+        XCTAssertLessThan(nll, 0) // a trained model beats the identity flow's ~0.9 nats/sample
+    }
 }

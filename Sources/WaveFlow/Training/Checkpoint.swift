@@ -63,13 +63,24 @@ public struct Checkpoint {
         try SafeTensors.write(tensors, metadata: ["format": format, "format_version": formatVersion, "config": configText], to: path)
     }
 
-    /// The `--checkpoint` default: the shipped model, else the newest
-    /// `latest.safetensors` under `Checkpoints/`.
-    public static func defaultPath(root: String = "Checkpoints") -> String? {
-        let shipped = root + "/shipped/model.safetensors"
-        if FileManager.default.fileExists(atPath: shipped) { return shipped }
-        let candidates = listFiles(in: root) { $0.hasSuffix("/latest.safetensors") }
-        return candidates.max { modificationDate($0) < modificationDate($1) }
+    /// The `--checkpoint` default: `Checkpoints/shipped/model.safetensors`,
+    /// else the newest `latest.safetensors` under `Checkpoints/` — looked
+    /// for in the current folder, then beside the tool (a build inside the
+    /// repository, `.build/release/waveflow`, finds the repository's).
+    public static func defaultPath() -> String? {
+        var roots = ["Checkpoints"]
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<4 {
+            roots.append(dir.appendingPathComponent("Checkpoints").path)
+            dir = dir.deletingLastPathComponent()
+        }
+        for root in roots {
+            let shipped = root + "/shipped/model.safetensors"
+            if FileManager.default.fileExists(atPath: shipped) { return shipped }
+            let candidates = listFiles(in: root) { $0.hasSuffix("/latest.safetensors") }
+            if let newest = candidates.max(by: { modificationDate($0) < modificationDate($1) }) { return newest }
+        }
+        return nil
     }
 }
 
