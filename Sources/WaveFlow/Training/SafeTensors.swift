@@ -65,7 +65,8 @@ public enum SafeTensors {
         var metadata: [String: String] = [:]
         var spans: [(Int, Int, String)] = []
         var tensors: [String: Tensor] = [:]
-        for (name, value) in header {
+        for name in header.keys.sorted() { // sorted: the same file always gives the same first error
+            let value = header[name]!
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else { throw WaveFlowError("__metadata__ is not an object") }
                 for (k, v) in m {
@@ -88,7 +89,7 @@ public enum SafeTensors {
             guard end - start == 4 * count else {
                 throw WaveFlowError("tensor '\(name)' holds \(end - start) bytes, shape \(shape) needs \(4 * count)")
             }
-            spans.append((start, end, name))
+            if end > start { spans.append((start, end, name)) } // empty tensors occupy no bytes
             var values = [Float](repeating: 0, count: count)
             values.withUnsafeMutableBytes { dst in
                 data.withUnsafeBytes { src in
