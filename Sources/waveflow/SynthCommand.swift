@@ -59,7 +59,6 @@ struct Synth: ParsableCommand {
                 let progress = ProgressLine("synth", total: files.count, unit: "files")
                 var failures = [String?](repeating: nil, count: files.count)
                 var seconds = [Double](repeating: 0, count: files.count)
-                let root = (input as NSString).standardizingPath
                 let started = Date()
                 failures.withUnsafeMutableBufferPointer { fp in
                     seconds.withUnsafeMutableBufferPointer { sp in
@@ -67,9 +66,7 @@ struct Synth: ParsableCommand {
                         // Files in parallel, one core each.
                         Threads.parallelFor(files.count) { i in
                             let path = files[i]
-                            var rel = String((path as NSString).standardizingPath.dropFirst(root.count))
-                            while rel.hasPrefix("/") { rel.removeFirst() }
-                            let target = (output as NSString).appendingPathComponent((rel as NSString).deletingPathExtension + ".wav")
+                            let target = (output as NSString).appendingPathComponent(relativePath(of: path, under: input, newExtension: "wav"))
                             do {
                                 let mel = try synth.validated(try NPY.read(path), transpose: transpose)
                                 let z = Synthesizer.noise(count: mel.shape[1] * ck.config.hopLength, sigma: sigma, seed: seed)

@@ -161,6 +161,15 @@ public enum AudioFile {
     }
 }
 
+/// `path` relative to `folder`, for a path that `listFiles(in: folder)`
+/// returned; with its extension replaced by `newExtension` when given.
+public func relativePath(of path: String, under folder: String, newExtension: String? = nil) -> String {
+    var rel = path.hasPrefix(folder) ? String(path.dropFirst(folder.count)) : (path as NSString).lastPathComponent
+    while rel.hasPrefix("/") { rel.removeFirst() }
+    if let ext = newExtension { rel = (rel as NSString).deletingPathExtension + "." + ext }
+    return rel
+}
+
 /// Every regular file below `folder` whose path satisfies `keep`, sorted.
 public func listFiles(in folder: String, where keep: (String) -> Bool) -> [String] {
     var out: [String] = []

@@ -18,14 +18,11 @@ public enum BatchMel {
         try makeDirectory(output)
         let progress = ProgressLine("mel", total: files.count, unit: "files")
         var failures = [FileFailure?](repeating: nil, count: files.count)
-        let root = (input as NSString).standardizingPath
         failures.withUnsafeMutableBufferPointer { fail in
             let failBase = fail.baseAddress!
             Threads.parallelFor(files.count) { i in
                 let path = files[i]
-                var rel = String((path as NSString).standardizingPath.dropFirst(root.count))
-                while rel.hasPrefix("/") { rel.removeFirst() }
-                let target = (output as NSString).appendingPathComponent((rel as NSString).deletingPathExtension + ".npy")
+                let target = (output as NSString).appendingPathComponent(relativePath(of: path, under: input, newExtension: "npy"))
                 do {
                     try makeDirectory((target as NSString).deletingLastPathComponent)
                     let m = try mel.compute(file: path)
