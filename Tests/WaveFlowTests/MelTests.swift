@@ -95,3 +95,16 @@ final class MelTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out/b.npy"))
     }
 }
+
+final class MelKernelTests: XCTestCase {
+    /// The band-by-band (sparse) filter-bank product equals the dense BLAS one.
+    func testSparseFilterBankMatchesDense() throws {
+        let pcm = try NPY.read(fixture("clip2_pcm.npy")).values.map { $0 / 32768 }
+        for config in [MelConfig(), MelTests.config16k] {
+            let mel = try MelSpectrogram(config: config)
+            let sparse = try mel.compute(pcm), dense = try mel.computeDense(pcm)
+            XCTAssertEqual(sparse.shape, dense.shape)
+            XCTAssertLessThanOrEqual(zip(sparse.values, dense.values).map { abs($0 - $1) }.max()!, 1e-4)
+        }
+    }
+}
