@@ -33,6 +33,7 @@ struct Synth: ParsableCommand {
     var noise: String?
     @Option(help: "Output sample format: pcm16 or float.") var format: String = "pcm16"
     @Flag(help: "The input is [frames, n_mels].") var transpose = false
+    @Option(help: "Subtract this multiple of the model's bias spectrum (e.g. 0.01 to 0.1; 0 = off).") var denoise: Float = 0
     @OptionGroup var compute: ComputeOptions
 
     /// Chosen with `waveflow eval` (see README).
@@ -41,6 +42,7 @@ struct Synth: ParsableCommand {
     func validate() throws {
         guard SampleFormat(rawValue: format) != nil else { throw ValidationError("--format must be pcm16 or float") }
         guard sigma >= 0 else { throw ValidationError("--sigma must be non-negative") }
+        guard denoise >= 0 else { throw ValidationError("--denoise must be non-negative") }
     }
 
     func run() throws {
@@ -48,6 +50,12 @@ struct Synth: ParsableCommand {
         try runReportingErrors {
             let ck = try model.load()
             let synth = Synthesizer(model: ck.model)
+            let denoiser = denoise > 0 ? try Denoiser(model: ck.model) : nil
+            /// Synthesis followed by the optional denoiser.
+            func vocode(_ mel: NPYArray, _ z: [Float]) throws -> [Float] {
+                let audio = try synth.synthesise(mel: mel, z: z)
+                return try denoiser?.apply(audio, strength: denoise) ?? audio
+            }
             let fmt = SampleFormat(rawValue: format)!
             let rate = ck.config.sampleRate
             var isDir: ObjCBool = false
@@ -70,7 +78,7 @@ struct Synth: ParsableCommand {
                             do {
                                 let mel = try synth.validated(try NPY.read(path), transpose: transpose)
                                 let z = Synthesizer.noise(count: mel.shape[1] * ck.config.hopLength, sigma: sigma, seed: seed)
-                                let audio = try synth.synthesise(mel: mel, z: z)
+                                let audio = try vocode(mel, z)
                                 try makeDirectory((target as NSString).deletingLastPathComponent)
                                 try AudioFile.write(Audio(samples: audio, sampleRate: rate), to: target, format: fmt)
                                 s[i] = Double(audio.count) / Double(rate)
@@ -103,7 +111,7 @@ struct Synth: ParsableCommand {
                     z = Synthesizer.noise(count: t, sigma: sigma, seed: seed)
                 }
                 let started = Date()
-                let audio = try synth.synthesise(mel: mel, z: z)
+                let audio = try vocode(mel, z)
                 let elapsed = Date().timeIntervalSince(started)
                 let clipped = try AudioFile.write(Audio(samples: audio, sampleRate: rate), to: output, format: fmt)
                 let dur = Double(audio.count) / Double(rate)

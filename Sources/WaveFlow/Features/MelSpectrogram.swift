@@ -4,6 +4,13 @@ import Foundation
 /// Serialises FFTW planning: the planner is not thread-safe, execution is.
 private let fftwPlannerLock = NSLock()
 
+/// Runs FFTW planner calls (plan creation or destruction) under the lock.
+func withFFTWPlanner<R>(_ body: () -> R) -> R {
+    fftwPlannerLock.lock()
+    defer { fftwPlannerLock.unlock() }
+    return body()
+}
+
 /// The log-mel spectrogram of MODEL-SPEC section 2, on FFTW (single
 /// precision). Create one per configuration and reuse it: the FFT plan and
 /// filter bank are made once; `compute` may be called from several threads.
@@ -39,18 +46,14 @@ public final class MelSpectrogram: @unchecked Sendable {
             w[offset + n] = Float(0.5 - 0.5 * cos(2 * Double.pi * Double(n) / Double(config.winLength)))
         }
         window = w
-        fftwPlannerLock.lock()
-        defer { fftwPlannerLock.unlock() }
         let input = fftwf_alloc_real(config.nFFT)!
         let output = fftwf_alloc_complex(config.nBins)!
         defer { fftwf_free(input); fftwf_free(output) }
-        plan = fftwf_plan_dft_r2c_1d(Int32(config.nFFT), input, output, UInt32(FFTW_ESTIMATE))
+        plan = withFFTWPlanner { fftwf_plan_dft_r2c_1d(Int32(config.nFFT), input, output, UInt32(FFTW_ESTIMATE))! }
     }
 
     deinit {
-        fftwPlannerLock.lock()
-        fftwf_destroy_plan(plan)
-        fftwPlannerLock.unlock()
+        withFFTWPlanner { fftwf_destroy_plan(plan) }
     }
 
     /// Reflect-pads `x` by `pad` on both sides (NumPy's "reflect": the edge
