@@ -60,3 +60,42 @@ final class TrainingTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelativeError(second.model.params.values, straight.model.params.values, floor: 1e-3), 1e-6)
     }
 }
+
+final class TrainingRobustnessTests: XCTestCase {
+    /// A step whose loss is not finite is skipped: the weights stay as they were.
+    func testNonFiniteStepIsSkipped() throws {
+        let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        model.initialise(seed: 1)
+        let trainer = Trainer(model: model, options: TrainingTests.options(steps: 10), runFolder: temporaryFolder(self))
+        let before = model.params.values
+        var audio = [Float](repeating: 0.1, count: 2 * 4096)
+        audio[100] = .nan
+        let r = trainer.trainStep(Batch(audio: audio, mel: [Float](repeating: -5, count: 2 * 80 * 16), batch: 2, frames: 16))
+        XCTAssertTrue(r.skipped)
+        XCTAssertEqual(model.params.values, before)
+    }
+
+    /// The feature cache returns what was stored, misses when the file or
+    /// the config changes, and never trusts a corrupt entry.
+    func testFeatureCache() throws {
+        let dir = temporaryFolder(self)
+        let cache = try FeatureCache(folder: dir + "/cache")
+        let wav = dir + "/a.wav"
+        try FileManager.default.copyItem(atPath: fixture("sine_pcm16.wav"), toPath: wav)
+        let config = MelConfig()
+        XCTAssertNil(cache.lookup(wav, config: config))
+        let mel = try MelSpectrogram(config: config).compute(file: wav)
+        cache.store(mel, for: wav, config: config)
+        XCTAssertEqual(cache.lookup(wav, config: config), mel)
+        var other = config; other.nMels = 40
+        XCTAssertNil(cache.lookup(wav, config: other))
+        // Corrupt the entry: it is not returned.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: cache.entry(for: wav, config: config)))
+        XCTAssertNil(cache.lookup(wav, config: config))
+        // A changed file (new size and time) misses.
+        cache.store(mel, for: wav, config: config)
+        try FileManager.default.removeItem(atPath: wav)
+        try FileManager.default.copyItem(atPath: fixture("sine_float.wav"), toPath: wav)
+        XCTAssertNil(cache.lookup(wav, config: config))
+    }
+}
