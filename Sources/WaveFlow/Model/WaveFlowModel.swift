@@ -92,11 +92,12 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
     /// Outputs of every upsampling stage (after the leaky ReLU), [B, M, F*prod(f)].
     public struct Upsampled { public var stages: [[T]]; public var batch: Int; public var frames: Int }
 
-    /// Upsamples mel [B, M, F] to the condition c [B, M, F*hop].
-    public func upsample(mel: [T], batch: Int, frames: Int) -> Upsampled {
+    /// Upsamples mel [B, M, F] to the condition c [B, M, F*hop] (or runs
+    /// only the first `stageCount` stages).
+    public func upsample(mel: [T], batch: Int, frames: Int, stageCount: Int? = nil) -> Upsampled {
         var stages: [[T]] = []
         var current = mel, width = frames
-        for (u, f) in config.upsampleFactors.enumerated() {
+        for (u, f) in config.upsampleFactors.enumerated().prefix(stageCount ?? config.upsampleFactors.count) {
             let g = UpsampleGeometry(factor: f, batch: batch, height: config.nMels, width: width)
             var out = [T](repeating: 0, count: g.outCount)
             let w = params.offset("upsample.\(u).weight"), b = params.values[params.offset("upsample.\(u).bias")]
