@@ -24,7 +24,9 @@ public final class MelSpectrogram: @unchecked Sendable {
     let bandRanges: [Range<Int>]
     /// Periodic Hann window of `winLength`, zero-padded (centred) to `nFFT`.
     public let window: [Float]
-    private let plan: fftwf_plan
+    /// Batched real-to-complex plan over `framesPerPlan` frames.
+    private let batchPlan: fftwf_plan
+    static let framesPerPlan = 32
 
     /// The floor applied before the logarithm.
     public static let logFloor: Float = 1e-5
@@ -46,14 +48,19 @@ public final class MelSpectrogram: @unchecked Sendable {
             w[offset + n] = Float(0.5 - 0.5 * cos(2 * Double.pi * Double(n) / Double(config.winLength)))
         }
         window = w
-        let input = fftwf_alloc_real(config.nFFT)!
-        let output = fftwf_alloc_complex(config.nBins)!
+        let howMany = MelSpectrogram.framesPerPlan
+        let input = fftwf_alloc_real(howMany * config.nFFT)!
+        let output = fftwf_alloc_complex(howMany * config.nBins)!
         defer { fftwf_free(input); fftwf_free(output) }
-        plan = withFFTWPlanner { fftwf_plan_dft_r2c_1d(Int32(config.nFFT), input, output, UInt32(FFTW_ESTIMATE))! }
+        var n = Int32(config.nFFT)
+        batchPlan = withFFTWPlanner {
+            fftwf_plan_many_dft_r2c(1, &n, Int32(howMany), input, nil, 1, Int32(config.nFFT),
+                                    output, nil, 1, Int32(config.nBins), UInt32(FFTW_ESTIMATE))!
+        }
     }
 
     deinit {
-        withFFTWPlanner { fftwf_destroy_plan(plan) }
+        withFFTWPlanner { fftwf_destroy_plan(batchPlan) }
     }
 
     /// Reflect-pads `x` by `pad` on both sides (NumPy's "reflect": the edge
@@ -78,24 +85,34 @@ public final class MelSpectrogram: @unchecked Sendable {
         let frames = c.frames(forSamples: samples.count)
         let nBins = c.nBins
         var mag = [Float](repeating: 0, count: frames * nBins)
-        let chunk = 64
+        let chunk = MelSpectrogram.framesPerPlan
         let chunks = (frames + chunk - 1) / chunk
         padded.withUnsafeBufferPointer { src in
             mag.withUnsafeMutableBufferPointer { dst in
                 let dstBase = dst.baseAddress!
-                let window = self.window
-                Threads.parallelFor(chunks) { ci in
-                    let input = fftwf_alloc_real(c.nFFT)!
-                    let output = fftwf_alloc_complex(nBins)!
-                    defer { fftwf_free(input); fftwf_free(output) }
-                    for f in (ci * chunk) ..< min(frames, (ci + 1) * chunk) {
-                        let start = f * c.hopLength
-                        for n in 0..<c.nFFT { input[n] = src[start + n] * window[n] }
-                        fftwf_execute_dft_r2c(plan, input, output)
-                        let row = dstBase + f * nBins
-                        for k in 0..<nBins {
-                            let re = output[k].0, im = output[k].1
-                            row[k] = (re * re + im * im).squareRoot()
+                window.withUnsafeBufferPointer { wp in
+                    let win = wp.baseAddress!
+                    Threads.parallelFor(chunks) { ci in
+                        // One batched transform of `chunk` windowed frames
+                        // (FFTW vectorises across the transforms).
+                        let input = fftwf_alloc_real(chunk * c.nFFT)!
+                        let output = fftwf_alloc_complex(chunk * nBins)!
+                        defer { fftwf_free(input); fftwf_free(output) }
+                        let f0 = ci * chunk, f1 = min(frames, f0 + chunk)
+                        for f in f0 ..< f0 + chunk {
+                            let frame = input + (f - f0) * c.nFFT
+                            if f >= f1 { frame.update(repeating: 0, count: c.nFFT); continue }
+                            let s = src.baseAddress! + f * c.hopLength
+                            for n in 0..<c.nFFT { frame[n] = s[n] * win[n] }
+                        }
+                        fftwf_execute_dft_r2c(batchPlan, input, output)
+                        let spectrum = UnsafeMutableRawPointer(output).assumingMemoryBound(to: Float.self)
+                        for f in f0..<f1 {
+                            let row = dstBase + f * nBins, bins = spectrum + 2 * (f - f0) * nBins
+                            for k in 0..<nBins {
+                                let re = bins[2 * k], im = bins[2 * k + 1]
+                                row[k] = (re * re + im * im).squareRoot()
+                            }
                         }
                     }
                 }
