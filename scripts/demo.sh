@@ -19,5 +19,5 @@ $tool synth "$out/mels" "$out/wavs"
 echo "== 3. brief training (tiny preset, 30 steps)"
 rm -rf "$out/runs/demo"
 $tool train Audio/ --config tiny --steps 30 --batch 2 --segment 4096 --validate-every 10 \
-    --checkpoint-every 10 --run demo --checkpoints "$out/runs"
+    --checkpoint-every 10 --lr 3e-3 --warmup 5 --run demo --checkpoints "$out/runs"
 echo "demo: mels in $out/mels, audio in $out/wavs, checkpoints and nll.svg in $out/runs/demo"
