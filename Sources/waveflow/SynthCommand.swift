@@ -37,7 +37,7 @@ struct Synth: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     /// Chosen with `waveflow eval` (see README).
-    static let defaultSigma = 0.7
+    static let defaultSigma = 0.9
 
     func validate() throws {
         guard SampleFormat(rawValue: format) != nil else { throw ValidationError("--format must be pcm16 or float") }
