@@ -150,6 +150,14 @@ public final class Trainer {
     /// on the serial elementwise work between matrix products).
     private var replicas: [WaveFlowModel<Float>] = []
 
+    /// The first `n` replicas (made on first use), holding the model's current weights.
+    private func syncedReplicas(_ n: Int) -> [WaveFlowModel<Float>] {
+        while replicas.count < n { replicas.append(WaveFlowModel<Float>(config: model.config)) }
+        let reps = Array(replicas.prefix(n))
+        for r in reps { r.params.values = model.params.values }
+        return reps
+    }
+
     /// Loss (batch mean of nats/sample) and its gradient in `model.params.grads`.
     func forwardBackward(_ batch: Batch) -> Double {
         let shards = max(1, min(Threads.count, batch.batch))
@@ -159,11 +167,10 @@ public final class Trainer {
             model.backward(state)
             return state.nll.reduce(0) { $0 + Double($1) } / Double(batch.batch)
         }
-        while replicas.count < shards { replicas.append(WaveFlowModel<Float>(config: model.config)) }
+        let reps = syncedReplicas(shards)
+        for r in reps { r.params.zeroGrad() }
         var losses = [Double](repeating: 0, count: shards)
         let parts = (0..<shards).map { batch.shard($0, of: shards) }
-        for r in replicas { r.params.values = model.params.values; r.params.zeroGrad() }
-        let reps = replicas
         losses.withUnsafeMutableBufferPointer { lp in
             let out = lp.baseAddress!
             Threads.parallelFor(shards) { i in
@@ -176,7 +183,7 @@ public final class Trainer {
         // Each replica holds the gradient of its shard's mean; the batch mean
         // weights them by shard size.
         var grads = [Float](repeating: 0, count: model.params.count)
-        for (i, r) in replicas.prefix(shards).enumerated() {
+        for (i, r) in reps.enumerated() {
             let weight = Float(parts[i].batch) / Float(batch.batch)
             r.params.grads.withUnsafeBufferPointer { g in
                 for j in grads.indices { grads[j] += weight * g[j] }
@@ -191,9 +198,7 @@ public final class Trainer {
         let h = model.config.nGroup, hop = model.config.hopLength, m = model.config.nMels
         let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
         let workers = max(1, min(Threads.count, utterances.count))
-        while replicas.count < workers { replicas.append(WaveFlowModel<Float>(config: model.config)) }
-        for r in replicas { r.params.values = model.params.values }
-        let reps = replicas
+        let reps = syncedReplicas(workers)
         var nll = [Double](repeating: 0, count: utterances.count)
         nll.withUnsafeMutableBufferPointer { out in
             let o = out.baseAddress!
