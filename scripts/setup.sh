@@ -3,7 +3,9 @@
 # packages already present are not touched, and apt is only asked for the
 # missing ones.
 set -euo pipefail
-packages=(libsndfile1-dev libfftw3-dev libopenblas-dev libsoxr-dev pkg-config)
+# openmpi-bin is optional for users (only `mpirun -np N waveflow train` needs
+# it; waveflow loads libmpi at run time) but the tests run a 2-rank job.
+packages=(libsndfile1-dev libfftw3-dev libopenblas-dev libsoxr-dev pkg-config openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,12 @@ struct Train: ParsableCommand {
         Checkpoints go to CHECKPOINTS/RUN/ (step-*.safetensors, best.safetensors, \
         latest.safetensors), with metrics.jsonl and nll.svg. Ctrl-C saves a checkpoint \
         and stops; --resume continues the run exactly where it stopped.
+
+        Started by Open MPI's mpirun (mpirun -np N waveflow train ...), the N processes \
+        train one model data-parallel: each draws its part of every batch from its own \
+        share of the corpus files, and gradients are summed with MPI allreduce. Rank 0 \
+        validates, logs and writes checkpoints. Each rank uses cores/ranks-per-node \
+        threads unless --threads is given. --resume works with any number of ranks.
         """)
 
     @Argument(help: "Folder of audio files (searched recursively).") var corpus: String
@@ -37,7 +43,29 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
+        let job: Communicator
+        do { job = try joinJob() } catch let e as WaveFlowError {
+            logLine("waveflow: error: \(e.description)")
+            throw ExitCode.failure
+        }
+        compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1)
+        do {
+            try train(job)
+        } catch {
+            // One rank failing must not leave the others waiting in an allreduce.
+            if job.size > 1 {
+                if let e = error as? WaveFlowError { logLine("waveflow: rank \(job.rank): error: \(e.description)") }
+                job.abort(1)
+            }
+            throw error
+        }
+        (job as? MPICommunicator)?.finalize()
+    }
+
+    func train(_ job: Communicator) throws {
+        let root = job.isRoot
+        ProgressLine.enabled = root
+        func say(_ text: String) { if root { logLine(text) } }
         try runReportingErrors {
             let runFolder = (checkpoints as NSString).appendingPathComponent(runName)
             var options = TrainOptions()
@@ -53,7 +81,7 @@ struct Train: ParsableCommand {
                    let o = try? JSONDecoder().decode(TrainOptions.self, from: data) {
                     options = o
                 }
-                logLine("resuming \(latest)")
+                say("resuming \(latest)")
             } else {
                 if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
                     throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: runFolder)
@@ -71,24 +99,32 @@ struct Train: ParsableCommand {
             if let checkpointEvery { options.checkpointEvery = checkpointEvery }
             if let validateEvery { options.validateEvery = validateEvery }
             let cfg = model.config
-            logLine("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
+            if job.size > 1 {
+                say("data-parallel job: \(job.size) ranks (Open MPI), \(Threads.count) thread(s) each; rank 0 logs and checkpoints")
+            }
+            say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
                     + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample")
             let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
-            let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment)
-            for f in data.skipped { logLine("skipped \(f.reason)") }
+            let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment,
+                                       part: job.rank, of: job.size, loadValidation: root)
+            for f in data.skipped { logLine(job.size > 1 ? "rank \(job.rank): skipped \(f.reason)" : "skipped \(f.reason)") }
             let minutes = Double(data.train.reduce(0) { $0 + $1.audio.count }) / Double(cfg.sampleRate) / 60
-            logLine("corpus: \(data.train.count) training files (\(String(format: "%.1f", minutes)) min), "
+            say("corpus: \(data.train.count) training files\(job.size > 1 ? " in rank 0's part" : "") (\(String(format: "%.1f", minutes)) min), "
                     + "\(data.validation.count) validation files, \(data.skipped.count) skipped")
-            try makeDirectory(runFolder)
-            try AtomicFile.write(Data((data.validation.map(\.path).joined(separator: "\n") + "\n").utf8),
-                                 to: (runFolder as NSString).appendingPathComponent("validation.txt"))
-            let trainer = Trainer(model: model, options: options, runFolder: runFolder)
+            if root {
+                try makeDirectory(runFolder)
+                try AtomicFile.write(Data((data.validation.map(\.path).joined(separator: "\n") + "\n").utf8),
+                                     to: (runFolder as NSString).appendingPathComponent("validation.txt"))
+            }
+            let trainer = Trainer(model: model, options: options, runFolder: runFolder, communicator: job)
             try trainer.restore(trainState)
             let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]
             trainer.recordedInfo = ["training": optionsJSON, "corpus": corpus]
             installStopHandlers()
             try trainer.run(corpus: data)
-            logLine("done at step \(trainer.step); best validation NLL \(String(format: "%.4f", trainer.bestValidation)) nats/sample; checkpoints in \(runFolder)")
+            let best = trainer.bestValidation.isFinite
+                ? "best validation NLL \(String(format: "%.4f", trainer.bestValidation)) nats/sample" : "not validated yet"
+            say("done at step \(trainer.step); \(best); checkpoints in \(runFolder)")
         }
     }
 }

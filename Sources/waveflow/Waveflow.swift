@@ -21,9 +21,10 @@ struct ComputeOptions: ParsableArguments {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    /// Applies the thread count to BLAS and our own loops.
-    func apply() {
-        Threads.count = threads ?? ProcessInfo.processInfo.activeProcessorCount
+    /// Applies the thread count to BLAS and our own loops; by default the
+    /// machine's cores are shared among the job's ranks on it.
+    func apply(ranksOnThisMachine: Int = 1) {
+        Threads.count = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisMachine))
     }
 }
 

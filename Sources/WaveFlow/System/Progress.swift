@@ -28,8 +28,13 @@ public final class ProgressLine: @unchecked Sendable {
     /// Seconds since the start.
     public var elapsed: Double { Date().timeIntervalSince(start) }
 
+    /// False on the ranks of a training job other than rank 0, so that one
+    /// progress line reaches the terminal.
+    nonisolated(unsafe) public static var enabled = true
+
     /// Records `n` more finished items and redraws if it is time to.
     public func advance(by n: Int = 1, note: String = "") {
+        guard Self.enabled else { return }
         lock.lock(); defer { lock.unlock() }
         done += n
         let now = Date()

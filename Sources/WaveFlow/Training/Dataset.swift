@@ -41,6 +41,10 @@ public struct Utterance: Sendable {
     public var audio: [Float]
     /// [M, F] row-major.
     public var mel: NPYArray
+    /// Position in the corpus's training list (every listed training file
+    /// counts, loaded or not): data-parallel part p of n draws from the
+    /// files with `trainIndex % n == p`.
+    public var trainIndex = 0
     public var frames: Int { mel.shape[1] }
 }
 
@@ -50,23 +54,51 @@ public struct Corpus: Sendable {
     public var validation: [Utterance]
     public var skipped: [FileFailure]
 
-    /// Loads every audio file below `folder` (resampled to the model's rate),
+    /// Splits a sorted file list: every `stride`-th file (deterministic) is
+    /// held out for validation, at most `maxValidation` and about 1 in 20.
+    /// Returns the training and validation paths.
+    public static func split(_ files: [String], maxValidation: Int = 8) -> (train: [String], validation: [String]) {
+        let nVal = max(1, min(maxValidation, files.count / 20))
+        let stride = max(1, files.count / nVal)
+        var train: [String] = [], val: [String] = []
+        for (i, f) in files.enumerated() {
+            if i % stride == stride / 2 && val.count < nVal { val.append(f) } else { train.append(f) }
+        }
+        return (train, val)
+    }
+
+    /// Loads the audio files below `folder` (resampled to the model's rate),
     /// with mels from `cache`. Files that cannot be read or are shorter than
-    /// `minSamples` are skipped and listed. Every `validationStride`-th file
-    /// (deterministic, by sorted path) is held out, at most `maxValidation`.
+    /// `minSamples` are skipped and listed. The split into training and
+    /// validation files is ``split(_:maxValidation:)`` of the sorted listing.
+    ///
+    /// With `parts` > 1 (one part per rank of a data-parallel job) only the
+    /// training files of part `part` are loaded (those whose training-list
+    /// index is `part` modulo `parts`), and the validation files only if
+    /// `loadValidation`.
     public static func load(folder: String, config: MelConfig, cache: FeatureCache?, minSamples: Int,
-                            maxValidation: Int = 8) throws -> Corpus {
+                            maxValidation: Int = 8, part: Int = 0, of parts: Int = 1,
+                            loadValidation: Bool = true) throws -> Corpus {
         let files = try AudioFile.list(in: folder)
-        guard !files.isEmpty else { throw WaveFlowError("no audio files found", path: folder) }
+        guard files.count >= 2 else {
+            throw WaveFlowError("need at least 2 audio files (one is held out for validation), found \(files.count)", path: folder)
+        }
+        let (trainFiles, valFiles) = split(files, maxValidation: maxValidation)
+        guard trainFiles.count >= parts else {
+            throw WaveFlowError("\(trainFiles.count) training files cannot be shared among \(parts) ranks", path: folder)
+        }
+        // (path, train index or -1 for validation)
+        var wanted: [(String, Int)] = trainFiles.enumerated().filter { $0.offset % parts == part }.map { ($0.element, $0.offset) }
+        if loadValidation { wanted += valFiles.map { ($0, -1) } }
         let mel = try MelSpectrogram(config: config)
-        var loaded = [Utterance?](repeating: nil, count: files.count)
-        var failures = [FileFailure?](repeating: nil, count: files.count)
-        let progress = ProgressLine("features", total: files.count, unit: "files")
+        var loaded = [Utterance?](repeating: nil, count: wanted.count)
+        var failures = [FileFailure?](repeating: nil, count: wanted.count)
+        let progress = ProgressLine("features", total: wanted.count, unit: "files")
         loaded.withUnsafeMutableBufferPointer { out in
             failures.withUnsafeMutableBufferPointer { fail in
                 let (o, f) = (out.baseAddress!, fail.baseAddress!)
-                Threads.parallelFor(files.count) { i in
-                    let path = files[i]
+                Threads.parallelFor(wanted.count) { i in
+                    let (path, index) = wanted[i]
                     do {
                         let audio = try AudioFile.read(path, sampleRate: config.sampleRate)
                         if audio.samples.count < minSamples {
@@ -77,7 +109,7 @@ public struct Corpus: Sendable {
                             m = try mel.compute(audio.samples)
                             cache?.store(m!, for: path, config: config)
                         }
-                        o[i] = Utterance(path: path, audio: audio.samples, mel: m!)
+                        o[i] = Utterance(path: path, audio: audio.samples, mel: m!, trainIndex: index)
                     } catch {
                         f[i] = FileFailure(path: path, reason: error.describe(at: path))
                     }
@@ -86,16 +118,11 @@ public struct Corpus: Sendable {
             }
         }
         let good = loaded.compactMap { $0 }
-        guard good.count >= 2 else {
-            throw WaveFlowError("need at least 2 usable audio files, found \(good.count)", path: folder)
+        let train = good.filter { $0.trainIndex >= 0 }
+        guard !train.isEmpty else {
+            throw WaveFlowError(parts > 1 ? "no usable training files in part \(part) of \(parts)" : "no usable training files", path: folder)
         }
-        let nVal = max(1, min(maxValidation, good.count / 20))
-        let stride = good.count / nVal
-        var train: [Utterance] = [], val: [Utterance] = []
-        for (i, u) in good.enumerated() {
-            if i % stride == stride / 2 && val.count < nVal { val.append(u) } else { train.append(u) }
-        }
-        return Corpus(train: train, validation: val, skipped: failures.compactMap { $0 })
+        return Corpus(train: train, validation: good.filter { $0.trainIndex < 0 }, skipped: failures.compactMap { $0 })
     }
 }
 
@@ -115,20 +142,39 @@ public struct Batch {
 }
 
 extension Corpus {
+    /// Part `part` of `parts` of one training batch of `batch` segments:
+    /// items `batch*part/parts ..< batch*(part+1)/parts`, drawn from the
+    /// training files of that part with a generator seeded by `seed` and
+    /// `part`. Concatenating the parts 0 ..< parts gives the whole batch, the
+    /// same whether the parts are drawn by one process or by `parts` ranks.
+    public func samplePart(_ part: Int, of parts: Int, batch: Int, segment: Int, hop: Int, seed: UInt64) -> Batch {
+        var rng = SplitMix64(seed: seed &+ UInt64(part) &* 0x9E37_79B9_7F4A_7C15)
+        let files = train.filter { $0.trainIndex % parts == part }
+        precondition(!files.isEmpty, "no training files in part \(part) of \(parts)")
+        let count = batch * (part + 1) / parts - batch * part / parts
+        return Self.sample(from: files, batch: count, segment: segment, hop: hop, rng: &rng)
+    }
+
+    /// The whole batch drawn as `parts` parts (see ``samplePart``).
+    public func sampleBatch(parts: Int, batch: Int, segment: Int, hop: Int, seed: UInt64) -> Batch {
+        let pieces = (0..<parts).map { samplePart($0, of: parts, batch: batch, segment: segment, hop: hop, seed: seed) }
+        return Batch(audio: pieces.flatMap(\.audio), mel: pieces.flatMap(\.mel), batch: batch, frames: pieces[0].frames)
+    }
+
     /// Draws `batch` random segments of `segment` samples (a multiple of hop)
-    /// from the training set, each starting on a frame boundary; the mel
-    /// frames are those centred on the segment's samples.
-    public func sampleBatch(batch: Int, segment: Int, hop: Int, rng: inout SplitMix64) -> Batch {
+    /// from `files`, each starting on a frame boundary; the mel frames are
+    /// those centred on the segment's samples.
+    static func sample(from files: [Utterance], batch: Int, segment: Int, hop: Int, rng: inout SplitMix64) -> Batch {
         let frames = segment / hop
-        let m = train[0].mel.shape[0]
+        let m = files[0].mel.shape[0]
         var audio = [Float](repeating: 0, count: batch * segment)
         var mel = [Float](repeating: 0, count: batch * m * frames)
         // Longer utterances are drawn more often (proportional to length).
-        let total = train.reduce(0) { $0 + $1.audio.count }
+        let total = files.reduce(0) { $0 + $1.audio.count }
         for b in 0..<batch {
             var pick = rng.int(below: total), u = 0
-            while pick >= train[u].audio.count { pick -= train[u].audio.count; u += 1 }
-            let utt = train[u]
+            while pick >= files[u].audio.count { pick -= files[u].audio.count; u += 1 }
+            let utt = files[u]
             let maxFrame = max(0, (utt.audio.count - segment) / hop)
             let f0 = rng.int(below: maxFrame + 1)
             let s0 = f0 * hop

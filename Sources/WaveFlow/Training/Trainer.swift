@@ -43,6 +43,15 @@ public final class Trainer {
     public private(set) var bestValidation = Double.infinity
     /// Extra keys recorded in checkpoints' config (corpus, …).
     public var recordedInfo: [String: Any] = [:]
+    /// The job this trainer is one rank of. Every rank computes the gradient
+    /// of its own part of each batch; the parts are summed with an allreduce
+    /// so that every rank applies the same update. Rank 0 alone validates,
+    /// logs and writes checkpoints.
+    public let communicator: Communicator
+    /// Parts each batch is drawn in (``Corpus/samplePart(_:of:batch:segment:hop:seed:)``):
+    /// the number of ranks. A single process may draw as many parts as a
+    /// job of that many ranks, and then trains on exactly its batches.
+    public var dataParts: Int
 
     /// Weights trained through weight normalisation: every weight except the
     /// zero-initialised output layers and the upsampler.
@@ -50,10 +59,13 @@ public final class Trainer {
         name.hasPrefix("flows.") && name.hasSuffix(".weight") && !name.hasSuffix(".output.weight")
     }
 
-    public init(model: WaveFlowModel<Float>, options: TrainOptions, runFolder: String) {
+    public init(model: WaveFlowModel<Float>, options: TrainOptions, runFolder: String,
+                communicator: Communicator = SingleProcess()) {
         self.model = model
         self.options = options
         self.runFolder = runFolder
+        self.communicator = communicator
+        dataParts = communicator.size
         rng = SplitMix64(seed: options.seed ^ 0x5EED)
         for v in model.params.views {
             if Self.isWeightNormed(v.name) {
@@ -129,19 +141,70 @@ public final class Trainer {
 
     // MARK: - One step
 
-    public struct StepResult { public var loss: Double; public var gradNorm: Float; public var skipped: Bool }
+    public struct StepResult {
+        public var loss: Double
+        public var gradNorm: Float
+        public var skipped: Bool
+        /// Some rank was asked to stop (Ctrl-C, SIGTERM): every rank stops after this step.
+        public var stop = false
+        /// Seconds spent in the gradient allreduce (0 for a single process).
+        public var allreduceSeconds = 0.0
+    }
 
-    /// Forward, backward, clip, Adam. A non-finite loss or gradient skips the update.
-    public func trainStep(_ batch: Batch) -> StepResult {
-        let loss = forwardBackward(batch)
+    /// Forward, backward, (allreduce across ranks,) clip, Adam. A non-finite
+    /// loss or gradient skips the update. `batch` is this rank's part of the
+    /// step's batch (the whole batch for a single process).
+    public func trainStep(_ batch: Batch) throws -> StepResult {
+        var loss = forwardBackward(batch)
+        var stop = trainingStopRequested != 0
+        var reduceTime = 0.0
+        if communicator.size > 1 {
+            let t0 = Date()
+            (loss, stop) = try reduceAcrossRanks(loss: loss, items: batch.batch, stop: stop)
+            reduceTime = Date().timeIntervalSince(t0)
+        }
         unfoldGradients()
         let norm = clipGradientNorm(&trainables.grads, maxNorm: options.clip)
         step += 1
-        guard loss.isFinite, norm.isFinite else { return StepResult(loss: loss, gradNorm: norm, skipped: true) }
+        guard loss.isFinite, norm.isFinite else {
+            return StepResult(loss: loss, gradNorm: norm, skipped: true, stop: stop, allreduceSeconds: reduceTime)
+        }
         let grads = trainables.grads
         adam.update(&trainables.values, grads, lr: learningRate(at: step))
         fold()
-        return StepResult(loss: loss, gradNorm: norm, skipped: false)
+        return StepResult(loss: loss, gradNorm: norm, skipped: false, stop: stop, allreduceSeconds: reduceTime)
+    }
+
+    /// Turns this rank's gradient and loss (means over its `items` segments)
+    /// into those of the whole batch: each is weighted by items / batch and
+    /// summed over ranks in one allreduce of the flat gradient arena, which
+    /// also carries the loss and every rank's stop request.
+    func reduceAcrossRanks(loss: Double, items: Int, stop: Bool) throws -> (loss: Double, stop: Bool) {
+        let n = model.params.count
+        let weight = Float(items) / Float(options.batch)
+        var buffer = model.params.grads
+        for j in 0..<n { buffer[j] *= weight }
+        buffer.append(Float(loss) * weight)
+        buffer.append(stop ? 1 : 0)
+        try buffer.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: $0.count) }
+        let total = Double(buffer[n]), anyStop = buffer[n + 1] > 0
+        buffer.removeLast(2)
+        model.params.grads = buffer
+        return (total, anyStop)
+    }
+
+    /// Makes every rank hold rank 0's weights and optimizer state (at the
+    /// start and after a reload), so the ranks cannot drift apart.
+    public func synchroniseRanks() throws {
+        guard communicator.size > 1 else { return }
+        try communicator.broadcast(&trainables.values)
+        try communicator.broadcast(&adam.m)
+        try communicator.broadcast(&adam.v)
+        var scalars: [UInt64] = [UInt64(step), UInt64(adam.step), rng.state, lrScale.bitPattern, bestValidation.bitPattern]
+        try scalars.withUnsafeMutableBytes { try communicator.broadcast($0.baseAddress!, bytes: $0.count) }
+        step = Int(scalars[0]); adam.step = Int(scalars[1]); rng.state = scalars[2]
+        lrScale = Double(bitPattern: scalars[3]); bestValidation = Double(bitPattern: scalars[4])
+        fold()
     }
 
     /// Model copies that compute shards of a batch concurrently (data
@@ -307,48 +370,66 @@ public final class Trainer {
     /// Trains until `options.steps` (or a stop request, or step `pauseAt`),
     /// validating and checkpointing as configured; logs every step to
     /// `metrics.jsonl`. Stopping early saves a checkpoint to resume from.
+    ///
+    /// In a job of several ranks every rank calls this with its own part of
+    /// the corpus (``Corpus/load(folder:config:cache:minSamples:maxValidation:part:of:loadValidation:)``);
+    /// only rank 0 needs the validation files and writes anything.
     public func run(corpus: Corpus, pauseAt: Int? = nil) throws {
-        try makeDirectory(runFolder)
+        let root = communicator.isRoot
         let metricsPath = (runFolder as NSString).appendingPathComponent("metrics.jsonl")
-        if !FileManager.default.fileExists(atPath: metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
-        guard let metrics = FileHandle(forWritingAtPath: metricsPath) else { throw WaveFlowError("cannot write", path: metricsPath) }
-        metrics.seekToEndOfFile()
-        defer { metrics.closeFile() }
+        var metrics: FileHandle?
+        if root {
+            try makeDirectory(runFolder)
+            if !FileManager.default.fileExists(atPath: metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
+            guard let m = FileHandle(forWritingAtPath: metricsPath) else { throw WaveFlowError("cannot write", path: metricsPath) }
+            m.seekToEndOfFile()
+            metrics = m
+        }
+        defer { metrics?.closeFile() }
         func log(_ object: [String: Any]) {
-            if let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+            if let metrics, let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
                 metrics.write(d); metrics.write(Data("\n".utf8))
             }
         }
+        func say(_ text: String) { if root { logLine(text) } }
         let hop = model.config.hopLength
         let segment = max(hop, options.segment / hop * hop)
+        try synchroniseRanks()
         let startStep = step
-        let progress = ProgressLine("train", total: options.steps - startStep, unit: "steps", logInterval: 30)
+        let progress = root ? ProgressLine("train", total: options.steps - startStep, unit: "steps", logInterval: 30) : nil
         var badInARow = 0
         let started = Date()
         fold()
-        if step == 0 && !corpus.validation.isEmpty {
+        if step == 0 && root && !corpus.validation.isEmpty {
             let v = validate(corpus.validation)
             log(["step": 0, "val_nll": v, "time": 0.0])
-            logLine("validation NLL at step 0: \(String(format: "%.4f", v)) nats/sample")
+            say("validation NLL at step 0: \(String(format: "%.4f", v)) nats/sample")
         }
-        while step < min(options.steps, pauseAt ?? .max) && trainingStopRequested == 0 {
+        var stopAll = false
+        while step < min(options.steps, pauseAt ?? .max) && !stopAll {
             let t0 = Date()
-            let batch = corpus.sampleBatch(batch: options.batch, segment: segment, hop: hop, rng: &rng)
-            let r = trainStep(batch)
+            let seed = rng.next()
+            let batch = communicator.size > 1
+                ? corpus.samplePart(communicator.rank, of: communicator.size, batch: options.batch, segment: segment, hop: hop, seed: seed)
+                : corpus.sampleBatch(parts: dataParts, batch: options.batch, segment: segment, hop: hop, seed: seed)
+            let r = try trainStep(batch)
+            stopAll = r.stop
             let dt = Date().timeIntervalSince(t0)
             let rate = Double(options.batch * segment) / dt
             var entry: [String: Any] = ["step": step, "loss": r.loss.isFinite ? r.loss : "nan", "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan",
                                         "lr": learningRate(at: step), "samples_per_s": rate,
                                         "time": Date().timeIntervalSince(started)]
+            if communicator.size > 1 { entry["allreduce_s"] = r.allreduceSeconds; entry["ranks"] = communicator.size }
             if r.skipped {
                 badInARow += 1
                 entry["skipped"] = true
-                logLine("waveflow: step \(step): non-finite loss or gradient, update skipped")
+                say("waveflow: step \(step): non-finite loss or gradient, update skipped")
                 if badInARow >= 3 {
                     lrScale *= 0.5
-                    logLine("waveflow: \(badInARow) bad steps in a row: restoring the last checkpoint, learning rate x\(lrScale)")
+                    say("waveflow: \(badInARow) bad steps in a row: restoring the last checkpoint, learning rate x\(lrScale)")
                     if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
-                        try reloadLatest()
+                        if root { try reloadLatest() }
+                        try synchroniseRanks()
                     }
                     badInARow = 0
                 }
@@ -356,25 +437,25 @@ public final class Trainer {
                 badInARow = 0
             }
             log(entry)
-            progress.advance(note: String(format: "step %d, loss %.4f nats/sample, %.0f samples/s", step, r.loss, rate))
-            if step % options.validateEvery == 0 || step == options.steps {
+            progress?.advance(note: String(format: "step %d, loss %.4f nats/sample, %.0f samples/s", step, r.loss, rate))
+            if root && (step % options.validateEvery == 0 || step == options.steps) {
                 let v = validate(corpus.validation)
                 log(["step": step, "val_nll": v, "time": Date().timeIntervalSince(started)])
-                logLine("step \(step): validation NLL \(String(format: "%.4f", v)) nats/sample")
+                say("step \(step): validation NLL \(String(format: "%.4f", v)) nats/sample")
                 if v < bestValidation {
                     bestValidation = v
                     try saveBest()
                 }
             }
-            if step % options.checkpointEvery == 0 || step == options.steps {
+            if root && (step % options.checkpointEvery == 0 || step == options.steps) {
                 try saveCheckpoint()
                 try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
             }
         }
-        if trainingStopRequested != 0 || step < options.steps {
+        if root && (stopAll || step < options.steps) {
             let path = try saveCheckpoint()
             try? TrainingPlot.write(metrics: metricsPath, to: (runFolder as NSString).appendingPathComponent("nll.svg"))
-            logLine("waveflow: stopped at step \(step); saved \(path) (continue with --resume)")
+            say("waveflow: stopped at step \(step); saved \(path) (continue with --resume)")
         }
     }
 }

@@ -1,0 +1,109 @@
+import Foundation
+import XCTest
+@testable import WaveFlow
+
+/// Data-parallel training over Open MPI: `mpirun -np 2 waveflow train`.
+/// Needs Open MPI's `mpirun` (Debian: openmpi-bin, installed by
+/// scripts/setup.sh); its absence is a failure, not a skip.
+final class DistributedTests: XCTestCase {
+    static var mpirun: String? {
+        for dir in ["/usr/bin", "/usr/local/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/mpirun") {
+            return dir + "/mpirun"
+        }
+        return nil
+    }
+
+    /// Runs the tool under `mpirun -np ranks` (or directly when ranks is 0).
+    func launch(ranks: Int, _ args: [String]) throws -> CLITests.Result {
+        let p = Process()
+        if ranks > 0 {
+            let mpirun = try XCTUnwrap(Self.mpirun, "Open MPI's mpirun is not installed (scripts/setup.sh installs openmpi-bin)")
+            p.executableURL = URL(fileURLWithPath: mpirun)
+            // Root and more ranks than cores are refused by default; shared-memory
+            // single-copy needs ptrace rights that containers often lack.
+            p.arguments = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+                           "-np", String(ranks), CLITests.toolPath] + args
+        } else {
+            p.executableURL = URL(fileURLWithPath: CLITests.toolPath)
+            p.arguments = args
+        }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return CLITests.Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                               stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static let segment = 4096, batch = 4, seed: UInt64 = 11
+
+    func trainArgs(_ folder: String, steps: Int, resume: Bool = false) -> [String] {
+        var a = ["train", exampleAudio(""), "--config", "tiny", "--steps", String(steps), "--batch", String(Self.batch),
+                 "--segment", String(Self.segment), "--lr", "3e-3", "--warmup", "2", "--seed", String(Self.seed),
+                 "--checkpoint-every", "1000", "--validate-every", "1000", "--checkpoints", folder]
+        if resume { a.append("--resume") }
+        return a
+    }
+
+    /// The same run in one process: batches drawn as two parts, exactly as
+    /// two ranks draw them.
+    func singleProcessWeights(steps: Int, parts: Int) throws -> [Float] {
+        let data = try Corpus.load(folder: exampleAudio(""), config: ModelConfig.presets["tiny"]!.mel, cache: nil,
+                                   minSamples: Self.segment)
+        let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        model.initialise(seed: Self.seed)
+        var o = TrainOptions()
+        o.steps = steps; o.batch = Self.batch; o.segment = Self.segment; o.lr = 3e-3; o.warmup = 2; o.seed = Self.seed
+        o.checkpointEvery = 1000; o.validateEvery = 1000
+        let trainer = Trainer(model: model, options: o, runFolder: temporaryFolder(self))
+        trainer.dataParts = parts
+        try trainer.run(corpus: data)
+        return model.params.values
+    }
+
+    /// Two ranks end a few steps with the weights of one process that
+    /// trained on the same combined batches (within 1e-5 relative); the
+    /// comparison can tell: one-part batches end elsewhere.
+    func testTwoRanksEqualOneProcessOnTheSameBatches() throws {
+        let dir = temporaryFolder(self)
+        let r = try launch(ranks: 2, trainArgs(dir, steps: 4))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("2 ranks"), r.stderr)
+        // One progress line, from rank 0 only.
+        XCTAssertEqual(r.stderr.components(separatedBy: "done at step 4").count, 2, r.stderr)
+        let ranked = try Checkpoint.load(dir + "/run/latest.safetensors").model.params.values
+
+        let single = try singleProcessWeights(steps: 4, parts: 2)
+        let initial = { () -> [Float] in
+            let m = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!); m.initialise(seed: Self.seed); return m.params.values
+        }()
+        let err = normRelativeError(ranked, single)
+        print("2 ranks vs 1 process: relative difference \(err)")
+        XCTAssertLessThan(err, 1e-5, "2 ranks vs 1 process: relative difference \(err)")
+        XCTAssertLessThan(maxRelativeError(ranked, single, floor: 1e-3), 1e-4)
+        XCTAssertGreaterThan(normRelativeError(ranked, initial), 1e-3, "training moved the weights")
+        let otherBatches = try singleProcessWeights(steps: 4, parts: 1)
+        XCTAssertGreaterThan(normRelativeError(ranked, otherBatches), 100 * max(err, 1e-7), "different batches give different weights")
+    }
+
+    /// A run started on two ranks resumes on one, and one started on one
+    /// resumes on two; the step count carries over and the metrics log grows.
+    func testResumeWithADifferentRankCount() throws {
+        let dir = temporaryFolder(self)
+        var r = try launch(ranks: 2, trainArgs(dir, steps: 2))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try launch(ranks: 0, trainArgs(dir, steps: 4, resume: true))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("done at step 4"), r.stderr)
+        r = try launch(ranks: 2, trainArgs(dir, steps: 6, resume: true))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("done at step 6"), r.stderr)
+        let ck = try Checkpoint.load(dir + "/run/latest.safetensors")
+        XCTAssertEqual(ck.configJSON["step"] as? Int, 6)
+        let lines = try String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.filter { $0.contains("\"loss\"") }.count, 6)
+    }
+}
