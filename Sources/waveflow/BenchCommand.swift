@@ -11,6 +11,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Training batch.") var batch = 2
     @Option(help: "Training segment, samples.") var segment = 16384
     @Option(help: "Seconds of audio to synthesise.") var seconds = 2.0
+    @Option(help: "Comma-separated phases to time: train, synth.") var phases = "train,synth"
     @Flag(help: "Also time one residual layer at C=64, h=16, w=1024, B=2.") var layer = false
     @Option(help: "Also time the mel front end on this audio file (1 thread and all threads).") var melAudio: String?
     @OptionGroup var compute: ComputeOptions
@@ -42,10 +43,15 @@ struct Bench: ParsableCommand {
             for name in presets.split(separator: ",").map(String.init) {
                 let cfg = try ModelConfig.named(name)
                 let sg = Benchmark.sgemmRate(channels: cfg.channels, n: batch * (segment / cfg.nGroup) * (cfg.nGroup - 1))
-                let tr = Benchmark.training(cfg, batch: batch, segment: segment)
-                print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg))
-                let sy = Benchmark.synthesis(cfg, seconds: seconds)
-                print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg))
+                let wanted = Set(phases.split(separator: ",").map(String.init))
+                if wanted.contains("train") {
+                    let tr = Benchmark.training(cfg, batch: batch, segment: segment)
+                    print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg))
+                }
+                if wanted.contains("synth") {
+                    let sy = Benchmark.synthesis(cfg, seconds: seconds)
+                    print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg))
+                }
             }
         }
     }

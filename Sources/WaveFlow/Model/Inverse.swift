@@ -7,39 +7,68 @@ import Foundation
 // Synthesis layout (B = 1): a row of the grid is [C, w] or [M, w]; the
 // condition is stored row-major by grid row, cond[i] = [M, w].
 
-/// The ring buffer of one residual layer's input rows: slot r % (1 + 2dh)
-/// holds row r, [C, w]. Rows before 0 read as zeros (the causal padding).
-public struct LayerRowCache<T: Real> {
-    public let dilation: Int
+/// The ring buffer of one residual layer's input rows, each stored
+/// "expanded" for the layer's 3 horizontal taps: slot r % (1 + 2dh) holds
+/// row r as E [3C, w] with E[kx*C + c, j] = a[c, j + (kx-1)*dw] (0 beyond
+/// the row's ends). A row is expanded once, when stored, and read by the
+/// three later rows whose kernels reach it, straight from the slot as the B
+/// operand of a matrix product: no per-row im2col. Rows before 0 are the
+/// causal zero padding and are skipped.
+public final class LayerRowCache<T: Real> {
+    public let dilation: Int, widthDilation: Int
     public let channels: Int, width: Int
-    var slots: [[T]]
+    let slots: [UnsafeMutablePointer<T>]
 
-    public init(dilation: Int, channels: Int, width: Int) {
+    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int) {
         self.dilation = dilation
+        self.widthDilation = widthDilation
         self.channels = channels
         self.width = width
-        slots = Array(repeating: [T](repeating: 0, count: channels * width), count: 1 + 2 * dilation)
+        slots = (0 ..< 1 + 2 * dilation).map { _ in
+            let p = UnsafeMutablePointer<T>.allocate(capacity: 3 * channels * width)
+            p.initialize(repeating: 0, count: 3 * channels * width)
+            return p
+        }
     }
 
-    /// Stores row r.
-    public mutating func store(_ row: [T], at r: Int) { slots[r % slots.count] = row }
+    deinit { for p in slots { p.deallocate() } }
 
-    /// Writes rows r-2dh, r-dh, r as [C, 3, w] into `stacked`.
-    public func stack(at r: Int, into stacked: inout [T]) {
-        let (c, w) = (channels, width)
-        for tap in 0..<3 {
-            let row = r - (2 - tap) * dilation
+    /// Stores columns `js` of row r (`a` [C, w]).
+    public func store(_ a: UnsafePointer<T>, at r: Int, columns js: Range<Int>) {
+        let (c, w, dw) = (channels, width, widthDilation)
+        let e = slots[r % slots.count]
+        for kx in 0..<3 {
+            let shift = (kx - 1) * dw
+            // Valid j: 0 <= j + shift < w.
+            let lo = max(js.lowerBound, -shift), hi = min(js.upperBound, w - shift)
             for ch in 0..<c {
-                let dst = (ch * 3 + tap) * w
-                if row < 0 {
-                    stacked.replaceSubrange(dst ..< dst + w, with: repeatElement(0, count: w))
-                } else {
-                    let src = slots[row % slots.count]
-                    stacked.replaceSubrange(dst ..< dst + w, with: src[ch * w ..< (ch + 1) * w])
+                let dst = e + (kx * c + ch) * w, src = a + ch * w + shift
+                if lo >= hi { (dst + js.lowerBound).update(repeating: 0, count: js.count); continue }
+                if js.lowerBound < lo { (dst + js.lowerBound).update(repeating: 0, count: lo - js.lowerBound) }
+                (dst + lo).update(from: src + lo, count: hi - lo)
+                if hi < js.upperBound { (dst + hi).update(repeating: 0, count: js.upperBound - hi) }
+            }
+        }
+    }
+
+    /// Row r expanded, [3C, w], or nil before row 0.
+    public func expanded(_ r: Int) -> UnsafePointer<T>? { r < 0 ? nil : UnsafePointer(slots[r % slots.count]) }
+}
+
+/// A dilated-convolution weight [2C, C, 3, 3] regrouped by vertical tap:
+/// tap ky is [2C, 3C] with column kx*C + c, to multiply an expanded row.
+func regroupByTap<T: Real>(_ w: UnsafePointer<T>, channels c: Int) -> [T] {
+    var out = [T](repeating: 0, count: 3 * 2 * c * 3 * c)
+    for ky in 0..<3 {
+        for o in 0 ..< 2 * c {
+            for kx in 0..<3 {
+                for ch in 0..<c {
+                    out[(ky * 2 * c + o) * 3 * c + kx * c + ch] = w[((o * c + ch) * 3 + ky) * 3 + kx]
                 }
             }
         }
     }
+    return out
 }
 
 /// The condition for synthesis, one grid row at a time. All upsampling
@@ -56,9 +85,17 @@ public struct SynthesisCondition<T: Real> {
 
     /// Row i as [M, w]: c[m, j*h + i] for j in 0..<w.
     public func row(_ i: Int) -> [T] {
+        var out = [T](repeating: 0, count: bands * columns)
+        out.withUnsafeMutableBufferPointer { row(i, columns: 0..<columns, into: $0.baseAddress!) }
+        return out
+    }
+
+    /// Columns `js` of row i, written into `out` [M, w] (row stride w, the
+    /// other columns untouched).
+    public func row(_ i: Int, columns js: Range<Int>, into out: UnsafeMutablePointer<T>) {
         let (m, f, h, w, win) = (bands, factor, rows, columns, inWidth)
-        var out = [T](repeating: bias, count: m * w)
-        for j in 0..<w {
+        for y in 0..<m { (out + y * w + js.lowerBound).update(repeating: bias, count: js.count) }
+        for j in js {
             let xo = j * h + i
             // Input columns whose kernel (width 2f, offset -f/2) covers xo.
             let hi = (xo + f / 2) / f
@@ -75,8 +112,10 @@ public struct SynthesisCondition<T: Real> {
                 }
             }
         }
-        for k in out.indices where out[k] < 0 { out[k] *= slope }
-        return out
+        for y in 0..<m {
+            let r = out + y * w
+            for j in js where r[j] < 0 { r[j] *= slope }
+        }
     }
 }
 
@@ -85,6 +124,21 @@ public struct SynthesisCondition<T: Real> {
 /// the duration; only the layers' row caches span the full width. (Settable
 /// for tests.)
 nonisolated(unsafe) public var synthesisBlockColumns = 4096
+
+/// One worker's scratch for a column block of synthesis (`block` columns):
+/// the pre-gate activations [2C, block] and the gate [C, block].
+final class SynthesisScratch<T: Real> {
+    let y, g: UnsafeMutablePointer<T>
+
+    init(channels c: Int, block: Int) {
+        y = .allocate(capacity: 2 * c * block)
+        y.initialize(repeating: 0, count: 2 * c * block)
+        g = .allocate(capacity: c * block)
+        g.initialize(repeating: 0, count: c * block)
+    }
+
+    deinit { y.deallocate(); g.deallocate() }
+}
 
 extension WaveFlowModel {
     /// Grid rows of the condition of mel [M, F] (B = 1), computed on demand.
@@ -103,89 +157,110 @@ extension WaveFlowModel {
 
     /// Inverts flow k on Z [h, w] (its own row order) with the condition as
     /// flow k saw it; returns X [h, w]. Each network row is computed once.
+    ///
+    /// Per row and layer: y = sum over the 3 vertical taps of W_tap [2C, 3C]
+    /// x E(row - (2-tap)dh) [3C, w] (the cached expanded rows, see
+    /// ``LayerRowCache``) + W_cond x cond + biases; gate; then the residual
+    /// and skip halves of the output 1x1 product are accumulated straight
+    /// into the running activations. Within a row, the columns split into
+    /// blocks that are independent (a block reads complete earlier rows and
+    /// writes only its own columns); blocks run in parallel with one BLAS
+    /// thread each, so the elementwise work is shared by the cores too.
+    /// Blocks are at most `synthesisBlockColumns` wide and scratch is per
+    /// worker, so it does not grow with the duration.
     public func invertFlow(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int) -> [T] {
         let h = config.nGroup, c = config.channels, m = config.nMels, L = config.nLayers
         let fo = flowOffsets[k], map = config.rowMaps[k]
-        let block = min(w, synthesisBlockColumns)
+        let nBlocks = max(min(Threads.count, w), (w + synthesisBlockColumns - 1) / synthesisBlockColumns)
+        let bounds = (0...nBlocks).map { w * $0 / nBlocks }
+        let widest = (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] }.max()!
+        let workers = min(nBlocks, Threads.count)
+        let scratch = (0..<workers).map { _ in SynthesisScratch<T>(channels: c, block: widest) }
+        let caches = (0..<L).map {
+            LayerRowCache<T>(dilation: config.heightDilation($0), widthDilation: config.widthDilation($0), channels: c, width: w)
+        }
+        let weights = params.values
+        let tapWeights: [[T]] = weights.withUnsafeBufferPointer { wp in
+            fo.layers.map { regroupByTap(wp.baseAddress! + $0.conv, channels: c) }
+        }
         var x = z // row 0 is copied
-        var caches = (0..<L).map { LayerRowCache<T>(dilation: config.heightDilation($0), channels: c, width: w) }
         var a = [T](repeating: 0, count: c * w), skip = [T](repeating: 0, count: c * w)
         var p = [T](repeating: 0, count: 2 * w)
-        var stacked = [T](repeating: 0, count: 3 * c * w)
-        // Block scratch: [.., block] each.
-        var sub = [T](repeating: 0, count: 3 * c * (block + 2 * (1 << (L - 1))))
-        var col = [T](repeating: 0, count: 9 * c * block)
-        var y = [T](repeating: 0, count: 2 * c * block), g = [T](repeating: 0, count: c * block)
-        var o = [T](repeating: 0, count: 2 * c * block), condBlock = [T](repeating: 0, count: m * block)
-        var skipBlock = [T](repeating: 0, count: c * block), pBlock = [T](repeating: 0, count: 2 * block)
-        var xrow = [T](repeating: 0, count: w)
-        let weights = params.values
-        weights.withUnsafeBufferPointer { wp in
-            let wt = wp.baseAddress!
-            for r in 0 ..< h - 1 {
-                // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
-                xrow.replaceSubrange(0..<w, with: x[r * w ..< (r + 1) * w])
-                Conv1x1.forward(cin: 1, cout: c, n: w, input: xrow, weight: wt + fo.input, bias: wt + fo.inputB, output: &a)
-                for i in 0 ..< c * w { skip[i] = 0 }
-                let cond = condition.row(map[r + 1])
-                for l in 0..<L {
-                    let lo = fo.layers[l], dw = config.widthDilation(l)
-                    caches[l].store(a, at: r)
-                    caches[l].stack(at: r, into: &stacked)
-                    var j0 = 0
-                    while j0 < w {
-                        let j1 = min(w, j0 + block), nb = j1 - j0
-                        // Input columns the block's 3x3 taps reach, and the zero padding beyond the row.
-                        let lo0 = max(0, j0 - dw), hi0 = min(w, j1 + dw)
-                        let sw = hi0 - lo0
-                        for ch in 0 ..< 3 * c {
-                            sub.replaceSubrange(ch * sw ..< (ch + 1) * sw, with: stacked[ch * w + lo0 ..< ch * w + hi0])
-                        }
-                        let geo = ConvGeometry(cin: c, cout: 2 * c, kh: 3, kw: 3, dh: 1, dw: dw, padTop: 0, padBottom: 0,
-                                               padLeft: dw - (j0 - lo0), padRight: dw - (hi0 - j1), batch: 1, height: 3, width: sw)
-                        sub.withUnsafeBufferPointer { sp in
-                            y.withUnsafeMutableBufferPointer { yp in
-                                col.withUnsafeMutableBufferPointer { cp in
-                                    Conv2D.forward(geo, input: sp.baseAddress!, weight: wt + lo.conv, bias: wt + lo.convB,
-                                                   output: yp.baseAddress!, col: cp.baseAddress!)
-                                }
-                            }
-                        }
-                        for mi in 0..<m { condBlock.replaceSubrange(mi * nb ..< (mi + 1) * nb, with: cond[mi * w + j0 ..< mi * w + j1]) }
-                        Conv1x1.forward(cin: m, cout: 2 * c, n: nb, input: condBlock, weight: wt + lo.cond, bias: wt + lo.condB,
-                                        output: &y, accumulate: true)
-                        y.withUnsafeBufferPointer { yp in
-                            g.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, $0.baseAddress!, channels: c, n: nb) }
-                        }
-                        Conv1x1.forward(cin: c, cout: 2 * c, n: nb, input: g, weight: wt + lo.out, bias: wt + lo.outB, output: &o)
-                        for ch in 0..<c {
-                            for j in 0..<nb {
-                                a[ch * w + j0 + j] += o[ch * nb + j]
-                                skip[ch * w + j0 + j] += o[(c + ch) * nb + j]
-                            }
-                        }
-                        j0 = j1
-                    }
-                }
-                var j0 = 0
-                while j0 < w {
-                    let j1 = min(w, j0 + block), nb = j1 - j0
-                    for ch in 0..<c { skipBlock.replaceSubrange(ch * nb ..< (ch + 1) * nb, with: skip[ch * w + j0 ..< ch * w + j1]) }
-                    Conv1x1.forward(cin: c, cout: 2, n: nb, input: skipBlock, weight: wt + fo.output, bias: wt + fo.outputB, output: &pBlock)
-                    p.replaceSubrange(j0 ..< j1, with: pBlock[0..<nb])
-                    p.replaceSubrange(w + j0 ..< w + j1, with: pBlock[nb ..< 2 * nb])
-                    j0 = j1
-                }
-                p.withUnsafeBufferPointer { pp in
-                    x.withUnsafeMutableBufferPointer { xp in
-                        z.withUnsafeBufferPointer { zp in
-                            AffineCoupling.inverseRow(z: zp.baseAddress! + (r + 1) * w, logS: pp.baseAddress!, t: pp.baseAddress! + w,
-                                                      x: xp.baseAddress! + (r + 1) * w, count: w)
-                        }
-                    }
-                }
+        var cond = [T](repeating: 0, count: m * w)
+        /// Runs `body(j0, j1, scratch)` for every column block, in parallel.
+        func forEachBlock(_ body: (Int, Int, SynthesisScratch<T>) -> Void) {
+            Threads.parallelFor(workers) { wk in
+                var b = wk
+                while b < nBlocks { body(bounds[b], bounds[b + 1], scratch[wk]); b += workers }
             }
         }
+        let savedBLAS = BLAS.threads
+        BLAS.threads = 1 // all parallelism is over column blocks (no idle BLAS pool spinning)
+        defer { BLAS.threads = savedBLAS }
+        weights.withUnsafeBufferPointer { wp in
+        a.withUnsafeMutableBufferPointer { ap in
+        skip.withUnsafeMutableBufferPointer { skp in
+        cond.withUnsafeMutableBufferPointer { cdp in
+        p.withUnsafeMutableBufferPointer { pp in
+        x.withUnsafeMutableBufferPointer { xp in
+        z.withUnsafeBufferPointer { zp in
+            let wt = wp.baseAddress!, aa = ap.baseAddress!, sk = skp.baseAddress!, cd = cdp.baseAddress!
+            let pr = pp.baseAddress!, xx = xp.baseAddress!, zz = zp.baseAddress!
+            for r in 0 ..< h - 1 {
+                // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
+                let (win, bin) = (wt + fo.input, wt + fo.inputB)
+                forEachBlock { j0, j1, _ in
+                    for ch in 0..<c {
+                        let row = aa + ch * w, s = sk + ch * w
+                        for j in j0..<j1 { row[j] = win[ch] * xx[r * w + j] + bin[ch]; s[j] = 0 }
+                    }
+                    condition.row(map[r + 1], columns: j0..<j1, into: cd)
+                }
+                for l in 0..<L {
+                    let lo = fo.layers[l], dh = config.heightDilation(l), cache = caches[l]
+                    forEachBlock { j0, j1, _ in cache.store(aa, at: r, columns: j0..<j1) }
+                    tapWeights[l].withUnsafeBufferPointer { twp in
+                        let tw = twp.baseAddress!
+                        forEachBlock { j0, j1, s in
+                            let nb = j1 - j0
+                            // y = W_cond x cond + conv and cond biases.
+                            T.gemm(transA: false, transB: false, m: 2 * c, n: nb, k: m, alpha: 1, a: wt + lo.cond, lda: m,
+                                   b: cd + j0, ldb: w, beta: 0, c: s.y, ldc: nb)
+                            for o in 0 ..< 2 * c {
+                                let b = wt[lo.convB + o] + wt[lo.condB + o], row = s.y + o * nb
+                                for j in 0..<nb { row[j] += b }
+                            }
+                            // + sum over vertical taps of W_tap x E(row r - (2 - tap) dh).
+                            for tap in 0..<3 {
+                                guard let e = cache.expanded(r - (2 - tap) * dh) else { continue }
+                                T.gemm(transA: false, transB: false, m: 2 * c, n: nb, k: 3 * c, alpha: 1,
+                                       a: tw + tap * 2 * c * 3 * c, lda: 3 * c, b: e + j0, ldb: w, beta: 1, c: s.y, ldc: nb)
+                            }
+                            Gate.forward(s.y, s.g, channels: c, n: nb)
+                            // a += W_res x g + b_res; skip += W_skip x g + b_skip (in place, row stride w).
+                            T.gemm(transA: false, transB: false, m: c, n: nb, k: c, alpha: 1, a: wt + lo.out, lda: c,
+                                   b: s.g, ldb: nb, beta: 1, c: aa + j0, ldc: w)
+                            T.gemm(transA: false, transB: false, m: c, n: nb, k: c, alpha: 1, a: wt + lo.out + c * c, lda: c,
+                                   b: s.g, ldb: nb, beta: 1, c: sk + j0, ldc: w)
+                            for ch in 0..<c {
+                                let ba = wt[lo.outB + ch], bs = wt[lo.outB + c + ch]
+                                let ar = aa + ch * w + j0, sr = sk + ch * w + j0
+                                for j in 0..<nb { ar[j] += ba; sr[j] += bs }
+                            }
+                        }
+                    }
+                }
+                forEachBlock { j0, j1, _ in
+                    // log s and t of row r + 1, then its inverse coupling.
+                    let nb = j1 - j0
+                    T.gemm(transA: false, transB: false, m: 2, n: nb, k: c, alpha: 1, a: wt + fo.output, lda: c,
+                           b: sk + j0, ldb: w, beta: 0, c: pr + j0, ldc: w)
+                    for j in j0..<j1 { pr[j] += wt[fo.outputB]; pr[w + j] += wt[fo.outputB + 1] }
+                    AffineCoupling.inverseRow(z: zz + (r + 1) * w + j0, logS: pr + j0, t: pr + w + j0,
+                                              x: xx + (r + 1) * w + j0, count: nb)
+                }
+            }
+        }}}}}}}
         return x
     }
 

@@ -125,6 +125,23 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         Double(macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
     }
 
+    /// Multiply-adds per audio sample that synthesis actually performs: as
+    /// `macsPerSample`, less the vertical taps that reach above row 0 (the
+    /// causal zero padding, skipped by the row-by-row inverse).
+    public var synthesisMacsPerSample: Double {
+        let c = channels, m = nMels
+        var total = 0
+        for r in 0 ..< nGroup - 1 { // network row r predicts grid row r + 1
+            total += c + 2 * c
+            for l in 0..<nLayers {
+                let dh = heightDilation(l)
+                let taps = (0..<3).filter { r - (2 - $0) * dh >= 0 }.count
+                total += 2 * c * c * 3 * taps + 2 * c * m + 2 * c * c
+            }
+        }
+        return Double(nFlows * total) / Double(nGroup)
+    }
+
     // MARK: - Presets
 
     /// Named configurations: the spec's default and smaller ones for CPUs.
