@@ -30,6 +30,20 @@ final class LayerTests: XCTestCase {
         }
     }
 
+    /// Row sums on BLAS equal the plain loop (accumulating onto `out`).
+    func testRowSumsMatchNaive() {
+        var rng = TestRNG(8)
+        let (rows, cols) = (6, 1001)
+        let x: [Float] = rng.array(rows * cols)
+        var fast: [Float] = rng.array(rows)
+        var naive = fast
+        x.withUnsafeBufferPointer { xp in
+            accumulateRowSums(xp.baseAddress!, into: &fast, rows: rows, cols: cols)
+            accumulateRowSumsNaive(xp.baseAddress!, into: &naive, rows: rows, cols: cols)
+        }
+        XCTAssertLessThanOrEqual(normRelativeError(fast, naive), 1e-5)
+    }
+
     /// The im2col + sgemm convolution equals the seven-loop one.
     func testConvFastMatchesNaive() {
         var rng = TestRNG(1)
@@ -224,6 +238,20 @@ final class FastMathTests: XCTestCase {
         Gate.backward(y, dg, &dFast, channels: c, n: n)
         Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)
         XCTAssertLessThanOrEqual(zip(dFast, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
+    }
+
+    /// The SIMD log agrees with libm's logf from the mel floor (1e-5) to 1e6.
+    func testFastLogError() {
+        var worst: Float = 0
+        var x: Float = 1e-5
+        while x < 1e6 {
+            var v = FastMath.V(repeating: 0)
+            for i in 0..<16 { v[i] = x * (1 + Float(i) * 0.0037) }
+            let l = FastMath.log(v)
+            for i in 0..<16 { worst = max(worst, abs(l[i] - logf(v[i])) / max(1, abs(logf(v[i])))) }
+            x *= 1.07
+        }
+        XCTAssertLessThan(worst, 5e-7)
     }
 
     func testFastExpRelativeError() {

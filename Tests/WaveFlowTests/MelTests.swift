@@ -107,4 +107,20 @@ final class MelKernelTests: XCTestCase {
             XCTAssertLessThanOrEqual(zip(sparse.values, dense.values).map { abs($0 - $1) }.max()!, 1e-4)
         }
     }
+
+    /// The fused pipeline reads edge frames from padded copies of the ends
+    /// only; at every length (shorter than one frame plus a hop, exactly at
+    /// the boundaries, not a multiple of the hop) it equals the twin that
+    /// pads the whole signal.
+    func testEdgeFramesAtEveryLength() throws {
+        let mel = try MelSpectrogram()
+        var rng = TestRNG(3)
+        let base: [Float] = rng.array(6000, scale: 0.5)
+        for n in [513, 600, 1024, 1279, 1280, 1281, 1500, 2048, 2049, 4097, 6000] {
+            let x = Array(base[0..<n])
+            let fused = try mel.compute(x), dense = try mel.computeDense(x)
+            XCTAssertEqual(fused.shape, dense.shape, "n=\(n)")
+            XCTAssertLessThanOrEqual(zip(fused.values, dense.values).map { abs($0 - $1) }.max()!, 1e-4, "n=\(n)")
+        }
+    }
 }

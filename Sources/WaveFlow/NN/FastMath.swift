@@ -29,6 +29,30 @@ public enum FastMath {
         return e * unsafeBitCast(bits, to: V.self)
     }
 
+    /// ln x for positive normal x, relative error about 1e-7: x = m 2^e with
+    /// m in [sqrt(1/2), sqrt 2), ln m = 2 atanh(s) = 2(s + s^3/3 + ... + s^9/9)
+    /// with s = (m-1)/(m+1), |s| < 0.172 (the next term is below 4e-10).
+    /// Exponent and mantissa come from the bits (no SIMD int-to-float
+    /// conversion, which would be a scalar loop). For the mel front end,
+    /// whose input is floored at 1e-5.
+    @inline(__always)
+    public static func log(_ x: V) -> V {
+        let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
+        // Mantissa in [1, 2); exponent as a float: (2^23 + biased e) - (2^23 + 127).
+        var m = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F80_0000, to: V.self)
+        var e = unsafeBitCast((bits &>> 23) | 0x4B00_0000, to: V.self) - V(repeating: 8_388_735)
+        let big = m .> V(repeating: 1.414_213_56)
+        m.replace(with: m * 0.5, where: big)
+        e.replace(with: e + 1, where: big)
+        let sv = (m - 1) / (m + 1), s2 = sv * sv
+        var p = V(repeating: 1.0 / 9)
+        p = p * s2 + 1.0 / 7
+        p = p * s2 + 1.0 / 5
+        p = p * s2 + 1.0 / 3
+        p = p * s2 + 1
+        return e * 0.693_147_18 + 2 * sv * p
+    }
+
     /// 1 / (1 + e^-x).
     @inline(__always)
     public static func sigmoid(_ x: V) -> V { 1 / (1 + exp(-x)) }
