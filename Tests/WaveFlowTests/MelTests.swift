@@ -104,7 +104,16 @@ final class MelKernelTests: XCTestCase {
             let mel = try MelSpectrogram(config: config)
             let sparse = try mel.compute(pcm), dense = try mel.computeDense(pcm)
             XCTAssertEqual(sparse.shape, dense.shape)
-            XCTAssertLessThanOrEqual(zip(sparse.values, dense.values).map { abs($0 - $1) }.max()!, 1e-4)
+            // The two use different FFT algorithms (half-length complex vs
+            // FFTW's real transform), so bins near the 1e-5 floor, where
+            // float rounding of the spectrum is relatively large, differ most.
+            let pairs = zip(sparse.values, dense.values)
+            let loud = pairs.filter { $0.1 >= log(1e-3) }.map { abs($0.0 - $0.1) }.max()!
+            let all = pairs.map { abs($0.0 - $0.1) }
+            print("fused vs dense: max \(all.max()!) over all bins, \(loud) over bins >= 1e-3, mean \(all.reduce(0, +) / Float(all.count))")
+            XCTAssertLessThanOrEqual(loud, 2e-5)
+            XCTAssertLessThanOrEqual(all.max()!, 1e-3)
+            XCTAssertLessThanOrEqual(all.reduce(0, +) / Float(all.count), 1e-6)
         }
     }
 
