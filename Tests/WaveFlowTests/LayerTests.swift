@@ -44,6 +44,40 @@ final class LayerTests: XCTestCase {
         XCTAssertLessThanOrEqual(normRelativeError(fast, naive), 1e-5)
     }
 
+    /// The tap-decomposed causal convolution equals im2col + GEMM (itself
+    /// checked against seven loops and finite differences) forward and
+    /// backward, in Float64, including taps that reach above every row
+    /// (dh >= H) and dilations wider than the row.
+    func testCausalConvMatchesIm2col() {
+        var rng = TestRNG(12)
+        let shapes = [CausalConvShape(cin: 3, cout: 4, dh: 1, dw: 1, batch: 2, height: 5, width: 7),
+                      CausalConvShape(cin: 2, cout: 6, dh: 2, dw: 4, batch: 3, height: 4, width: 6),
+                      CausalConvShape(cin: 4, cout: 2, dh: 8, dw: 8, batch: 2, height: 5, width: 5),
+                      CausalConvShape(cin: 5, cout: 10, dh: 1, dw: 2, batch: 1, height: 15, width: 9)]
+        for s in shapes {
+            let g = s.geometry, n = s.n
+            let x: [Double] = rng.array(s.cin * n), w: [Double] = rng.array(s.cout * s.cin * 9), b: [Double] = rng.array(s.cout)
+            let dOut: [Double] = rng.array(s.cout * n)
+            let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
+            var e = [Double](repeating: 0, count: 3 * s.cin * n), de = e
+            var out = [Double](repeating: 0, count: s.cout * n), ref = out
+            var col = [Double](repeating: 0, count: g.k * g.nOut)
+            CausalConv.forward(s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            Conv2D.forward(g, input: x, weight: w, bias: b, output: &ref, col: &col)
+            XCTAssertLessThanOrEqual(normRelativeError(out, ref), 1e-12, "forward \(s)")
+            // Accumulating gradients, starting from the same non-zero values.
+            let dw0: [Double] = rng.array(w.count), db0: [Double] = rng.array(s.cout), dx0: [Double] = rng.array(x.count)
+            var (dw, db, dx) = (dw0, db0, dx0)
+            var (rdw, rdb, rdx) = (dw0, db0, dx0)
+            CausalConv.backward(s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            Conv2D.backward(g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
+            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), 1e-12, "dW \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(db, rdb), 1e-12, "dBias \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), 1e-12, "dInput \(s)")
+            XCTAssertEqual(s.macs, s.cout * 3 * s.cin * s.batch * s.width * (0..<3).map { max(0, s.height - (2 - $0) * s.dh) }.reduce(0, +))
+        }
+    }
+
     /// The im2col + sgemm convolution equals the seven-loop one.
     func testConvFastMatchesNaive() {
         var rng = TestRNG(1)

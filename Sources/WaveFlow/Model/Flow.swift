@@ -26,7 +26,7 @@ extension WaveFlowModel {
         var y = [T](repeating: 0, count: 2 * c * n)
         var g = [T](repeating: 0, count: c * n)
         var o = [T](repeating: 0, count: 2 * c * n)
-        var col = [T](repeating: 0, count: 9 * c * n)
+        var e = [T](repeating: 0, count: 3 * c * n) // the conv's expanded input
         var p = [T](repeating: 0, count: 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
         params.values.withUnsafeBufferPointer { wp in
@@ -35,13 +35,14 @@ extension WaveFlowModel {
             Conv1x1.forward(cin: 1, cout: c, n: n, input: xin, weight: w + fo.input, bias: w + fo.inputB, output: &a)
             for l in 0..<config.nLayers {
                 let lo = fo.layers[l]
-                let geo = convGeometry(layer: l, batch: batch, height: height, width: width)
+                let shape = convShape(layer: l, batch: batch, height: height, width: width)
+                let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
                 if keepCache { cacheA.append(a) }
                 a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
-                        col.withUnsafeMutableBufferPointer { cp in
-                            Conv2D.forward(geo, input: ap.baseAddress!, weight: w + lo.conv, bias: w + lo.convB,
-                                           output: yp.baseAddress!, col: cp.baseAddress!)
+                        e.withUnsafeMutableBufferPointer { ep in
+                            CausalConv.forward(shape, input: ap.baseAddress!, taps: taps, bias: w + lo.convB,
+                                               output: yp.baseAddress!, e: ep.baseAddress!)
                         }
                     }
                 }
@@ -74,7 +75,7 @@ extension WaveFlowModel {
         var g = [T](repeating: 0, count: c * n)
         var dg = [T](repeating: 0, count: c * n)
         var dy = [T](repeating: 0, count: 2 * c * n)
-        var col = [T](repeating: 0, count: 9 * c * n)
+        var e = [T](repeating: 0, count: 3 * c * n), de = e
         var dCin = [T](repeating: 0, count: m * n)
         var dXin = [T](repeating: 0, count: n)
         // A separate reference: reading params.values while params.grads is
@@ -103,13 +104,16 @@ extension WaveFlowModel {
                     Conv1x1.backward(cin: m, cout: 2 * c, n: n, input: cache.cin, weight: w + lo.cond, dOutput: dy,
                                      dWeight: gr + lo.cond, dBias: gr + lo.condB, dInput: &dCin)
                     // da (holding the residual path's gradient) += conv^T dy.
-                    let geo = convGeometry(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
+                    let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
+                    let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
                     cache.a[l].withUnsafeBufferPointer { ap in
                         da.withUnsafeMutableBufferPointer { dap in
-                            col.withUnsafeMutableBufferPointer { cp in
-                                Conv2D.backward(geo, input: ap.baseAddress!, weight: w + lo.conv, dOutput: dy,
-                                                dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: dap.baseAddress!,
-                                                col: cp.baseAddress!)
+                            e.withUnsafeMutableBufferPointer { ep in
+                                de.withUnsafeMutableBufferPointer { dep in
+                                    CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy,
+                                                        dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: dap.baseAddress!,
+                                                        e: ep.baseAddress!, de: dep.baseAddress!)
+                                }
                             }
                         }
                     }

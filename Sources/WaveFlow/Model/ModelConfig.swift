@@ -125,10 +125,11 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         Double(macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
     }
 
-    /// Multiply-adds per audio sample that synthesis actually performs: as
+    /// Multiply-adds per audio sample of one forward pass as performed: as
     /// `macsPerSample`, less the vertical taps that reach above row 0 (the
-    /// causal zero padding, skipped by the row-by-row inverse).
-    public var synthesisMacsPerSample: Double {
+    /// causal zero padding, which both the training convolution and the
+    /// row-by-row inverse skip). Benchmarks count FLOPs with this.
+    public var performedMacsPerSample: Double {
         let c = channels, m = nMels
         var total = 0
         for r in 0 ..< nGroup - 1 { // network row r predicts grid row r + 1

@@ -80,12 +80,11 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
 
     /// The causal-in-height, same-in-width convolution of layer l on a grid
     /// of `batch` x `height` x `width`.
-    func convGeometry(layer l: Int, batch: Int, height: Int, width: Int) -> ConvGeometry {
-        let dh = config.heightDilation(l), dw = config.widthDilation(l), c = config.channels
-        return ConvGeometry(cin: c, cout: 2 * c, kh: 3, kw: 3, dh: dh, dw: dw,
-                            padTop: 2 * dh, padBottom: 0, padLeft: dw, padRight: dw,
-                            batch: batch, height: height, width: width)
+    func convShape(layer l: Int, batch: Int, height: Int, width: Int) -> CausalConvShape {
+        CausalConvShape(cin: config.channels, cout: 2 * config.channels, dh: config.heightDilation(l), dw: config.widthDilation(l),
+                        batch: batch, height: height, width: width)
     }
+
 
     // MARK: - Conditioner
 

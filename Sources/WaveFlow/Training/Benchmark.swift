@@ -71,7 +71,7 @@ public enum Benchmark {
         let t = time(repeats: 2) { _ = try? trainer.trainStep(b) }
         let samples = Double(batch * segment)
         // Forward, then the backward's two products per layer (weights, inputs).
-        let flops = 3 * 2 * config.macsPerSample * samples
+        let flops = 3 * 2 * config.performedMacsPerSample * samples
         return (samples / t, flops / t / 1e9)
     }
 
@@ -86,6 +86,6 @@ public enum Benchmark {
         let z = Synthesizer.noise(count: frames * config.hopLength, sigma: 0.7, seed: 1)
         let t = time(repeats: 2) { _ = model.synthesise(mel: mel, frames: frames, z: z) }
         let samples = Double(frames * config.hopLength)
-        return (samples / t, 2 * config.synthesisMacsPerSample * samples / t / 1e9)
+        return (samples / t, 2 * config.performedMacsPerSample * samples / t / 1e9)
     }
 }

@@ -1,0 +1,166 @@
+// The residual layers' 3x3 dilated convolution (causal in height: rows
+// above only, padding 2dh on top; "same" in width: padding dw each side),
+// computed without im2col.
+//
+// The input [Cin, B, H, W] is expanded once for the three horizontal taps,
+// E [3Cin, B, H, W] with E[kx*Cin + c, b, y, x] = in[c, b, y, x + (kx-1)dw]
+// (0 beyond the row ends). A vertical tap ky reads the rows s = (2-ky)dh
+// above, which in this layout is the same matrix shifted by s*W columns
+// within each batch item, so
+//
+//     out[:, b, y >= s, :] += W_ky [Cout, 3Cin] x E[:, b, y - s, :]
+//
+// is one GEMM per (tap, batch item) on E in place (ky = 2, s = 0, is one GEMM
+// over all columns). Against im2col: a third of the lowered matrix to write
+// and read (3Cin instead of 9Cin rows), and no work on the zero rows of the
+// causal padding. The backward pass mirrors it: dW_ky from the same shifted
+// views, dE = sum of W_ky^T x shifted dOut, and dE folded back onto the
+// input's columns. `Conv2D` (im2col) with the same geometry is the twin the
+// tests compare with.
+
+/// Shapes of one causal 3x3 convolution.
+public struct CausalConvShape: Equatable, Sendable {
+    public var cin: Int, cout: Int, dh: Int, dw: Int
+    public var batch: Int, height: Int, width: Int
+    public init(cin: Int, cout: Int, dh: Int, dw: Int, batch: Int, height: Int, width: Int) {
+        self.cin = cin; self.cout = cout; self.dh = dh; self.dw = dw
+        self.batch = batch; self.height = height; self.width = width
+    }
+    /// Positions: B * H * W.
+    public var n: Int { batch * height * width }
+    /// The same convolution as an im2col geometry.
+    public var geometry: ConvGeometry {
+        ConvGeometry(cin: cin, cout: cout, kh: 3, kw: 3, dh: dh, dw: dw, padTop: 2 * dh, padBottom: 0,
+                     padLeft: dw, padRight: dw, batch: batch, height: height, width: width)
+    }
+    /// Multiply-adds actually performed (taps reaching above row 0 skipped).
+    public var macs: Int {
+        (0..<3).reduce(0) { acc, ky in acc + cout * 3 * cin * batch * max(0, height - (2 - ky) * dh) * width }
+    }
+}
+
+public enum CausalConv {
+    /// E [3Cin, N] from input [Cin, N] (see the file comment).
+    public static func expand<T: Real>(_ s: CausalConvShape, _ input: UnsafePointer<T>, _ e: UnsafeMutablePointer<T>) {
+        let (n, w, dw) = (s.n, s.width, s.dw)
+        Threads.parallelFor(3 * s.cin) { r in
+            let kx = r / s.cin, c = r % s.cin
+            let shift = (kx - 1) * dw
+            let x0 = max(0, -shift), x1 = min(w, w - shift)
+            let dst = e + r * n, src = input + c * n
+            for row in 0 ..< s.batch * s.height {
+                let d = dst + row * w, q = src + row * w + shift
+                if x1 <= x0 { d.update(repeating: 0, count: w); continue }
+                if x0 > 0 { d.update(repeating: 0, count: x0) }
+                (d + x0).update(from: q + x0, count: x1 - x0)
+                if x1 < w { (d + x1).update(repeating: 0, count: w - x1) }
+            }
+        }
+    }
+
+    /// The adjoint of `expand`: dInput [Cin, N] += fold(dE [3Cin, N]).
+    public static func fold<T: Real>(_ s: CausalConvShape, _ de: UnsafePointer<T>, _ dInput: UnsafeMutablePointer<T>) {
+        let (n, w, dw) = (s.n, s.width, s.dw)
+        Threads.parallelFor(s.cin) { c in
+            for kx in 0..<3 {
+                let shift = (kx - 1) * dw
+                let x0 = max(0, -shift), x1 = min(w, w - shift)
+                if x1 <= x0 { continue }
+                let src = de + (kx * s.cin + c) * n, dst = dInput + c * n
+                for row in 0 ..< s.batch * s.height {
+                    let q = src + row * w, d = dst + row * w + shift
+                    for x in x0..<x1 { d[x] += q[x] }
+                }
+            }
+        }
+    }
+
+    /// Weight [Cout, Cin, 3, 3] regrouped by vertical tap: [3][Cout, 3Cin],
+    /// column kx*Cin + c.
+    public static func regroup<T: Real>(_ weight: UnsafePointer<T>, cin: Int, cout: Int) -> [T] {
+        var out = [T](repeating: 0, count: 3 * cout * 3 * cin)
+        for ky in 0..<3 { for o in 0..<cout { for kx in 0..<3 { for c in 0..<cin {
+            out[(ky * cout + o) * 3 * cin + kx * cin + c] = weight[((o * cin + c) * 3 + ky) * 3 + kx]
+        } } } }
+        return out
+    }
+
+    /// Visits the (tap, batch item) products: `body(ky, rowShift, b)` for the
+    /// taps whose rows exist; ky = 2 (no shift) is one call with b = -1,
+    /// meaning all columns at once.
+    static func forEachTap(_ s: CausalConvShape, _ body: (Int, Int, Int) -> Void) {
+        body(2, 0, -1)
+        for ky in 0..<2 {
+            let shift = (2 - ky) * s.dh
+            if shift >= s.height { continue }
+            for b in 0..<s.batch { body(ky, shift, b) }
+        }
+    }
+
+    /// out [Cout, N] = conv(input) + bias.
+    /// - Parameters:
+    ///   - taps: `regroup(weight)`.
+    ///   - e: scratch of 3 * Cin * N values.
+    public static func forward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
+                                        bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
+                                        e: UnsafeMutablePointer<T>) {
+        expand(s, input, e)
+        let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
+        forEachTap(s) { ky, shift, b in
+            let wk = taps + ky * s.cout * k
+            if b < 0 {
+                T.gemm(transA: false, transB: false, m: s.cout, n: n, k: k, alpha: 1, a: wk, lda: k,
+                       b: e, ldb: n, beta: 0, c: output, ldc: n)
+            } else {
+                let cols = (s.height - shift) * s.width
+                T.gemm(transA: false, transB: false, m: s.cout, n: cols, k: k, alpha: 1, a: wk, lda: k,
+                       b: e + b * hw, ldb: n, beta: 1, c: output + b * hw + shift * s.width, ldc: n)
+            }
+        }
+        if let bias { addBias(output, bias, rows: s.cout, cols: n) }
+    }
+
+    /// Accumulates dWeight (PyTorch layout) += dL/dW, dBias += row sums of
+    /// dOut, and dInput += conv^T(dOut).
+    /// - Parameters:
+    ///   - e: scratch of 3 * Cin * N values (the input is expanded again).
+    ///   - de: scratch of 3 * Cin * N values.
+    public static func backward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
+                                         dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+                                         dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
+                                         e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
+        expand(s, input, e)
+        let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
+        var dTaps = [T](repeating: 0, count: 3 * s.cout * k)
+        dTaps.withUnsafeMutableBufferPointer { dt in
+            forEachTap(s) { ky, shift, b in
+                let dw = dt.baseAddress! + ky * s.cout * k
+                if b < 0 {
+                    T.gemm(transA: false, transB: true, m: s.cout, n: k, k: n, alpha: 1, a: dOutput, lda: n,
+                           b: e, ldb: n, beta: 1, c: dw, ldc: k)
+                } else {
+                    let cols = (s.height - shift) * s.width
+                    T.gemm(transA: false, transB: true, m: s.cout, n: k, k: cols, alpha: 1,
+                           a: dOutput + b * hw + shift * s.width, lda: n, b: e + b * hw, ldb: n, beta: 1, c: dw, ldc: k)
+                }
+            }
+        }
+        for ky in 0..<3 { for o in 0..<s.cout { for kx in 0..<3 { for c in 0..<s.cin {
+            dWeight[((o * s.cin + c) * 3 + ky) * 3 + kx] += dTaps[(ky * s.cout + o) * k + kx * s.cin + c]
+        } } } }
+        if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: n) }
+        guard let dInput else { return }
+        forEachTap(s) { ky, shift, b in
+            let wk = taps + ky * s.cout * k
+            if b < 0 {
+                T.gemm(transA: true, transB: false, m: k, n: n, k: s.cout, alpha: 1, a: wk, lda: k,
+                       b: dOutput, ldb: n, beta: 0, c: de, ldc: n)
+            } else {
+                let cols = (s.height - shift) * s.width
+                T.gemm(transA: true, transB: false, m: k, n: cols, k: s.cout, alpha: 1, a: wk, lda: k,
+                       b: dOutput + b * hw + shift * s.width, ldb: n, beta: 1, c: de + b * hw, ldc: n)
+            }
+        }
+        fold(s, de, dInput)
+    }
+}
