@@ -89,6 +89,49 @@ final class DistributedTests: XCTestCase {
         XCTAssertGreaterThan(normRelativeError(ranked, otherBatches), 100 * max(err, 1e-7), "different batches give different weights")
     }
 
+    /// A rank killed mid-run stops the whole job with Open MPI's message,
+    /// and the last checkpoint (written atomically by rank 0) loads and
+    /// resumes.
+    func testDeadRankStopsTheJobAndLeavesAResumableCheckpoint() throws {
+        let dir = temporaryFolder(self)
+        var args = trainArgs(dir, steps: 100_000)
+        args[args.firstIndex(of: "--checkpoint-every")! + 1] = "3"
+        let mpirun = try XCTUnwrap(Self.mpirun)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+                       "-np", "2", CLITests.toolPath] + args
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let latest = dir + "/run/latest.safetensors"
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: latest) && Date() < deadline { usleep(100_000) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: latest), "no checkpoint within 60 s")
+        // The ranks are mpirun's children; kill the last one (rank 0 or 1: either must stop the job).
+        let ps = Process()
+        ps.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        ps.arguments = ["-P", String(p.processIdentifier)]
+        let out = Pipe()
+        ps.standardOutput = out
+        try ps.run()
+        ps.waitUntilExit()
+        let pids = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(pids.count, 2, "ranks: \(pids)")
+        kill(pids.last!, SIGKILL)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertTrue(stderr.contains("exited on signal 9"), stderr)
+        let ck = try Checkpoint.load(latest)
+        let step = try XCTUnwrap(ck.configJSON["step"] as? Int)
+        let r = try launch(ranks: 0, trainArgs(dir, steps: step + 2, resume: true))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("done at step \(step + 2)"), r.stderr)
+    }
+
     /// A run started on two ranks resumes on one, and one started on one
     /// resumes on two; the step count carries over and the metrics log grows.
     func testResumeWithADifferentRankCount() throws {
