@@ -11,7 +11,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Training batch.") var batch = 2
     @Option(help: "Training segment, samples.") var segment = 16384
     @Option(help: "Seconds of audio to synthesise.") var seconds = 2.0
-    @Option(help: "Comma-separated phases to time: train, synth.") var phases = "train,synth"
+    @Option(help: "Comma-separated phases to time: train, synth (none: only --mel-audio/--layer).") var phases = "train,synth"
+    @Flag(help: .hidden) var rowOnly = false
     @Flag(help: "Also time one residual layer at C=64, h=16, w=1024, B=2.") var layer = false
     @Option(help: "Also time the mel front end on this audio file (1 thread and all threads).") var melAudio: String?
     @OptionGroup var compute: ComputeOptions
@@ -19,6 +20,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         compute.apply()
         try runReportingErrors {
+            var melRow: String?
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
             if let melAudio {
                 let audio = try AudioFile.read(melAudio, sampleRate: 22050)
@@ -31,6 +33,8 @@ struct Bench: ParsableCommand {
                     let s = Benchmark.time(repeats: max(5, Int(1 / max(once, 1e-4)))) { _ = try? spec.compute(audio.samples) }
                     print(String(format: "mel, %d thread(s): %.1f s of audio in %.2f ms: %.0f s of audio per second",
                                  t, audio.duration, s * 1e3, audio.duration / s))
+                    melRow = String(format: "(front end) fp32      mel    %9.0f  %6.4f        -       -  %7.0f",
+                                    Double(audio.samples.count) / s, s / audio.duration, Benchmark.peakMemoryMB)
                 }
                 Threads.count = all
             }
@@ -41,25 +45,61 @@ struct Bench: ParsableCommand {
                 print(String(format: "residual layer C=64 h=16 w=1024 B=2: forward %.2f ms (%.1f GFLOP/s, %.0f%% of sgemm %.1f), backward %.2f ms (%.1f GFLOP/s, %.0f%%)",
                              r.forward * 1e3, f, 100 * f / sg, sg, r.backward * 1e3, b, 100 * b / sg))
             }
-            print("preset      precision phase  samples/s  RTF     GFLOP/s  %sgemm  peak MB")
-            for name in presets.split(separator: ",").map(String.init) {
-                let cfg = try ModelConfig.named(name)
-                let sg = Benchmark.sgemmRate(channels: cfg.channels, n: batch * (segment / cfg.nGroup) * (cfg.nGroup - 1))
-                let wanted = Set(phases.split(separator: ",").map(String.init))
-                if wanted.contains("train") {
-                    let tr = Benchmark.training(cfg, batch: batch, segment: segment)
-                    print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg))
-                }
-                if wanted.contains("synth") {
-                    let sy = Benchmark.synthesis(cfg, seconds: seconds)
-                    print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg))
+            let wanted = phases.split(separator: ",").map(String.init).filter { $0 != "none" }
+            if !rowOnly { print("preset      precision phase  samples/s  RTF     GFLOP/s  %sgemm  peak MB  (KB/sample)") }
+            if let melRow { print(melRow) }
+            if wanted.isEmpty { return }
+            let names = presets.split(separator: ",").map(String.init)
+            for name in names { _ = try ModelConfig.named(name) }
+            if rowOnly || (names.count == 1 && wanted.count == 1) {
+                for name in names { for phase in wanted { try measureRow(name, phase) } }
+                return
+            }
+            // Each row in a fresh process, so that its peak memory is its own.
+            for name in names {
+                for phase in wanted {
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+                    var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
+                                "--segment", String(segment), "--seconds", String(seconds)]
+                    if let t = compute.threads { args += ["--threads", String(t)] }
+                    p.arguments = args
+                    let out = Pipe()
+                    p.standardOutput = out
+                    try p.run()
+                    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    p.waitUntilExit()
+                    guard p.terminationStatus == 0 else { throw WaveFlowError("bench of \(name) \(phase) failed") }
+                    for line in text.split(separator: "\n") where line.hasPrefix(name) { print(line) }
                 }
             }
         }
     }
 
-    func row(_ preset: String, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double) -> String {
+    /// Measures one row of the table in this process.
+    func measureRow(_ name: String, _ phase: String) throws {
+        let cfg = try ModelConfig.named(name)
+        // This machine's speed drifts: the sgemm rate is measured before and
+        // after the phase and the higher taken (a conservative percentage).
+        let sgemmColumns = batch * (segment / cfg.nGroup) * (cfg.nGroup - 1)
+        let before = Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns)
+        var sg: Double { max(before, Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns)) }
+        switch phase {
+        case "train":
+            let tr = Benchmark.training(cfg, batch: batch, segment: segment)
+            print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg,
+                      perSample: Benchmark.peakMemoryMB * 1024 / Double(batch * segment)))
+        case "synth":
+            let sy = Benchmark.synthesis(cfg, seconds: seconds)
+            print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil))
+        default:
+            throw ValidationError("unknown phase \(phase) (train, synth)")
+        }
+    }
+
+    func row(_ preset: String, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double, perSample: Double?) -> String {
         String(format: "%@ fp32      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
                preset.padding(toLength: 11, withPad: " ", startingAt: 0), phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
+            + (perSample.map { String(format: "  (%.0f)", $0) } ?? "")
     }
 }

@@ -19,7 +19,7 @@ public enum Benchmark {
     /// sgemm GFLOP/s on the shape of a model's dilated convolution
     /// ([2C, 9C] x [9C, n]) with the process's threads.
     public static func sgemmRate(channels c: Int, n: Int) -> Double {
-        measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count)
+        measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count, repeats: 10)
     }
 
     /// Wall time of the fastest of `repeats` runs of `body` (after one warm-up).
