@@ -85,6 +85,15 @@ public final class MPICommunicator: Communicator {
         getenv("OMPI_COMM_WORLD_SIZE") != nil
     }
 
+    /// For `waveflow info`: whether `mpirun -np N waveflow train` can work here.
+    public static var availability: String {
+        guard let lib = dlopen(library, RTLD_LAZY | RTLD_LOCAL) else {
+            return "not installed (\(library); only needed for multi-process training: Debian openmpi-bin)"
+        }
+        dlclose(lib)
+        return "Open MPI (\(library)) found: mpirun -np N waveflow train ... trains data-parallel"
+    }
+
     /// Ranks of this job on this machine (for the default thread count).
     public static var localRanks: Int {
         getenv("OMPI_COMM_WORLD_LOCAL_SIZE").flatMap { Int(String(cString: $0)) } ?? 1
