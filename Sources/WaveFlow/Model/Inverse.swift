@@ -7,13 +7,14 @@ import Foundation
 // Synthesis layout (B = 1): a row of the grid is [C, w] or [M, w]; the
 // condition is stored row-major by grid row, cond[i] = [M, w].
 
-/// The ring buffer of one residual layer's input rows, each stored
-/// "expanded" for the layer's 3 horizontal taps: slot r % (1 + 2dh) holds
-/// row r as E [3C, w] with E[kx*C + c, j] = a[c, j + (kx-1)*dw] (0 beyond
-/// the row's ends). A row is expanded once, when stored, and read by the
-/// three later rows whose kernels reach it, straight from the slot as the B
-/// operand of a matrix product: no per-row im2col. Rows before 0 are the
-/// causal zero padding and are skipped.
+/// The ring buffer of one residual layer's input rows: slot r % (1 + 2dh)
+/// holds row r, [C, w]. Rows before 0 are the causal zero padding and are
+/// skipped. A block of a row is handed to the matrix products "expanded" for
+/// the layer's 3 horizontal taps (`expand`): E [3C, nb] with
+/// E[kx*C + c, j] = a[c, j0 + j + (kx-1)*dw], 0 beyond the row's ends — a
+/// block-sized copy instead of a 9C-row im2col. (Caching rows already
+/// expanded saved a little copying but tripled the caches, the largest
+/// arrays of a long synthesis.)
 public final class LayerRowCache<T: Real> {
     public let dilation: Int, widthDilation: Int
     public let channels: Int, width: Int
@@ -25,8 +26,8 @@ public final class LayerRowCache<T: Real> {
         self.channels = channels
         self.width = width
         slots = (0 ..< 1 + 2 * dilation).map { _ in
-            let p = UnsafeMutablePointer<T>.allocate(capacity: 3 * channels * width)
-            p.initialize(repeating: 0, count: 3 * channels * width)
+            let p = UnsafeMutablePointer<T>.allocate(capacity: channels * width)
+            p.initialize(repeating: 0, count: channels * width)
             return p
         }
     }
@@ -35,24 +36,30 @@ public final class LayerRowCache<T: Real> {
 
     /// Stores columns `js` of row r (`a` [C, w]).
     public func store(_ a: UnsafePointer<T>, at r: Int, columns js: Range<Int>) {
-        let (c, w, dw) = (channels, width, widthDilation)
-        let e = slots[r % slots.count]
-        for kx in 0..<3 {
-            let shift = (kx - 1) * dw
-            // Valid j: 0 <= j + shift < w.
-            let lo = max(js.lowerBound, -shift), hi = min(js.upperBound, w - shift)
-            for ch in 0..<c {
-                let dst = e + (kx * c + ch) * w, src = a + ch * w + shift
-                if lo >= hi { (dst + js.lowerBound).update(repeating: 0, count: js.count); continue }
-                if js.lowerBound < lo { (dst + js.lowerBound).update(repeating: 0, count: lo - js.lowerBound) }
-                (dst + lo).update(from: src + lo, count: hi - lo)
-                if hi < js.upperBound { (dst + hi).update(repeating: 0, count: js.upperBound - hi) }
-            }
-        }
+        let s = slots[r % slots.count]
+        for ch in 0..<channels { (s + ch * width + js.lowerBound).update(from: a + ch * width + js.lowerBound, count: js.count) }
     }
 
-    /// Row r expanded, [3C, w], or nil before row 0.
-    public func expanded(_ r: Int) -> UnsafePointer<T>? { r < 0 ? nil : UnsafePointer(slots[r % slots.count]) }
+    /// Writes columns `js` of row r, expanded, into `e` [3C, js.count].
+    /// Returns false (writing nothing) for rows before 0.
+    public func expand(_ r: Int, columns js: Range<Int>, into e: UnsafeMutablePointer<T>) -> Bool {
+        guard r >= 0 else { return false }
+        let (c, w, dw, nb) = (channels, width, widthDilation, js.count)
+        let row = slots[r % slots.count]
+        for kx in 0..<3 {
+            let shift = (kx - 1) * dw
+            // Valid j: 0 <= j0 + j + shift < w.
+            let lo = max(0, -shift - js.lowerBound), hi = min(nb, w - shift - js.lowerBound)
+            for ch in 0..<c {
+                let dst = e + (kx * c + ch) * nb, src = row + ch * w + js.lowerBound + shift
+                if lo >= hi { dst.update(repeating: 0, count: nb); continue }
+                if lo > 0 { dst.update(repeating: 0, count: lo) }
+                (dst + lo).update(from: src + lo, count: hi - lo)
+                if hi < nb { (dst + hi).update(repeating: 0, count: nb - hi) }
+            }
+        }
+        return true
+    }
 }
 
 /// A dilated-convolution weight [2C, C, 3, 3] regrouped by vertical tap:
@@ -126,18 +133,21 @@ public struct SynthesisCondition<T: Real> {
 nonisolated(unsafe) public var synthesisBlockColumns = 4096
 
 /// One worker's scratch for a column block of synthesis (`block` columns):
-/// the pre-gate activations [2C, block] and the gate [C, block].
+/// an expanded input row [3C, block], the pre-gate activations [2C, block]
+/// and the gate [C, block].
 final class SynthesisScratch<T: Real> {
-    let y, g: UnsafeMutablePointer<T>
+    let e, y, g: UnsafeMutablePointer<T>
 
     init(channels c: Int, block: Int) {
+        e = .allocate(capacity: 3 * c * block)
+        e.initialize(repeating: 0, count: 3 * c * block)
         y = .allocate(capacity: 2 * c * block)
         y.initialize(repeating: 0, count: 2 * c * block)
         g = .allocate(capacity: c * block)
         g.initialize(repeating: 0, count: c * block)
     }
 
-    deinit { y.deallocate(); g.deallocate() }
+    deinit { e.deallocate(); y.deallocate(); g.deallocate() }
 }
 
 extension WaveFlowModel {
@@ -159,8 +169,8 @@ extension WaveFlowModel {
     /// flow k saw it; returns X [h, w]. Each network row is computed once.
     ///
     /// Per row and layer: y = sum over the 3 vertical taps of W_tap [2C, 3C]
-    /// x E(row - (2-tap)dh) [3C, w] (the cached expanded rows, see
-    /// ``LayerRowCache``) + W_cond x cond + biases; gate; then the residual
+    /// x E(row - (2-tap)dh) [3C, block] (a cached row expanded for the
+    /// horizontal taps, see ``LayerRowCache``) + W_cond x cond + biases; gate; then the residual
     /// and skip halves of the output 1x1 product are accumulated straight
     /// into the running activations. Within a row, the columns split into
     /// blocks that are independent (a block reads complete earlier rows and
@@ -232,9 +242,9 @@ extension WaveFlowModel {
                             }
                             // + sum over vertical taps of W_tap x E(row r - (2 - tap) dh).
                             for tap in 0..<3 {
-                                guard let e = cache.expanded(r - (2 - tap) * dh) else { continue }
+                                guard cache.expand(r - (2 - tap) * dh, columns: j0..<j1, into: s.e) else { continue }
                                 T.gemm(transA: false, transB: false, m: 2 * c, n: nb, k: 3 * c, alpha: 1,
-                                       a: tw + tap * 2 * c * 3 * c, lda: 3 * c, b: e + j0, ldb: w, beta: 1, c: s.y, ldc: nb)
+                                       a: tw + tap * 2 * c * 3 * c, lda: 3 * c, b: s.e, ldb: nb, beta: 1, c: s.y, ldc: nb)
                             }
                             Gate.forward(s.y, s.g, channels: c, n: nb)
                             // a += W_res x g + b_res; skip += W_skip x g + b_skip (in place, row stride w).
