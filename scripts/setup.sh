@@ -5,7 +5,8 @@
 set -euo pipefail
 # openmpi-bin is optional for users (only `mpirun -np N waveflow train` needs
 # it; waveflow loads libmpi at run time) but the tests run a 2-rank job.
-packages=(libsndfile1-dev libfftw3-dev libopenblas-dev libsoxr-dev pkg-config openmpi-bin)
+# libdnnl2 (oneDNN) is likewise optional: loaded at run time for --precision bf16.
+packages=(libsndfile1-dev libfftw3-dev libopenblas-dev libsoxr-dev pkg-config openmpi-bin libdnnl2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -63,6 +63,7 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
+                    args += ["--precision", compute.precision]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out
@@ -98,8 +99,8 @@ struct Bench: ParsableCommand {
     }
 
     func row(_ preset: String, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double, perSample: Double?) -> String {
-        String(format: "%@ fp32      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
-               preset.padding(toLength: 11, withPad: " ", startingAt: 0), phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
+        String(format: "%@ %@      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
+               preset.padding(toLength: 11, withPad: " ", startingAt: 0), matrixPrecision.rawValue, phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
             + (perSample.map { String(format: "  (%.0f)", $0) } ?? "")
     }
 }

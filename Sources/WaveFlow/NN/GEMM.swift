@@ -19,6 +19,13 @@ extension Float: Real {
                                        alpha: Float, a: UnsafePointer<Float>, lda: Int,
                                        b: UnsafePointer<Float>, ldb: Int,
                                        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        // bf16 products (oneDNN) when chosen, for all but the smallest shapes.
+        if matrixPrecision == .bf16, m >= 16, n >= 16, k >= 16, alpha == 1, beta == 0 || beta == 1,
+           case .success(let dnnl) = OneDNN.shared,
+           (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                           beta: beta, c: c, ldc: ldc)) != nil {
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

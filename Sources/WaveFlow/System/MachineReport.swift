@@ -14,6 +14,7 @@ public func machineReport() -> [(String, String)] {
         ("CPU", "\(cpu.modelName) (\(cpu.vendor), family \(cpu.family), model \(cpu.model))"),
         ("CPU features", cpu.notableFeatures.joined(separator: " ")),
         ("MPI", MPICommunicator.availability),
+        ("bf16", OneDNN.availability),
     ]
 }
 

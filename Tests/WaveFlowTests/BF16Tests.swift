@@ -1,0 +1,115 @@
+import Foundation
+import XCTest
+@testable import WaveFlow
+
+/// The bf16 backend (oneDNN, loaded at run time; scripts/setup.sh installs
+/// Debian's libdnnl2, so its absence is a failure here, not a skip).
+final class BF16Tests: XCTestCase {
+    func backend() throws -> OneDNN {
+        switch OneDNN.shared {
+        case .success(let d): return d
+        case .failure(let e): XCTFail("oneDNN unavailable: \(e.message)"); throw e
+        }
+    }
+
+    /// Rounding to bf16 is round-to-nearest-even on the top 16 bits.
+    func testRoundingToBF16() {
+        let xs: [Float] = [1, -2.5, 1 + 1.0 / 256, 1 + 3.0 / 512, 3.14159265, 1e-30, -7e20]
+        var out = [UInt16](repeating: 0, count: xs.count)
+        xs.withUnsafeBufferPointer { OneDNN.toBF16($0.baseAddress!, rows: 1, cols: xs.count, ld: xs.count, into: &out) }
+        for (x, b) in zip(xs, out) {
+            let back = Float(bitPattern: UInt32(b) << 16)
+            XCTAssertLessThanOrEqual(abs(back - x), abs(x) / 256, "\(x) -> \(back)")
+        }
+        // Ties go to even: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7.
+        XCTAssertEqual(out[2], Float(1).bitPattern.high16)
+    }
+
+    /// Every orientation and accumulation matches the Float64 product of the
+    /// bf16-rounded operands (so only the rounding of the inputs differs from
+    /// fp32), and the fp32 product within bf16 precision.
+    func testMatmulMatchesReference() throws {
+        let dnnl = try backend()
+        var rng = TestRNG(31)
+        for (ta, tb, beta) in [(false, false, Float(0)), (false, false, 1), (true, false, 0), (false, true, 1), (true, true, 0)] {
+            let (m, n, k) = (33, 70, 48)
+            let lda = ta ? m + 3 : k + 2, ldb = tb ? k + 1 : n + 5, ldc = n + 7
+            let a: [Float] = rng.array((ta ? k : m) * lda), b: [Float] = rng.array((tb ? n : k) * ldb)
+            let c0: [Float] = rng.array(m * ldc)
+            var c = c0
+            try dnnl.gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &c, ldc: ldc)
+            func r(_ x: Float) -> Double { Double(Float(bitPattern: UInt32(x.bitPattern.high16RoundedEven) << 16)) }
+            var worst = 0.0, worstExact = 0.0
+            for i in 0..<m { for j in 0..<n {
+                var s = 0.0, exact = 0.0
+                for p in 0..<k {
+                    let av = ta ? a[p * lda + i] : a[i * lda + p], bv = tb ? b[j * ldb + p] : b[p * ldb + j]
+                    s += r(av) * r(bv); exact += Double(av) * Double(bv)
+                }
+                let base = Double(beta) * Double(c0[i * ldc + j])
+                worst = max(worst, abs(Double(c[i * ldc + j]) - (s + base)))
+                worstExact = max(worstExact, abs(Double(c[i * ldc + j]) - (exact + base)))
+            } }
+            XCTAssertLessThan(worst, 1e-4, "ta \(ta) tb \(tb) beta \(beta)")
+            XCTAssertLessThan(worstExact, 0.1, "ta \(ta) tb \(tb) beta \(beta)")
+            // Padding between rows of C is untouched.
+            for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
+        }
+    }
+
+    /// The same primitive run from several threads at once gives each the
+    /// single-threaded result (each execution has its own scratchpad; a
+    /// shared one gave NaNs in training).
+    func testConcurrentProductsAgree() throws {
+        let dnnl = try backend()
+        var rng = TestRNG(41)
+        // A weight-gradient product (dW = dY x E^T: long reduction), which
+        // oneDNN runs with a scratchpad.
+        let (m, n, k) = (128, 192, 15360)
+        let a: [Float] = rng.array(m * k), b: [Float] = rng.array(n * k)
+        var reference = [Float](repeating: 0, count: m * n)
+        try dnnl.gemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &reference, ldc: n)
+        var outs = [[Float]](repeating: [Float](repeating: 0, count: m * n), count: 8)
+        outs.withUnsafeMutableBufferPointer { op in
+            let o = op.baseAddress!
+            Threads.parallelFor(8) { i in
+                try? dnnl.gemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &o[i], ldc: n)
+            }
+        }
+        for out in outs {
+            let diff = zip(out, reference).map { abs($0 - $1) }.max()!
+            XCTAssertFalse(!(diff == 0), "a concurrent product differs from the single one by \(diff)")
+        }
+    }
+
+    /// With bf16 products the model's log-likelihood stays close to fp32's
+    /// and so does its gradient (what bf16 training relies on).
+    func testModelInBF16() throws {
+        _ = try backend()
+        var cfg = ModelTests.tinyConfig(h: 16, flows: 2, layers: 3)
+        cfg.channels = 32
+        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
+        let frames = 8, t = frames * cfg.hopLength
+        var rng = TestRNG(9)
+        let mel: [Float] = rng.array(cfg.nMels * frames)
+        let x: [Float] = rng.array(t, scale: 0.3)
+        func nllAndGradient() -> (Float, [Float]) {
+            model.params.zeroGrad()
+            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames)
+            model.backward(s)
+            return (s.nll[0], model.params.grads)
+        }
+        let (nll32, g32) = nllAndGradient()
+        matrixPrecision = .bf16
+        defer { matrixPrecision = .fp32 }
+        let (nll16, g16) = nllAndGradient()
+        XCTAssertLessThan(abs(nll16 - nll32), 0.02, "NLL fp32 \(nll32) bf16 \(nll16)")
+        XCTAssertLessThan(normRelativeError(g16, g32), 0.05)
+        XCTAssertGreaterThan(normRelativeError(g16, g32), 0, "the bf16 path was taken")
+    }
+}
+
+extension UInt32 {
+    var high16: UInt16 { UInt16(self >> 16) }
+    var high16RoundedEven: UInt16 { UInt16(truncatingIfNeeded: (self &+ 0x7FFF &+ ((self >> 16) & 1)) >> 16) }
+}
