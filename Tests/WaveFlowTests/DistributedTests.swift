@@ -38,6 +38,18 @@ final class DistributedTests: XCTestCase {
                                stderr: String(decoding: e, as: UTF8.self))
     }
 
+    /// Process ids whose parent is `parent` (from /proc/PID/stat's fourth field).
+    static func children(of parent: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            // "pid (comm) state ppid ...": fields after the command name.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == parent
+        }.sorted()
+    }
+
     static let segment = 4096, batch = 4, seed: UInt64 = 11
 
     func trainArgs(_ folder: String, steps: Int, resume: Bool = false) -> [String] {
@@ -110,15 +122,7 @@ final class DistributedTests: XCTestCase {
         while !FileManager.default.fileExists(atPath: latest) && Date() < deadline { usleep(100_000) }
         XCTAssertTrue(FileManager.default.fileExists(atPath: latest), "no checkpoint within 60 s")
         // The ranks are mpirun's children; kill the last one (rank 0 or 1: either must stop the job).
-        let ps = Process()
-        ps.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
-        ps.arguments = ["-P", String(p.processIdentifier)]
-        let out = Pipe()
-        ps.standardOutput = out
-        try ps.run()
-        ps.waitUntilExit()
-        let pids = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .split(separator: "\n").compactMap { Int32($0) }
+        let pids = Self.children(of: p.processIdentifier)
         XCTAssertEqual(pids.count, 2, "ranks: \(pids)")
         kill(pids.last!, SIGKILL)
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
