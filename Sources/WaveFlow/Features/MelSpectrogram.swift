@@ -24,10 +24,29 @@ public final class MelSpectrogram: @unchecked Sendable {
     let bandRanges: [Range<Int>]
     /// Periodic Hann window of `winLength`, zero-padded (centred) to `nFFT`.
     public let window: [Float]
-    /// Batched real-to-complex plan over `framesPerPlan` frames, chosen by
-    /// FFTW_MEASURE (timed candidates: 20% faster than FFTW_ESTIMATE here;
-    /// FFTW keeps what it learnt, so later plans in the process are instant).
-    private let batchPlan: fftwf_plan
+    /// Batched real-to-complex plan over `framesPerPlan` frames for
+    /// `magnitude` (the STFT of the MR-STFT distances and of the dense twin),
+    /// chosen by FFTW_MEASURE (timed candidates: 20% faster than
+    /// FFTW_ESTIMATE here). Made on first use, under the planner lock:
+    /// `compute` does not need it, and measuring it costs `waveflow mel` and
+    /// every training start about 0.1 s.
+    private var batchPlanStorage: fftwf_plan?
+    private var batchPlan: fftwf_plan {
+        withFFTWPlanner {
+            if let plan = batchPlanStorage { return plan }
+            let howMany = MelSpectrogram.framesPerPlan
+            let input = fftwf_alloc_real(howMany * config.nFFT)!
+            let output = fftwf_alloc_complex(howMany * config.nBins)!
+            defer { fftwf_free(input); fftwf_free(output) }
+            var n = Int32(config.nFFT)
+            // Frame-major output (frame i's bins at i * nBins): a bin-major
+            // layout straight from FFTW measured 1.6x slower (1.44 vs 0.89 us/frame).
+            let plan = fftwf_plan_many_dft_r2c(1, &n, Int32(howMany), input, nil, 1, Int32(config.nFFT),
+                                               output, nil, 1, Int32(config.nBins), UInt32(FFTW_MEASURE))!
+            batchPlanStorage = plan
+            return plan
+        }
+    }
     /// The fused pipeline's transform: the real FFT of n_fft = 2M points
     /// done as a complex FFT of M points, z[n] = x[2n] + i x[2n+1] (the frame
     /// buffer read as interleaved complex numbers), followed by
@@ -69,12 +88,10 @@ public final class MelSpectrogram: @unchecked Sendable {
         }
         window = w
         let howMany = MelSpectrogram.framesPerPlan
-        let input = fftwf_alloc_real(howMany * config.nFFT)!
-        let output = fftwf_alloc_complex(howMany * config.nBins)!
-        defer { fftwf_free(input); fftwf_free(output) }
-        var n = Int32(config.nFFT)
         let half = config.nFFT / 2, zs = half + 32
         zStride = zs
+        // The 16-bin blocks read up to 15 values before Z[0] and 16 after Z[M-1].
+        precondition(zOffset >= 16 && zs >= zOffset + half + 16)
         let kPadded = (config.nBins + 15) / 16 * 16
         twiddleCos = (0..<kPadded).map { Float(cos(2 * Double.pi * Double($0) / Double(config.nFFT))) }
         twiddleSin = (0..<kPadded).map { Float(-sin(2 * Double.pi * Double($0) / Double(config.nFFT))) }
@@ -89,16 +106,13 @@ public final class MelSpectrogram: @unchecked Sendable {
                                     halfOut + zo, nil, 1, Int32(zs), FFTW_FORWARD, UInt32(FFTW_MEASURE))!
             }
         }
-        batchPlan = withFFTWPlanner {
-            // Frame-major output (frame i's bins at i * nBins): a bin-major
-            // layout straight from FFTW measured 1.6x slower (1.44 vs 0.89 us/frame).
-            fftwf_plan_many_dft_r2c(1, &n, Int32(howMany), input, nil, 1, Int32(config.nFFT),
-                                    output, nil, 1, Int32(config.nBins), UInt32(FFTW_MEASURE))!
-        }
     }
 
     deinit {
-        withFFTWPlanner { fftwf_destroy_plan(batchPlan); fftwf_destroy_plan(halfPlan) }
+        withFFTWPlanner {
+            fftwf_destroy_plan(halfPlan)
+            if let plan = batchPlanStorage { fftwf_destroy_plan(plan) }
+        }
     }
 
     /// Reflect-pads `x` by `pad` on both sides (NumPy's "reflect": the edge
@@ -125,6 +139,7 @@ public final class MelSpectrogram: @unchecked Sendable {
         var mag = [Float](repeating: 0, count: frames * nBins)
         let chunk = MelSpectrogram.framesPerPlan
         let chunks = (frames + chunk - 1) / chunk
+        let plan = batchPlan
         padded.withUnsafeBufferPointer { src in
             mag.withUnsafeMutableBufferPointer { dst in
                 let dstBase = dst.baseAddress!
@@ -143,7 +158,7 @@ public final class MelSpectrogram: @unchecked Sendable {
                             let s = src.baseAddress! + f * c.hopLength
                             for n in 0..<c.nFFT { frame[n] = s[n] * win[n] }
                         }
-                        fftwf_execute_dft_r2c(batchPlan, input, output)
+                        fftwf_execute_dft_r2c(plan, input, output)
                         let spectrum = UnsafeMutableRawPointer(output).assumingMemoryBound(to: Float.self)
                         for f in f0..<f1 {
                             let row = dstBase + f * nBins, bins = spectrum + 2 * (f - f0) * nBins
@@ -198,7 +213,6 @@ public final class MelSpectrogram: @unchecked Sendable {
                         Threads.parallelFor(chunks) { ci in
                             let input = fftwf_alloc_real(chunk * nFFT)!
                             let (zs, zo, half) = (zStride, zOffset, nFFT / 2)
-                            precondition(zo >= 16 && zs >= zo + half + 16)
                             let zbuf = fftwf_alloc_complex(chunk * zs)!
                             let output = UnsafeMutableRawPointer(zbuf).assumingMemoryBound(to: Float.self)
                             let magT = UnsafeMutablePointer<Float>.allocate(capacity: nbBlocks * 16 * chunk)
