@@ -17,6 +17,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Also time the mel front end on this audio file (1 thread and all threads).") var melAudio: String?
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        for phase in phases.split(separator: ",") where !["train", "synth", "none"].contains(phase) {
+            throw ValidationError("unknown phase \(phase) (train, synth, none)")
+        }
+    }
+
     func run() throws {
         compute.apply()
         try runReportingErrors {
@@ -63,7 +69,7 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
-                    args += ["--precision", compute.precision]
+                    args += ["--precision", compute.precision.rawValue]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out

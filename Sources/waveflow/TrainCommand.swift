@@ -43,11 +43,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let job: Communicator
-        do { job = try joinJob() } catch let e as WaveFlowError {
-            logLine("waveflow: error: \(e.description)")
-            throw ExitCode.failure
-        }
+        let job = try runReportingErrors { try joinJob() }
         compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1)
         do {
             try train(job)
@@ -98,6 +94,9 @@ struct Train: ParsableCommand {
             if let seed, !resume { options.seed = seed }
             if let checkpointEvery { options.checkpointEvery = checkpointEvery }
             if let validateEvery { options.validateEvery = validateEvery }
+            guard options.batch >= job.size else {
+                throw WaveFlowError("--batch \(options.batch) is smaller than the job's \(job.size) ranks: each rank needs at least one segment")
+            }
             let cfg = model.config
             if job.size > 1 {
                 say("data-parallel job: \(job.size) ranks (Open MPI), \(Threads.count) thread(s) each; rank 0 logs and checkpoints")

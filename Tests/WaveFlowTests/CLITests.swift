@@ -16,8 +16,14 @@ final class CLITests: XCTestCase {
     }
 
     func run(_ args: [String], env: [String: String] = [:]) throws -> Result {
+        try Self.run(executable: Self.toolPath, args, env: env)
+    }
+
+    /// Runs `executable` with `args` (and extra environment), collecting its
+    /// exit status and output.
+    static func run(executable: String, _ args: [String], env: [String: String] = [:]) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.toolPath)
+        p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
         var e = ProcessInfo.processInfo.environment
         for (k, v) in env { e[k] = v }

@@ -15,27 +15,20 @@ final class DistributedTests: XCTestCase {
 
     /// Runs the tool under `mpirun -np ranks` (or directly when ranks is 0).
     func launch(ranks: Int, _ args: [String]) throws -> CLITests.Result {
-        let p = Process()
-        if ranks > 0 {
-            let mpirun = try XCTUnwrap(Self.mpirun, "Open MPI's mpirun is not installed (scripts/setup.sh installs openmpi-bin)")
-            p.executableURL = URL(fileURLWithPath: mpirun)
-            // Root and more ranks than cores are refused by default; shared-memory
-            // single-copy needs ptrace rights that containers often lack.
-            p.arguments = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
-                           "-np", String(ranks), CLITests.toolPath] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: CLITests.toolPath)
-            p.arguments = args
-        }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLITests.Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                               stderr: String(decoding: e, as: UTF8.self))
+        guard ranks > 0 else { return try CLITests.run(executable: CLITests.toolPath, args) }
+        return try CLITests.run(executable: try mpirun(), mpirunArguments(ranks: ranks) + args)
+    }
+
+    func mpirun() throws -> String {
+        try XCTUnwrap(Self.mpirun, "Open MPI's mpirun is not installed (scripts/setup.sh installs openmpi-bin)")
+    }
+
+    /// `mpirun`'s arguments up to the tool's own. Root and more ranks than
+    /// cores are refused by default; shared-memory single-copy needs ptrace
+    /// rights that containers often lack.
+    func mpirunArguments(ranks: Int) -> [String] {
+        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+         "-np", String(ranks), CLITests.toolPath]
     }
 
     /// Process ids whose parent is `parent` (from /proc/PID/stat's fourth field).
@@ -108,11 +101,9 @@ final class DistributedTests: XCTestCase {
         let dir = temporaryFolder(self)
         var args = trainArgs(dir, steps: 100_000)
         args[args.firstIndex(of: "--checkpoint-every")! + 1] = "3"
-        let mpirun = try XCTUnwrap(Self.mpirun)
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpirun)
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
-                       "-np", "2", CLITests.toolPath] + args
+        p.executableURL = URL(fileURLWithPath: try mpirun())
+        p.arguments = mpirunArguments(ranks: 2) + args
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice

@@ -47,35 +47,12 @@ public final class LayerRowCache<T: Real> {
         let (c, w, dw, nb) = (channels, width, widthDilation, js.count)
         let row = slots[r % slots.count]
         for kx in 0..<3 {
-            let shift = (kx - 1) * dw
-            // Valid j: 0 <= j0 + j + shift < w.
-            let lo = max(0, -shift - js.lowerBound), hi = min(nb, w - shift - js.lowerBound)
             for ch in 0..<c {
-                let dst = e + (kx * c + ch) * nb, src = row + ch * w + js.lowerBound + shift
-                if lo >= hi { dst.update(repeating: 0, count: nb); continue }
-                if lo > 0 { dst.update(repeating: 0, count: lo) }
-                (dst + lo).update(from: src + lo, count: hi - lo)
-                if hi < nb { (dst + hi).update(repeating: 0, count: nb - hi) }
+                CausalConv.copyShifted(row + ch * w, width: w, shift: (kx - 1) * dw, columns: js, into: e + (kx * c + ch) * nb)
             }
         }
         return true
     }
-}
-
-/// A dilated-convolution weight [2C, C, 3, 3] regrouped by vertical tap:
-/// tap ky is [2C, 3C] with column kx*C + c, to multiply an expanded row.
-func regroupByTap<T: Real>(_ w: UnsafePointer<T>, channels c: Int) -> [T] {
-    var out = [T](repeating: 0, count: 3 * 2 * c * 3 * c)
-    for ky in 0..<3 {
-        for o in 0 ..< 2 * c {
-            for kx in 0..<3 {
-                for ch in 0..<c {
-                    out[(ky * 2 * c + o) * 3 * c + kx * c + ch] = w[((o * c + ch) * 3 + ky) * 3 + kx]
-                }
-            }
-        }
-    }
-    return out
 }
 
 /// The condition for synthesis, one grid row at a time. All upsampling
@@ -126,7 +103,7 @@ public struct SynthesisCondition<T: Real> {
     }
 }
 
-/// Columns per block in synthesis: the per-row work (im2col, GEMMs, gate)
+/// Columns per block in synthesis: the per-row work (expansion, GEMMs, gate)
 /// runs on blocks of this many columns, so its scratch stays small whatever
 /// the duration; only the layers' row caches span the full width. (Settable
 /// for tests.)
@@ -191,7 +168,7 @@ extension WaveFlowModel {
         }
         let weights = params.values
         let tapWeights: [[T]] = weights.withUnsafeBufferPointer { wp in
-            fo.layers.map { regroupByTap(wp.baseAddress! + $0.conv, channels: c) }
+            fo.layers.map { CausalConv.regroup(wp.baseAddress! + $0.conv, cin: c, cout: 2 * c) }
         }
         var x = z // row 0 is copied
         var a = [T](repeating: 0, count: c * w), skip = [T](repeating: 0, count: c * w)
@@ -228,6 +205,8 @@ extension WaveFlowModel {
                 }
                 for l in 0..<L {
                     let lo = fo.layers[l], dh = config.heightDilation(l), cache = caches[l]
+                    // Stored in a pass of its own: a block's taps read the
+                    // neighbouring blocks' columns of row r (up to dw away).
                     forEachBlock { j0, j1, _ in cache.store(aa, at: r, columns: j0..<j1) }
                     tapWeights[l].withUnsafeBufferPointer { twp in
                         let tw = twp.baseAddress!

@@ -85,7 +85,6 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
                         batch: batch, height: height, width: width)
     }
 
-
     // MARK: - Conditioner
 
     /// Outputs of every upsampling stage (after the leaky ReLU), [B, M, F*prod(f)].

@@ -45,17 +45,25 @@ public enum CausalConv {
         let (n, w, dw) = (s.n, s.width, s.dw)
         Threads.parallelFor(3 * s.cin) { r in
             let kx = r / s.cin, c = r % s.cin
-            let shift = (kx - 1) * dw
-            let x0 = max(0, -shift), x1 = min(w, w - shift)
             let dst = e + r * n, src = input + c * n
             for row in 0 ..< s.batch * s.height {
-                let d = dst + row * w, q = src + row * w + shift
-                if x1 <= x0 { d.update(repeating: 0, count: w); continue }
-                if x0 > 0 { d.update(repeating: 0, count: x0) }
-                (d + x0).update(from: q + x0, count: x1 - x0)
-                if x1 < w { (d + x1).update(repeating: 0, count: w - x1) }
+                copyShifted(src + row * w, width: w, shift: (kx - 1) * dw, columns: 0..<w, into: dst + row * w)
             }
         }
+    }
+
+    /// dst[j - js.lowerBound] = row[j + shift] for j in `js`, 0 where j + shift
+    /// falls outside the row [0, width): one horizontal tap of one row
+    /// (also used by synthesis on column blocks).
+    @inline(__always)
+    static func copyShifted<T: Real>(_ row: UnsafePointer<T>, width w: Int, shift: Int, columns js: Range<Int>,
+                                     into dst: UnsafeMutablePointer<T>) {
+        let nb = js.count
+        let lo = max(0, -shift - js.lowerBound), hi = min(nb, w - shift - js.lowerBound)
+        if lo >= hi { dst.update(repeating: 0, count: nb); return }
+        if lo > 0 { dst.update(repeating: 0, count: lo) }
+        (dst + lo).update(from: row + js.lowerBound + shift + lo, count: hi - lo)
+        if hi < nb { (dst + hi).update(repeating: 0, count: nb - hi) }
     }
 
     /// The adjoint of `expand`: dInput [Cin, N] += fold(dE [3Cin, N]).

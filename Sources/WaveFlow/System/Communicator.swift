@@ -12,8 +12,6 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// Element-wise sum over all ranks, in place, the result on every rank.
     func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
-    /// Element-wise sum over all ranks of Double values, in place.
-    func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws
     /// Copies rank 0's `buffer` to every rank.
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int) throws
     /// Stops every rank of the job with `code` (after an error on one rank,
@@ -24,11 +22,8 @@ public protocol Communicator: AnyObject {
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
 
-    /// Broadcasts an array of Floats from rank 0 (same count on every rank).
-    public func broadcast(_ values: inout [Float]) throws {
-        try values.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: $0.count) }
-    }
-    public func broadcast(_ values: inout [Double]) throws {
+    /// Broadcasts an array of plain values from rank 0 (same count on every rank).
+    public func broadcast<E: BitwiseCopyable>(_ values: inout [E]) throws {
         try values.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: $0.count) }
     }
 }
@@ -39,7 +34,6 @@ public final class SingleProcess: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
-    public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {}
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int) throws {}
     public func abort(_ code: Int32) -> Never { exit(code) }
 }
@@ -72,7 +66,6 @@ public final class MPICommunicator: Communicator {
     private let finalizeFn: Finalize
     private let world: UnsafeMutableRawPointer
     private let float: UnsafeMutableRawPointer
-    private let double: UnsafeMutableRawPointer
     private let byte: UnsafeMutableRawPointer
     private let sum: UnsafeMutableRawPointer
     private static let inPlace = UnsafeRawPointer(bitPattern: 1)
@@ -118,7 +111,6 @@ public final class MPICommunicator: Communicator {
         finalizeFn = unsafeBitCast(try symbol("MPI_Finalize"), to: Finalize.self)
         world = try symbol("ompi_mpi_comm_world")
         float = try symbol("ompi_mpi_float")
-        double = try symbol("ompi_mpi_double")
         byte = try symbol("ompi_mpi_byte")
         sum = try symbol("ompi_mpi_op_sum")
         // MPI_THREAD_FUNNELED (1): only the main thread calls MPI.
@@ -134,12 +126,6 @@ public final class MPICommunicator: Communicator {
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         try chunked(count) { off, n in
             guard allreduceFn(Self.inPlace, buffer + off, n, float, sum, world) == 0 else { throw WaveFlowError("MPI_Allreduce failed") }
-        }
-    }
-
-    public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
-        try chunked(count) { off, n in
-            guard allreduceFn(Self.inPlace, buffer + off, n, double, sum, world) == 0 else { throw WaveFlowError("MPI_Allreduce failed") }
         }
     }
 

@@ -201,7 +201,7 @@ public final class Trainer {
         try communicator.broadcast(&adam.m)
         try communicator.broadcast(&adam.v)
         var scalars: [UInt64] = [UInt64(step), UInt64(adam.step), rng.state, lrScale.bitPattern, bestValidation.bitPattern]
-        try scalars.withUnsafeMutableBytes { try communicator.broadcast($0.baseAddress!, bytes: $0.count) }
+        try communicator.broadcast(&scalars)
         step = Int(scalars[0]); adam.step = Int(scalars[1]); rng.state = scalars[2]
         lrScale = Double(bitPattern: scalars[3]); bestValidation = Double(bitPattern: scalars[4])
         fold()
