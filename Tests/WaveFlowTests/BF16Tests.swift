@@ -111,6 +111,51 @@ final class BF16Tests: XCTestCase {
         XCTAssertLessThan(normRelativeError(g16, g32), 0.05)
         XCTAssertGreaterThan(normRelativeError(g16, g32), 0, "the bf16 path was taken")
     }
+
+    /// bf16 synthesis (operands rounded once, as stored) equals the naive
+    /// inverse run with bf16 products (which rounds the same values at each
+    /// product), in column blocks; and it is not the fp32 synthesis.
+    func testSynthesisInBF16() throws {
+        _ = try backend()
+        var cfg = ModelTests.tinyConfig(h: 16, flows: 2, layers: 3)
+        cfg.channels = 32; cfg.nMels = 16 // every product at least 16 wide, so the naive path also takes bf16
+        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 6)
+        let frames = 6, t = frames * cfg.hopLength
+        var rng = TestRNG(13)
+        let mel: [Float] = rng.array(cfg.nMels * frames)
+        let z: [Float] = rng.array(t)
+        let saved = synthesisBlockColumns
+        defer { synthesisBlockColumns = saved }
+        synthesisBlockColumns = 16 // w = 96: six blocks
+        let fp32 = model.synthesise(mel: mel, frames: frames, z: z)
+        matrixPrecision = .bf16
+        defer { matrixPrecision = .fp32 }
+        let bf16 = model.synthesise(mel: mel, frames: frames, z: z)
+        let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z)
+        XCTAssertLessThanOrEqual(normRelativeError(bf16, naive), 1e-5, "bf16 synthesis vs the naive inverse in bf16")
+        XCTAssertGreaterThan(normRelativeError(bf16, fp32), 1e-4, "the bf16 path was taken")
+    }
+
+    /// With the shipped (trained) model, bf16 synthesis from the same latent
+    /// stays within 2% (relative L2) of fp32's: the row-by-row inverse does
+    /// not amplify the rounding. (A random model can: its flows are far from
+    /// well-conditioned.)
+    func testShippedModelSynthesisInBF16() throws {
+        _ = try backend()
+        let model = try Checkpoint.load(CLITests.repoRoot + "/Checkpoints/shipped/model.safetensors").model
+        let spec = try MelSpectrogram(config: model.config.mel)
+        let full = try spec.compute(file: exampleAudio("tank__sv-v-chtel.ogg"))
+        let frames = min(full.shape[1], 86) // about a second
+        let mel = (0 ..< model.config.nMels).flatMap { full.values[$0 * full.shape[1] ..< $0 * full.shape[1] + frames] }
+        let z = Synthesizer.noise(count: frames * model.config.hopLength, sigma: 0.9, seed: 3)
+        let fp32 = model.synthesise(mel: mel, frames: frames, z: z)
+        matrixPrecision = .bf16
+        defer { matrixPrecision = .fp32 }
+        let bf16 = model.synthesise(mel: mel, frames: frames, z: z)
+        let apart = normRelativeError(bf16, fp32)
+        XCTAssertGreaterThan(apart, 0)
+        XCTAssertLessThan(apart, 0.02, "bf16 synthesis vs fp32 from the same latent")
+    }
 }
 
 extension UInt32 {

@@ -48,6 +48,31 @@ final class InverseBlockTests: XCTestCase {
     }
 }
 
+final class SynthesisConditionTests: XCTestCase {
+    /// The vectorised condition row equals its scalar twin for f = h, f < h
+    /// (strided input) and f > h (the twin's own path), whole rows and blocks.
+    func testConditionRowMatchesNaive() {
+        var rng = TestRNG(17)
+        for (h, f) in [(16, 16), (32, 16), (64, 16), (8, 16), (16, 4), (12, 8)] {
+            let m = 5, t = 12 * h * f / gcd(h, f) // divisible by h and f, at least 12 columns
+            let cond = SynthesisCondition<Float>(input: rng.array(m * t / f), weight: rng.array(3 * 2 * f), bias: 0.1,
+                                                 bands: m, inWidth: t / f, factor: f, rows: h, columns: t / h, slope: 0.4)
+            let w = t / h
+            for i in 0..<h {
+                for js in [0..<w, 1..<min(w, 9), w / 2 ..< w] {
+                    var fast = [Float](repeating: -1, count: m * (js.count + 3)) // 3 columns of padding per row
+                    var naive = fast
+                    cond.row(i, columns: js, into: &fast, rowStride: js.count + 3)
+                    cond.rowNaive(i, columns: js, into: &naive, rowStride: js.count + 3)
+                    XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-5, "h \(h) f \(f) row \(i) \(js)")
+                }
+            }
+        }
+    }
+
+    private func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+}
+
 final class DenoiserTests: XCTestCase {
     /// The STFT and its overlap-add inverse reconstruct the signal.
     func testSTFTRoundTrip() throws {

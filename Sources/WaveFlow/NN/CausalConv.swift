@@ -47,7 +47,7 @@ public enum CausalConv {
             let kx = r / s.cin, c = r % s.cin
             let dst = e + r * n, src = input + c * n
             for row in 0 ..< s.batch * s.height {
-                copyShifted(src + row * w, width: w, shift: (kx - 1) * dw, columns: 0..<w, into: dst + row * w)
+                copyShifted(src + row * w, width: w, shift: (kx - 1) * dw, columns: 0..<w, into: dst + row * w, zero: 0)
             }
         }
     }
@@ -56,14 +56,14 @@ public enum CausalConv {
     /// falls outside the row [0, width): one horizontal tap of one row
     /// (also used by synthesis on column blocks).
     @inline(__always)
-    static func copyShifted<T: Real>(_ row: UnsafePointer<T>, width w: Int, shift: Int, columns js: Range<Int>,
-                                     into dst: UnsafeMutablePointer<T>) {
+    static func copyShifted<E>(_ row: UnsafePointer<E>, width w: Int, shift: Int, columns js: Range<Int>,
+                               into dst: UnsafeMutablePointer<E>, zero: E) {
         let nb = js.count
         let lo = max(0, -shift - js.lowerBound), hi = min(nb, w - shift - js.lowerBound)
-        if lo >= hi { dst.update(repeating: 0, count: nb); return }
-        if lo > 0 { dst.update(repeating: 0, count: lo) }
+        if lo >= hi { dst.update(repeating: zero, count: nb); return }
+        if lo > 0 { dst.update(repeating: zero, count: lo) }
         (dst + lo).update(from: row + js.lowerBound + shift + lo, count: hi - lo)
-        if hi < nb { (dst + hi).update(repeating: 0, count: nb - hi) }
+        if hi < nb { (dst + hi).update(repeating: zero, count: nb - hi) }
     }
 
     /// The adjoint of `expand`: dInput [Cin, N] += fold(dE [3Cin, N]).

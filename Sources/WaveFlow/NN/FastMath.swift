@@ -74,21 +74,25 @@ public enum FastMath {
     @inline(__always)
     public static func tanh(_ x: V) -> V { 1 - 2 / (exp(x + x) + 1) }
 
-    /// g = tanh(y[0:count]) * sigmoid(y[count:2count]).
-    public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int) {
+    /// g = tanh(y[0:count] + biasTanh) * sigmoid(y[total:total+count] + biasSigmoid),
+    /// on elements offset ..< offset + count.
+    public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int,
+                                   biasTanh: Float = 0, biasSigmoid: Float = 0) {
         var i = offset
         let end = offset + count
+        let ba = V(repeating: biasTanh), bb = V(repeating: biasSigmoid)
         while i + 16 <= end {
             let a = UnsafeRawPointer(y + i).loadUnaligned(as: V.self)
             let b = UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self)
-            UnsafeMutableRawPointer(g + i).storeBytes(of: tanh(a) * sigmoid(b), as: V.self)
+            UnsafeMutableRawPointer(g + i).storeBytes(of: tanh(a + ba) * sigmoid(b + bb), as: V.self)
             i += 16
         }
-        while i < end {
-            var a = V(repeating: 0), b = V(repeating: 0)
-            a[0] = y[i]; b[0] = y[total + i]
-            g[i] = (tanh(a) * sigmoid(b))[0]
-            i += 1
+        if i < end {
+            // The tail, through a zero-filled vector.
+            var a = ba, b = bb
+            for q in 0 ..< end - i { a[q] = y[i + q] + biasTanh; b[q] = y[total + i + q] + biasSigmoid }
+            let r = tanh(a) * sigmoid(b)
+            for q in 0 ..< end - i { g[i + q] = r[q] }
         }
     }
 

@@ -55,6 +55,27 @@ public enum Gate {
         forwardNaive(y, g, channels: c, n: n)
     }
 
+    /// g [C, N] = tanh(y[0:C] + bias[0:C]) * sigmoid(y[C:2C] + bias[C:2C])
+    /// (per-channel biases) on the calling thread: synthesis runs it on
+    /// column blocks already spread over the cores.
+    public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int,
+                                        bias: UnsafePointer<T>) {
+        if T.self == Float.self {
+            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
+            let gf = UnsafeMutableRawPointer(g).assumingMemoryBound(to: Float.self)
+            let bf = UnsafeRawPointer(bias).assumingMemoryBound(to: Float.self)
+            for ch in 0..<c {
+                FastMath.gateForward(yf, gf, count: n, offset: ch * n, total: c * n, biasTanh: bf[ch], biasSigmoid: bf[c + ch])
+            }
+            return
+        }
+        for ch in 0..<c {
+            for i in ch * n ..< (ch + 1) * n {
+                g[i] = T.tanh(y[i] + bias[ch]) * sigmoid(y[c * n + i] + bias[c + ch])
+            }
+        }
+    }
+
     /// The libm twin of `forward`, used for Float64 and as the test oracle.
     public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
         let count = c * n

@@ -78,7 +78,7 @@ public final class OneDNN: @unchecked Sendable {
     private static let argSrc: Int32 = 1, argWeights: Int32 = 33, argDst: Int32 = 17, argScratchpad: Int32 = 80
     private static let scratchpadModeUser: Int32 = 1, queryScratchpadMD: Int32 = 136
 
-    private struct Key: Hashable { var m, n, k: Int; var ta, tb: Bool; var ldc: Int; var accumulate: Bool }
+    private struct Key: Hashable { var m, n, k: Int; var ta, tb: Bool; var lda, ldb, ldc: Int; var accumulate: Bool }
     /// A primitive with its operand descriptors and its scratchpad's.
     private final class Entry { let prim: OpaquePointer?; let a, b, c: UnsafeMutableRawPointer
         let scratch: UnsafeRawPointer?, scratchBytes: Int
@@ -144,10 +144,10 @@ public final class OneDNN: @unchecked Sendable {
     private func entry(_ key: Key) throws -> Entry {
         lock.lock(); defer { lock.unlock() }
         if let e = cache[key] { return e }
-        // Operands as converted: op(A) [m, k] and op(B) [k, n] in their stored
-        // orientation, dense; C [m, n] with row stride ldc.
-        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.k, colStride: key.ta ? key.m : 1, type: Self.bf16)
-        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.n, colStride: key.tb ? key.k : 1, type: Self.bf16)
+        // op(A) [m, k] and op(B) [k, n] in their stored orientation and row
+        // strides; C [m, n] with row stride ldc.
+        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.lda, colStride: key.ta ? key.lda : 1, type: Self.bf16)
+        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.ldb, colStride: key.tb ? key.ldb : 1, type: Self.bf16)
         let c = try memoryDesc(rows: key.m, cols: key.n, rowStride: key.ldc, colStride: 1, type: Self.f32)
         let op = UnsafeMutableRawPointer.allocate(byteCount: Self.opBytes, alignment: 64)
         defer { op.deallocate() }
@@ -195,12 +195,12 @@ public final class OneDNN: @unchecked Sendable {
     }
 
     /// C = op(A) op(B) + beta C with bf16 operands, row-major (cblas_sgemm's
-    /// arguments, alpha = 1, beta 0 or 1).
+    /// arguments, alpha = 1, beta 0 or 1): the operands are rounded to bf16
+    /// here, then `gemmBF16`.
     public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
         precondition(beta == 0 || beta == 1)
-        let e = try entry(Key(m: m, n: n, k: k, ta: transA, tb: transB, ldc: ldc, accumulate: beta == 1))
         let aRows = transA ? k : m, aCols = transA ? m : k
         let bRows = transB ? n : k, bCols = transB ? k : n
         let a16 = UnsafeMutablePointer<UInt16>.allocate(capacity: aRows * aCols)
@@ -208,13 +208,24 @@ public final class OneDNN: @unchecked Sendable {
         defer { a16.deallocate(); b16.deallocate() }
         Self.toBF16(a, rows: aRows, cols: aCols, ld: lda, into: a16)
         Self.toBF16(b, rows: bRows, cols: bCols, ld: ldb, into: b16)
+        try gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: a16, lda: aCols, b: b16, ldb: bCols,
+                     accumulate: beta == 1, c: c, ldc: ldc)
+    }
+
+    /// C = op(A) op(B) (+ C when `accumulate`) with operands already in bf16
+    /// (bit patterns, row-major with row strides lda and ldb), accumulated and
+    /// written in Float32.
+    public func gemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                         a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
+                         accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+        let e = try entry(Key(m: m, n: n, k: k, ta: transA, tb: transB, lda: lda, ldb: ldb, ldc: ldc, accumulate: accumulate))
         setThreads?(Int32(BLAS.threads))
         var stream: OpaquePointer?
         guard streamCreate(&stream, engine, 1) == 0 else { throw WaveFlowError("oneDNN stream failed") }
         defer { _ = streamDestroy(stream) }
         var ma: OpaquePointer?, mb: OpaquePointer?, mc: OpaquePointer?, ms: OpaquePointer?
-        _ = memCreate(&ma, e.a, engine, UnsafeMutableRawPointer(a16))
-        _ = memCreate(&mb, e.b, engine, UnsafeMutableRawPointer(b16))
+        _ = memCreate(&ma, e.a, engine, UnsafeMutableRawPointer(mutating: a))
+        _ = memCreate(&mb, e.b, engine, UnsafeMutableRawPointer(mutating: b))
         _ = memCreate(&mc, e.c, engine, UnsafeMutableRawPointer(c))
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(64, e.scratchBytes), alignment: 64)
         defer { scratch.deallocate() }
