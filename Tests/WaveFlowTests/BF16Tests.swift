@@ -112,6 +112,38 @@ final class BF16Tests: XCTestCase {
         XCTAssertGreaterThan(normRelativeError(g16, g32), 0, "the bf16 path was taken")
     }
 
+    /// The convolution with bf16 operands converted once per call (its
+    /// expanded input, dOut, the taps) equals im2col with bf16 products,
+    /// which rounds the same values in every product; forward and backward.
+    func testCausalConvInBF16MatchesIm2col() throws {
+        _ = try backend()
+        var rng = TestRNG(19)
+        let s = CausalConvShape(cin: 16, cout: 32, dh: 2, dw: 4, batch: 2, height: 6, width: 20)
+        let g = s.geometry, n = s.n
+        let x: [Float] = rng.array(s.cin * n), w: [Float] = rng.array(s.cout * s.cin * 9), b: [Float] = rng.array(s.cout)
+        let dOut: [Float] = rng.array(s.cout * n)
+        let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
+        func run() -> [[Float]] {
+            var e = [Float](repeating: 0, count: 3 * s.cin * n), de = e, col = [Float](repeating: 0, count: g.k * g.nOut)
+            var out = [Float](repeating: 0, count: s.cout * n), ref = out
+            CausalConv.forward(s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            Conv2D.forward(g, input: x, weight: w, bias: b, output: &ref, col: &col)
+            var (dw, db, dx) = ([Float](repeating: 0, count: w.count), [Float](repeating: 0, count: s.cout), [Float](repeating: 0, count: x.count))
+            var (rdw, rdb, rdx) = (dw, db, dx)
+            CausalConv.backward(s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            Conv2D.backward(g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
+            return [out, ref, dw, rdw, dx, rdx]
+        }
+        let fp32 = run()
+        matrixPrecision = .bf16
+        defer { matrixPrecision = .fp32 }
+        let bf16 = run()
+        for (i, name) in [(0, "forward"), (2, "dW"), (4, "dInput")] {
+            XCTAssertLessThanOrEqual(normRelativeError(bf16[i], bf16[i + 1]), 1e-5, "\(name): bf16 causal vs bf16 im2col")
+            XCTAssertGreaterThan(normRelativeError(bf16[i], fp32[i]), 1e-4, "\(name): the bf16 path was taken")
+        }
+    }
+
     /// bf16 synthesis (operands rounded once, as stored) equals the naive
     /// inverse run with bf16 products (which rounds the same values at each
     /// product), in column blocks; and it is not the fp32 synthesis.

@@ -112,17 +112,31 @@ public enum CausalConv {
     public static func forward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
                                         bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                         e: UnsafeMutablePointer<T>) {
+        if T.self == Float.self, BF16Operands.chosen(s.cout, 3 * s.cin) {
+            forward(s, input: asFloat(input), taps: asFloat(taps), bias: bias.map { asFloat($0) }, output: asFloat(output),
+                    e: asFloat(e), operands: BF16Operands.self)
+        } else {
+            forward(s, input: input, taps: taps, bias: bias, output: output, e: e, operands: NativeOperands<T>.self)
+        }
+    }
+
+    /// `forward` with the products' operands converted to `O.Element` once
+    /// each (the expanded input once, not once per tap product reading it).
+    static func forward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
+                                            bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
+                                            e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
         expand(s, input, e)
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
+        let (eo, ownE) = O.operands(of: e, count: k * n), (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
+        defer { if ownE { eo.deallocate() }; if ownT { to.deallocate() } }
         forEachTap(s) { ky, shift, b in
-            let wk = taps + ky * s.cout * k
+            let wk = to + ky * s.cout * k
             if b < 0 {
-                T.gemm(transA: false, transB: false, m: s.cout, n: n, k: k, alpha: 1, a: wk, lda: k,
-                       b: e, ldb: n, beta: 0, c: output, ldc: n)
+                O.gemm(m: s.cout, n: n, k: k, a: wk, lda: k, b: eo, ldb: n, accumulate: false, c: output, ldc: n)
             } else {
                 let cols = (s.height - shift) * s.width
-                T.gemm(transA: false, transB: false, m: s.cout, n: cols, k: k, alpha: 1, a: wk, lda: k,
-                       b: e + b * hw, ldb: n, beta: 1, c: output + b * hw + shift * s.width, ldc: n)
+                O.gemm(m: s.cout, n: cols, k: k, a: wk, lda: k, b: eo + b * hw, ldb: n, accumulate: true,
+                       c: output + b * hw + shift * s.width, ldc: n)
             }
         }
         if let bias { addBias(output, bias, rows: s.cout, cols: n) }
@@ -137,19 +151,39 @@ public enum CausalConv {
                                          dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                          e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
+        if T.self == Float.self, BF16Operands.chosen(s.cout, 3 * s.cin) {
+            backward(s, input: asFloat(input), taps: asFloat(taps), dOutput: asFloat(dOutput), dWeight: asFloat(dWeight),
+                     dBias: dBias.map { asFloat($0) }, dInput: dInput.map { asFloat($0) }, e: asFloat(e), de: asFloat(de),
+                     operands: BF16Operands.self)
+        } else {
+            backward(s, input: input, taps: taps, dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput,
+                     e: e, de: de, operands: NativeOperands<T>.self)
+        }
+    }
+
+    /// `backward` with the products' operands (expanded input, dOut, taps)
+    /// converted to `O.Element` once each.
+    static func backward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
+                                             dOutput: UnsafePointer<O.Scalar>, dWeight: UnsafeMutablePointer<O.Scalar>,
+                                             dBias: UnsafeMutablePointer<O.Scalar>?, dInput: UnsafeMutablePointer<O.Scalar>?,
+                                             e: UnsafeMutablePointer<O.Scalar>, de: UnsafeMutablePointer<O.Scalar>,
+                                             operands: O.Type) {
+        typealias T = O.Scalar
         expand(s, input, e)
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
+        let (eo, ownE) = O.operands(of: e, count: k * n), (dyo, ownY) = O.operands(of: dOutput, count: s.cout * n)
+        defer { if ownE { eo.deallocate() }; if ownY { dyo.deallocate() } }
         var dTaps = [T](repeating: 0, count: 3 * s.cout * k)
         dTaps.withUnsafeMutableBufferPointer { dt in
             forEachTap(s) { ky, shift, b in
                 let dw = dt.baseAddress! + ky * s.cout * k
                 if b < 0 {
-                    T.gemm(transA: false, transB: true, m: s.cout, n: k, k: n, alpha: 1, a: dOutput, lda: n,
-                           b: e, ldb: n, beta: 1, c: dw, ldc: k)
+                    O.gemm(transA: false, transB: true, m: s.cout, n: k, k: n, a: dyo, lda: n, b: eo, ldb: n,
+                           accumulate: true, c: dw, ldc: k)
                 } else {
                     let cols = (s.height - shift) * s.width
-                    T.gemm(transA: false, transB: true, m: s.cout, n: k, k: cols, alpha: 1,
-                           a: dOutput + b * hw + shift * s.width, lda: n, b: e + b * hw, ldb: n, beta: 1, c: dw, ldc: k)
+                    O.gemm(transA: false, transB: true, m: s.cout, n: k, k: cols, a: dyo + b * hw + shift * s.width, lda: n,
+                           b: eo + b * hw, ldb: n, accumulate: true, c: dw, ldc: k)
                 }
             }
         }
@@ -158,17 +192,27 @@ public enum CausalConv {
         } } } }
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: n) }
         guard let dInput else { return }
+        let (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
+        defer { if ownT { to.deallocate() } }
         forEachTap(s) { ky, shift, b in
-            let wk = taps + ky * s.cout * k
+            let wk = to + ky * s.cout * k
             if b < 0 {
-                T.gemm(transA: true, transB: false, m: k, n: n, k: s.cout, alpha: 1, a: wk, lda: k,
-                       b: dOutput, ldb: n, beta: 0, c: de, ldc: n)
+                O.gemm(transA: true, transB: false, m: k, n: n, k: s.cout, a: wk, lda: k, b: dyo, ldb: n,
+                       accumulate: false, c: de, ldc: n)
             } else {
                 let cols = (s.height - shift) * s.width
-                T.gemm(transA: true, transB: false, m: k, n: cols, k: s.cout, alpha: 1, a: wk, lda: k,
-                       b: dOutput + b * hw + shift * s.width, ldb: n, beta: 1, c: de + b * hw, ldc: n)
+                O.gemm(transA: true, transB: false, m: k, n: cols, k: s.cout, a: wk, lda: k,
+                       b: dyo + b * hw + shift * s.width, ldb: n, accumulate: true, c: de + b * hw, ldc: n)
             }
         }
         fold(s, de, dInput)
     }
+}
+
+/// A pointer to T's memory as Float (for dispatching to the bf16 path when T is Float).
+@inline(__always) func asFloat<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+}
+@inline(__always) func asFloat<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
 }

@@ -20,8 +20,7 @@ extension Float: Real {
                                        b: UnsafePointer<Float>, ldb: Int,
                                        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         // bf16 products (oneDNN) when chosen, for all but the smallest shapes.
-        if matrixPrecision == .bf16, m >= 16, n >= 16, k >= 16, alpha == 1, beta == 0 || beta == 1,
-           case .success(let dnnl) = OneDNN.shared,
+        if alpha == 1, beta == 0 || beta == 1, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.shared,
            (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                            beta: beta, c: c, ldc: ldc)) != nil {
             return

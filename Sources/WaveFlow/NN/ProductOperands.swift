@@ -1,3 +1,5 @@
+import COpenBLAS
+
 // The element type in which synthesis keeps the operands of its matrix
 // products. With Float32 (or Float64) products the operands are the values
 // themselves; with bf16 products they are stored already rounded, so that a
@@ -13,10 +15,28 @@ public protocol ProductOperands {
     static var zero: Element { get }
     /// dst[i] = src[i] as an operand, for i in 0..<count.
     static func convert(_ src: UnsafePointer<Scalar>, count: Int, into dst: UnsafeMutablePointer<Element>)
-    /// C [m, n] = A [m, k] x B [k, n] (+ C when `accumulate`), row-major with
-    /// row strides lda, ldb, ldc.
+    /// C [m, n] = op(A) op(B) (+ C when `accumulate`), row-major with row
+    /// strides lda, ldb, ldc as stored (cblas_sgemm's conventions).
+    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Element>, lda: Int,
+                     b: UnsafePointer<Element>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int)
+}
+
+extension ProductOperands {
+    /// C [m, n] = A [m, k] x B [k, n] (+ C when `accumulate`).
+    @inline(__always)
     static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Element>, lda: Int, b: UnsafePointer<Element>, ldb: Int,
-                     accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int)
+                     accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int) {
+        gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
+    }
+
+    /// `count` Scalars as operands in new memory (the caller deallocates), or
+    /// `src` itself when Element is Scalar.
+    static func operands(of src: UnsafePointer<Scalar>, count: Int) -> (UnsafePointer<Element>, owned: Bool) {
+        if Element.self == Scalar.self { return (UnsafeRawPointer(src).assumingMemoryBound(to: Element.self), false) }
+        let dst = UnsafeMutablePointer<Element>.allocate(capacity: count)
+        convert(src, count: count, into: dst)
+        return (UnsafePointer(dst), true)
+    }
 }
 
 /// Operands as the values themselves; products by `T.gemm` (OpenBLAS).
@@ -29,9 +49,9 @@ public enum NativeOperands<T: Real>: ProductOperands {
         dst.update(from: src, count: count)
     }
     @inline(__always)
-    public static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                            accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
-        T.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int,
+                            b: UnsafePointer<T>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
+        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
                beta: accumulate ? 1 : 0, c: c, ldc: ldc)
     }
 }
@@ -39,6 +59,15 @@ public enum NativeOperands<T: Real>: ProductOperands {
 /// Operands as bf16 bit patterns (rounded to nearest even); products on
 /// oneDNN with Float32 accumulation. Use only when `OneDNN.shared` succeeded.
 public enum BF16Operands: ProductOperands {
+    /// Whether products of these sizes take bf16 operands now: bf16 chosen,
+    /// oneDNN loaded, and every size at least 16 (smaller products gain
+    /// nothing and stay on OpenBLAS).
+    @inlinable
+    public static func chosen(_ sizes: Int...) -> Bool {
+        guard matrixPrecision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.shared else { return false }
+        return true
+    }
+
     public typealias Scalar = Float
     public typealias Element = UInt16
     public static var zero: UInt16 { 0 }
@@ -46,18 +75,19 @@ public enum BF16Operands: ProductOperands {
     public static func convert(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt16>) {
         OneDNN.toBF16(src, rows: 1, cols: count, ld: count, into: dst)
     }
-    public static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
-                            accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<UInt16>, lda: Int,
+                            b: UnsafePointer<UInt16>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if case .success(let dnnl) = OneDNN.shared,
-           (try? dnnl.gemmBF16(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+           (try? dnnl.gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                                accumulate: accumulate, c: c, ldc: ldc)) != nil {
             return
         }
         // oneDNN refused the shape (not seen): the same rounded operands,
         // widened exactly to Float32, on OpenBLAS.
-        let a32 = OneDNN.fromBF16(a, rows: m, cols: k, ld: lda), b32 = OneDNN.fromBF16(b, rows: k, cols: n, ld: ldb)
-        Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a32, lda: k, b: b32, ldb: n,
-                   beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+        let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
+        let a32 = OneDNN.fromBF16(a, rows: aRows, cols: aCols, ld: lda), b32 = OneDNN.fromBF16(b, rows: bRows, cols: bCols, ld: ldb)
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), 1, a32, Int32(aCols), b32, Int32(bCols), accumulate ? 1 : 0, c, Int32(ldc))
     }
 }
 
