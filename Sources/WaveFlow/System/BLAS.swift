@@ -129,7 +129,7 @@ import CSystem
 /// step (measured: 9% of an h16-c64 step in the kernel clearing pages).
 public func configureAllocator() {
     mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(M_TRIM_THRESHOLD, -1) // never trim (a step frees more than any finite threshold we could pick)
     mallopt(M_ARENA_MAX, 1)
 }
 #else
