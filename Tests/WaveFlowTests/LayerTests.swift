@@ -268,6 +268,13 @@ final class FastMathTests: XCTestCase {
         Gate.forward(y, &fast, channels: c, n: n)
         Gate.forwardNaive(y, &naive, channels: c, n: n)
         XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        // With per-channel biases (synthesis): the gate of y + bias.
+        let bias: [Float] = rng.array(2 * c, scale: 2)
+        var biased = y
+        for i in 0 ..< 2 * c * n { biased[i] += bias[i / n] }
+        Gate.forward(y, &fast, channels: c, n: n, bias: bias)
+        Gate.forwardNaive(biased, &naive, channels: c, n: n)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
         var dFast = [Float](repeating: 0, count: 2 * c * n), dNaive = dFast
         Gate.backward(y, dg, &dFast, channels: c, n: n)
         Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)

@@ -74,6 +74,17 @@ public enum FastMath {
     @inline(__always)
     public static func tanh(_ x: V) -> V { 1 - 2 / (exp(x + x) + 1) }
 
+    /// tanh(a) * sigmoid(b) with one division:
+    /// (e^{2a} - 1) / ((e^{2a} + 1)(1 + e^{-b})). 2a is clamped to [-30, 30]
+    /// (tanh is +-1 in Float32 well before) so that the denominator's first
+    /// factor stays finite; where the second overflows the true value is
+    /// below Float32's normal range anyway.
+    @inline(__always)
+    public static func gate(_ a: V, _ b: V) -> V {
+        let ea = exp(atMost(atLeast(a + a, -30), 30)), eb = exp(-b)
+        return (ea - 1) / ((ea + 1) * (1 + eb))
+    }
+
     /// g = tanh(y[0:count] + biasTanh) * sigmoid(y[total:total+count] + biasSigmoid),
     /// on elements offset ..< offset + count.
     public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int,
@@ -84,14 +95,14 @@ public enum FastMath {
         while i + 16 <= end {
             let a = UnsafeRawPointer(y + i).loadUnaligned(as: V.self)
             let b = UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self)
-            UnsafeMutableRawPointer(g + i).storeBytes(of: tanh(a + ba) * sigmoid(b + bb), as: V.self)
+            UnsafeMutableRawPointer(g + i).storeBytes(of: gate(a + ba, b + bb), as: V.self)
             i += 16
         }
         if i < end {
             // The tail, through a zero-filled vector.
             var a = ba, b = bb
             for q in 0 ..< end - i { a[q] = y[i + q] + biasTanh; b[q] = y[total + i + q] + biasSigmoid }
-            let r = tanh(a) * sigmoid(b)
+            let r = gate(a, b)
             for q in 0 ..< end - i { g[i + q] = r[q] }
         }
     }
