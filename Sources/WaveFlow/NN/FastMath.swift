@@ -8,7 +8,7 @@ public enum FastMath {
 
     /// e^x, relative error about 2e-7 on [-87, 88] (Cephes expf: range
     /// reduction by ln 2 in two parts, degree-5 polynomial, 2^n by exponent bits).
-    @inline(__always)
+    @_transparent // always inlined: SIMD16 arguments of a call go through memory
     public static func exp(_ x: V) -> V {
         // Compare-and-select: clamped() and pointwiseMin/Max go lane by lane
         // through memory (seen in the mel front end's profile).
@@ -67,11 +67,11 @@ public enum FastMath {
     }
 
     /// 1 / (1 + e^-x).
-    @inline(__always)
+    @_transparent
     public static func sigmoid(_ x: V) -> V { 1 / (1 + exp(-x)) }
 
     /// tanh x = 1 - 2 / (e^{2x} + 1) (exact at large |x|; absolute error ~1e-7 near 0).
-    @inline(__always)
+    @_transparent
     public static func tanh(_ x: V) -> V { 1 - 2 / (exp(x + x) + 1) }
 
     /// tanh(a) * sigmoid(b) with one division:
@@ -79,7 +79,7 @@ public enum FastMath {
     /// (tanh is +-1 in Float32 well before) so that the denominator's first
     /// factor stays finite; where the second overflows the true value is
     /// below Float32's normal range anyway.
-    @inline(__always)
+    @_transparent
     public static func gate(_ a: V, _ b: V) -> V {
         let ea = exp(atMost(atLeast(a + a, -30), 30)), eb = exp(-b)
         return (ea - 1) / ((ea + 1) * (1 + eb))
