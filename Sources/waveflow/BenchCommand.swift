@@ -69,7 +69,7 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
-                    args += ["--precision", compute.precision.rawValue]
+                    args += ["--precision", matrixPrecision.rawValue]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out

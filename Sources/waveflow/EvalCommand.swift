@@ -14,7 +14,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
+        compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try Checkpoint.load(checkpoint)
             var files = audio

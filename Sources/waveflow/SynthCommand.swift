@@ -46,7 +46,7 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
+        compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try model.load()
             let synth = Synthesizer(model: ck.model)
@@ -116,7 +116,7 @@ struct Synth: ParsableCommand {
                 let clipped = try AudioFile.write(Audio(samples: audio, sampleRate: rate), to: output, format: fmt)
                 let dur = Double(audio.count) / Double(rate)
                 print("\(output): \(String(format: "%.2f", dur)) s of audio in \(String(format: "%.2f", elapsed)) s "
-                      + "(real-time factor \(String(format: "%.2f", elapsed / dur)))" + (clipped > 0 ? ", \(clipped) samples clipped" : ""))
+                      + "(real-time factor \(String(format: "%.2f", elapsed / dur)), \(matrixPrecision.rawValue))" + (clipped > 0 ? ", \(clipped) samples clipped" : ""))
             }
         }
     }

@@ -44,7 +44,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let job = try runReportingErrors { try joinJob() }
-        compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1)
+        compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1, defaultPrecision: .auto)
         do {
             try train(job)
         } catch {
@@ -102,7 +102,8 @@ struct Train: ParsableCommand {
                 say("data-parallel job: \(job.size) ranks (Open MPI), \(Threads.count) thread(s) each; rank 0 logs and checkpoints")
             }
             say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
-                    + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample")
+                    + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample; "
+                    + "\(matrixPrecision.description) products")
             let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
             let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment,
                                        part: job.rank, of: job.size, loadValidation: root)

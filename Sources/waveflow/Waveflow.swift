@@ -12,26 +12,41 @@ struct Waveflow: ParsableCommand {
     )
 }
 
-extension Precision: ExpressibleByArgument {}
+/// `--precision`: a precision, or `auto` (bf16 where it is available, else fp32).
+enum PrecisionChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, fp32, bf16
+}
 
 /// Options every heavy command shares.
 struct ComputeOptions: ParsableArguments {
     @Option(help: "Threads to use (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Matrix-product precision: fp32 (OpenBLAS, default) or bf16 (oneDNN, Float32 accumulation; needs libdnnl2 and a CPU with bf16).")
-    var precision: Precision = .fp32
+    @Option(help: ArgumentHelp("Matrix-product precision: auto, fp32 or bf16 (default: auto for train, synth and eval; fp32 for score, bench and mel).",
+                               discussion: "fp32: Float32 on OpenBLAS, the reference. bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
+    var precision: PrecisionChoice?
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if precision == .bf16, case .failure(let e) = OneDNN.shared { throw ValidationError("--precision bf16: \(e.message)") }
     }
 
-    /// Applies the thread count to BLAS and our own loops; by default the
-    /// machine's cores are shared among the job's ranks on it.
-    func apply(ranksOnThisMachine: Int = 1) {
+    /// The precision in force: the one asked for, else the command's default,
+    /// with `auto` resolved on this machine.
+    func resolvedPrecision(default choice: PrecisionChoice) -> Precision {
+        switch precision ?? choice {
+        case .fp32: return .fp32
+        case .bf16: return .bf16
+        case .auto: if case .success = OneDNN.shared { return .bf16 } else { return .fp32 }
+        }
+    }
+
+    /// Applies the thread count to BLAS and our own loops (by default the
+    /// machine's cores are shared among the job's ranks on it) and the
+    /// precision (`defaultPrecision` when none was asked for).
+    func apply(ranksOnThisMachine: Int = 1, defaultPrecision: PrecisionChoice = .fp32) {
         Threads.count = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisMachine))
-        matrixPrecision = precision
+        matrixPrecision = resolvedPrecision(default: defaultPrecision)
     }
 }
 

@@ -48,7 +48,8 @@ final class DistributedTests: XCTestCase {
     func trainArgs(_ folder: String, steps: Int, resume: Bool = false) -> [String] {
         var a = ["train", exampleAudio(""), "--config", "tiny", "--steps", String(steps), "--batch", String(Self.batch),
                  "--segment", String(Self.segment), "--lr", "3e-3", "--warmup", "2", "--seed", String(Self.seed),
-                 "--checkpoint-every", "1000", "--validate-every", "1000", "--checkpoints", folder]
+                 "--checkpoint-every", "1000", "--validate-every", "1000", "--checkpoints", folder,
+                 "--precision", "fp32"] // compared with the library's own fp32 training
         if resume { a.append("--resume") }
         return a
     }

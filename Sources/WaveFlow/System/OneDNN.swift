@@ -12,6 +12,11 @@ public enum Precision: String, CaseIterable, Sendable {
     case bf16
 }
 
+extension Precision: CustomStringConvertible {
+    /// "fp32 (OpenBLAS)" or "bf16 (oneDNN)".
+    public var description: String { self == .fp32 ? "fp32 (OpenBLAS)" : "bf16 (oneDNN)" }
+}
+
 /// The products' precision for the whole process (set once, by the CLI).
 nonisolated(unsafe) public var matrixPrecision = Precision.fp32
 
@@ -37,8 +42,8 @@ public final class OneDNN: @unchecked Sendable {
     /// For `waveflow info`.
     public static var availability: String {
         switch shared {
-        case .success(let d): return "oneDNN \(d.version) (\(library)) found: --precision bf16 available"
-        case .failure(let e): return "bf16 unavailable: \(e.message)"
+        case .success(let d): return "oneDNN \(d.version) (\(library)) found: bf16 available (auto picks it)"
+        case .failure(let e): return "bf16 unavailable (auto picks fp32): \(e.message)"
         }
     }
 
