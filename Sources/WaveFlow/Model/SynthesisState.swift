@@ -1,0 +1,147 @@
+import Foundation
+
+// What synthesis keeps while it inverts one flow: each layer's cache of past
+// rows, the per-flow arrangement of the weights, and per-worker scratch.
+
+/// The ring buffer of one residual layer's input rows: slot r % (1 + 2dh)
+/// holds row r, [C, w], stored as product operands (`O.Element`: for bf16
+/// products each row is rounded once, here, not once per product reading
+/// it). Rows before 0 are the causal zero padding and are skipped. A block
+/// of a row is handed to the matrix products "expanded" for the layer's 3
+/// horizontal taps (`expand`): E [3C, nb] with
+/// E[kx*C + c, j] = a[c, j0 + j + (kx-1)*dw], 0 beyond the row's ends — a
+/// block-sized copy instead of a 9C-row im2col. (Caching rows already
+/// expanded saved a little copying but tripled the caches, the largest
+/// arrays of a long synthesis.)
+public final class LayerRowCache<O: ProductOperands> {
+    public let dilation: Int, widthDilation: Int
+    public let channels: Int, width: Int
+    let slots: [UnsafeMutablePointer<O.Element>]
+
+    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int) {
+        self.dilation = dilation
+        self.widthDilation = widthDilation
+        self.channels = channels
+        self.width = width
+        slots = (0 ..< 1 + 2 * dilation).map { _ in
+            let p = UnsafeMutablePointer<O.Element>.allocate(capacity: channels * width)
+            p.initialize(repeating: O.zero, count: channels * width)
+            return p
+        }
+    }
+
+    deinit { for p in slots { p.deallocate() } }
+
+    /// Stores columns `js` of row r (`a` [C, w]), first adding `bias[c]` to
+    /// channel c of `a` itself (in place) when given.
+    public func store(_ a: UnsafeMutablePointer<O.Scalar>, at r: Int, columns js: Range<Int>, bias: UnsafePointer<O.Scalar>? = nil) {
+        let s = slots[r % slots.count], j0 = js.lowerBound
+        for ch in 0..<channels {
+            let src = a + ch * width + j0
+            if let bias { let b = bias[ch]; for j in 0..<js.count { src[j] += b } }
+            O.convert(src, count: js.count, into: s + ch * width + j0)
+        }
+    }
+
+    /// Writes columns `js` of row r, expanded, into `e` [3C, js.count].
+    /// Returns false (writing nothing) for rows before 0.
+    public func expand(_ r: Int, columns js: Range<Int>, into e: UnsafeMutablePointer<O.Element>) -> Bool {
+        guard r >= 0 else { return false }
+        let (c, w, dw, nb) = (channels, width, widthDilation, js.count)
+        let row = slots[r % slots.count]
+        for kx in 0..<3 {
+            for ch in 0..<c {
+                CausalConv.copyShifted(row + ch * w, width: w, shift: (kx - 1) * dw, columns: js, into: e + (kx * c + ch) * nb,
+                                       zero: O.zero)
+            }
+        }
+        return true
+    }
+}
+
+/// Columns per block in synthesis: the per-row work (expansion, GEMMs, gate)
+/// runs on blocks of this many columns, so its scratch stays small whatever
+/// the duration; only the layers' row caches and the blocks' operand
+/// matrices span the full width. 1024 keeps a block's products and gate in
+/// the core's cache: 30 s of h16-c64 went from 19.0-21.1k (4096) to 25.6k
+/// samples/s in bf16 (512: 23.8k), with 4 s unchanged. (Settable for tests.)
+nonisolated(unsafe) public var synthesisBlockColumns = 1024
+
+/// One worker's scratch for a column block of synthesis (`block` columns):
+/// the pre-gate activations [2C, block], the gate [C, block] and as
+/// operands, and the condition row [M, block] before conversion.
+final class SynthesisScratch<O: ProductOperands> {
+    let y, g, cond: UnsafeMutablePointer<O.Scalar>
+    let gOperand: UnsafeMutablePointer<O.Element>
+
+    init(channels c: Int, bands m: Int, block: Int) {
+        y = .allocate(capacity: 2 * c * block)
+        g = .allocate(capacity: c * block)
+        cond = .allocate(capacity: m * block)
+        gOperand = .allocate(capacity: c * block)
+    }
+
+    deinit { y.deallocate(); g.deallocate(); cond.deallocate(); gOperand.deallocate() }
+}
+
+/// One flow's weights for synthesis, arranged once per flow: per layer the
+/// vertical taps 0 and 1 as [2C, 3C] operands, tap 2 joined with the
+/// condition projection as [2C, 3C + M] (one product reads the expanded row
+/// r and the condition row, stacked), the residual and skip projections as
+/// one [2C, C]; the biases stay scalars: conv + condition biases go into the
+/// gate, residual biases into the next layer's row store, and the skip
+/// biases, summed over the layers, through the output layer into its bias.
+final class SynthesisWeights<O: ProductOperands> {
+    let c: Int, m: Int, layers: Int
+    let taps: UnsafeMutablePointer<O.Element>     // [L][2][2C, 3C]
+    let tapAndCond: UnsafeMutablePointer<O.Element> // [L][2C, 3C + M]
+    let out: UnsafeMutablePointer<O.Element>      // [L][2C, C]
+    let gateBias: UnsafeMutablePointer<O.Scalar>  // [L][2C]
+    let residualBias: UnsafeMutablePointer<O.Scalar> // [L][C]
+    let output: UnsafeMutablePointer<O.Scalar>    // [2, C]
+    let outputBias: UnsafeMutablePointer<O.Scalar> // [2]
+
+    init(model: WaveFlowModel<O.Scalar>, flow k: Int) {
+        let cfg = model.config
+        let (c, m, L) = (cfg.channels, cfg.nMels, cfg.nLayers)
+        (self.c, self.m, layers) = (c, m, L)
+        taps = .allocate(capacity: L * 2 * 2 * c * 3 * c)
+        tapAndCond = .allocate(capacity: L * 2 * c * (3 * c + m))
+        out = .allocate(capacity: L * 2 * c * c)
+        gateBias = .allocate(capacity: L * 2 * c)
+        residualBias = .allocate(capacity: L * c)
+        output = .allocate(capacity: 2 * c)
+        outputBias = .allocate(capacity: 2)
+        let fo = model.flowOffsets[k]
+        model.params.values.withUnsafeBufferPointer { wp in
+            let wt = wp.baseAddress!
+            for (l, lo) in fo.layers.enumerated() {
+                let regrouped = CausalConv.regroup(wt + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
+                regrouped.withUnsafeBufferPointer { O.convert($0.baseAddress!, count: 2 * 2 * c * 3 * c, into: taps + l * 2 * 2 * c * 3 * c) }
+                for o in 0 ..< 2 * c {
+                    let row = tapAndCond + (l * 2 * c + o) * (3 * c + m)
+                    regrouped.withUnsafeBufferPointer { O.convert($0.baseAddress! + (2 * 2 * c + o) * 3 * c, count: 3 * c, into: row) }
+                    O.convert(wt + lo.cond + o * m, count: m, into: row + 3 * c)
+                    gateBias[l * 2 * c + o] = wt[lo.convB + o] + wt[lo.condB + o]
+                }
+                O.convert(wt + lo.out, count: 2 * c * c, into: out + l * 2 * c * c)
+                (residualBias + l * c).update(from: wt + lo.outB, count: c)
+            }
+            output.update(from: wt + fo.output, count: 2 * c)
+            for o in 0..<2 {
+                var b = wt[fo.outputB + o]
+                for ch in 0..<c {
+                    var skipBias: O.Scalar = 0
+                    for lo in fo.layers { skipBias += wt[lo.outB + c + ch] }
+                    b += wt[fo.output + o * c + ch] * skipBias
+                }
+                outputBias[o] = b
+            }
+        }
+    }
+
+    deinit {
+        taps.deallocate(); tapAndCond.deallocate(); out.deallocate(); gateBias.deallocate()
+        residualBias.deallocate(); output.deallocate(); outputBias.deallocate()
+    }
+}
