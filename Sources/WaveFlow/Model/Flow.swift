@@ -21,13 +21,16 @@ extension WaveFlowModel {
         let c = config.channels, m = config.nMels
         let n = batch * height * width
         let fo = flowOffsets[k]
-        var a = [T](repeating: 0, count: c * n)
+        // Buffers every position of which is written before it is read start
+        // uninitialised. With a cache, each layer's a and y are fresh arrays
+        // handed to the cache as they are (no copies).
+        var a = uninitializedArray(T.self, c * n)
         var skip = [T](repeating: 0, count: c * n)
-        var y = [T](repeating: 0, count: 2 * c * n)
-        var g = [T](repeating: 0, count: c * n)
-        var o = [T](repeating: 0, count: 2 * c * n)
-        var e = [T](repeating: 0, count: 3 * c * n) // the conv's expanded input
-        var p = [T](repeating: 0, count: 2 * n)
+        var y = uninitializedArray(T.self, 2 * c * n)
+        var g = uninitializedArray(T.self, c * n)
+        var o = uninitializedArray(T.self, 2 * c * n)
+        var e = uninitializedArray(T.self, 3 * c * n) // the conv's expanded input
+        var p = uninitializedArray(T.self, 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
         params.values.withUnsafeBufferPointer { wp in
             let w = wp.baseAddress!
@@ -37,7 +40,7 @@ extension WaveFlowModel {
                 let lo = fo.layers[l]
                 let shape = convShape(layer: l, batch: batch, height: height, width: width)
                 let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
-                if keepCache { cacheA.append(a) }
+                if keepCache && l > 0 { y = uninitializedArray(T.self, 2 * c * n) } // the last y is in the cache
                 a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
@@ -54,7 +57,25 @@ extension WaveFlowModel {
                     g.withUnsafeMutableBufferPointer { gp in Gate.forward(yp.baseAddress!, gp.baseAddress!, channels: c, n: n) }
                 }
                 Conv1x1.forward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, bias: w + lo.outB, output: &o)
-                for i in 0 ..< c * n { a[i] += o[i]; skip[i] += o[c * n + i] }
+                // a' = a + o[0:C] (a new array when a is cached), skip += o[C:2C].
+                var next = keepCache ? uninitializedArray(T.self, c * n) : []
+                o.withUnsafeBufferPointer { op in
+                    skip.withUnsafeMutableBufferPointer { sp in
+                        a.withUnsafeMutableBufferPointer { ap in
+                            let (ov, sk, av) = (op.baseAddress!, sp.baseAddress!, ap.baseAddress!)
+                            for i in 0 ..< c * n { sk[i] += ov[c * n + i] }
+                            if keepCache {
+                                next.withUnsafeMutableBufferPointer { np in
+                                    let nx = np.baseAddress!
+                                    for i in 0 ..< c * n { nx[i] = av[i] + ov[i] }
+                                }
+                            } else {
+                                for i in 0 ..< c * n { av[i] += ov[i] }
+                            }
+                        }
+                    }
+                }
+                if keepCache { cacheA.append(a); a = next }
             }
             Conv1x1.forward(cin: c, cout: 2, n: n, input: skip, weight: w + fo.output, bias: w + fo.outputB, output: &p)
         }
@@ -69,59 +90,55 @@ extension WaveFlowModel {
         let c = config.channels, m = config.nMels
         let n = cache.batch * cache.height * cache.width
         let fo = flowOffsets[k]
-        var dSkip = [T](repeating: 0, count: c * n)
-        var da = [T](repeating: 0, count: c * n)
+        // [da; dSkip], the gradient of every layer's o = [res; skip]: dSkip is
+        // the same for all layers, da is accumulated in place, layer by layer.
         var dOut = [T](repeating: 0, count: 2 * c * n)
-        var g = [T](repeating: 0, count: c * n)
-        var dg = [T](repeating: 0, count: c * n)
-        var dy = [T](repeating: 0, count: 2 * c * n)
-        var e = [T](repeating: 0, count: 3 * c * n), de = e
+        var g = uninitializedArray(T.self, c * n)
+        var dg = uninitializedArray(T.self, c * n)
+        var dy = uninitializedArray(T.self, 2 * c * n)
+        var e = uninitializedArray(T.self, 3 * c * n), de = uninitializedArray(T.self, 3 * c * n)
         var dCin = [T](repeating: 0, count: m * n)
         var dXin = [T](repeating: 0, count: n)
         // A separate reference: reading params.values while params.grads is
         // being modified would be an overlapping access to `params`.
         let weights = params.values
         weights.withUnsafeBufferPointer { wp in
-            params.grads.withUnsafeMutableBufferPointer { gp in
-                let w = wp.baseAddress!, gr = gp.baseAddress!
-                Conv1x1.backward(cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,
-                                 dWeight: gr + fo.output, dBias: gr + fo.outputB, dInput: &dSkip)
-                for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
-                    let lo = fo.layers[l]
-                    // o = [res; skip]: its gradient is [da; dSkip].
-                    dOut.replaceSubrange(0 ..< c * n, with: da)
-                    dOut.replaceSubrange(c * n ..< 2 * c * n, with: dSkip)
-                    cache.y[l].withUnsafeBufferPointer { yp in
-                        g.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
+        params.grads.withUnsafeMutableBufferPointer { gp in
+        dOut.withUnsafeMutableBufferPointer { dop in
+            let w = wp.baseAddress!, gr = gp.baseAddress!
+            let da = dop.baseAddress!, dSkip = da + c * n
+            Conv1x1.backward(cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,
+                             dWeight: gr + fo.output, dBias: gr + fo.outputB, dInput: dSkip)
+            for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
+                let lo = fo.layers[l]
+                cache.y[l].withUnsafeBufferPointer { yp in
+                    g.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
+                }
+                Conv1x1.backward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
+                                 dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
+                cache.y[l].withUnsafeBufferPointer { yp in
+                    dg.withUnsafeBufferPointer { dgp in
+                        dy.withUnsafeMutableBufferPointer { Gate.backward(yp.baseAddress!, dgp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
                     }
-                    Conv1x1.backward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: dOut,
-                                     dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
-                    cache.y[l].withUnsafeBufferPointer { yp in
-                        dg.withUnsafeBufferPointer { dgp in
-                            dy.withUnsafeMutableBufferPointer { Gate.backward(yp.baseAddress!, dgp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
-                        }
-                    }
-                    Conv1x1.backward(cin: m, cout: 2 * c, n: n, input: cache.cin, weight: w + lo.cond, dOutput: dy,
-                                     dWeight: gr + lo.cond, dBias: gr + lo.condB, dInput: &dCin)
-                    // da (holding the residual path's gradient) += conv^T dy.
-                    let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
-                    let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
-                    cache.a[l].withUnsafeBufferPointer { ap in
-                        da.withUnsafeMutableBufferPointer { dap in
-                            e.withUnsafeMutableBufferPointer { ep in
-                                de.withUnsafeMutableBufferPointer { dep in
-                                    CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy,
-                                                        dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: dap.baseAddress!,
-                                                        e: ep.baseAddress!, de: dep.baseAddress!)
-                                }
-                            }
+                }
+                Conv1x1.backward(cin: m, cout: 2 * c, n: n, input: cache.cin, weight: w + lo.cond, dOutput: dy,
+                                 dWeight: gr + lo.cond, dBias: gr + lo.condB, dInput: &dCin)
+                // da (holding the residual path's gradient) += conv^T dy.
+                let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
+                let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
+                cache.a[l].withUnsafeBufferPointer { ap in
+                    e.withUnsafeMutableBufferPointer { ep in
+                        de.withUnsafeMutableBufferPointer { dep in
+                            CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy,
+                                                dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: da,
+                                                e: ep.baseAddress!, de: dep.baseAddress!)
                         }
                     }
                 }
-                Conv1x1.backward(cin: 1, cout: c, n: n, input: cache.xin, weight: w + fo.input, dOutput: da,
-                                 dWeight: gr + fo.input, dBias: gr + fo.inputB, dInput: &dXin)
             }
-        }
+            Conv1x1.backward(cin: 1, cout: c, n: n, input: cache.xin, weight: w + fo.input, dOutput: da,
+                             dWeight: gr + fo.input, dBias: gr + fo.inputB, dInput: &dXin)
+        }}}
         return (dXin, dCin)
     }
 

@@ -79,3 +79,9 @@ extension Real {
         }
     }
 }
+
+/// An array of `count` values with unspecified contents, for buffers that
+/// are written in full before they are read (saves the zero fill).
+@inlinable func uninitializedArray<T: Real>(_: T.Type, _ count: Int) -> [T] {
+    [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+}
