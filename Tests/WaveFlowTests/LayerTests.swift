@@ -279,6 +279,14 @@ final class FastMathTests: XCTestCase {
         Gate.backward(y, dg, &dFast, channels: c, n: n)
         Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)
         XCTAssertLessThanOrEqual(zip(dFast, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
+        // The training backward's form: forward keeping tanh and sigmoid,
+        // then dy from the kept values.
+        var kept = [Float](repeating: 0, count: 2 * c * n)
+        Gate.forward(y, &fast, kept: &kept, channels: c, n: n)
+        Gate.forwardNaive(y, &naive, channels: c, n: n)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        Gate.backward(kept: &kept, dg: dg, channels: c, n: n)
+        XCTAssertLessThanOrEqual(zip(kept, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
     }
 
     /// The SIMD log agrees with libm's logf from the mel floor (1e-5) to 1e6.

@@ -111,15 +111,17 @@ extension WaveFlowModel {
                              dWeight: gr + fo.output, dBias: gr + fo.outputB, dInput: dSkip)
             for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
                 let lo = fo.layers[l]
+                // The gate again (not stored by the forward pass), keeping
+                // tanh and sigmoid in dy, which its backward turns into dy.
                 cache.y[l].withUnsafeBufferPointer { yp in
-                    g.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
+                    g.withUnsafeMutableBufferPointer { gp in
+                        dy.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, gp.baseAddress!, kept: $0.baseAddress!, channels: c, n: n) }
+                    }
                 }
                 Conv1x1.backward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
                                  dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
-                cache.y[l].withUnsafeBufferPointer { yp in
-                    dg.withUnsafeBufferPointer { dgp in
-                        dy.withUnsafeMutableBufferPointer { Gate.backward(yp.baseAddress!, dgp.baseAddress!, $0.baseAddress!, channels: c, n: n) }
-                    }
+                dg.withUnsafeBufferPointer { dgp in
+                    dy.withUnsafeMutableBufferPointer { Gate.backward(kept: $0.baseAddress!, dg: dgp.baseAddress!, channels: c, n: n) }
                 }
                 Conv1x1.backward(cin: m, cout: 2 * c, n: n, input: cache.cin, weight: w + lo.cond, dOutput: dy,
                                  dWeight: gr + lo.cond, dBias: gr + lo.condB, dInput: &dCin)

@@ -107,6 +107,40 @@ public enum FastMath {
         }
     }
 
+    /// g = t * s with t = tanh(y[0:count]), s = sigmoid(y[total:total+count])
+    /// (elements offset ..< offset + count), keeping t and s in `ts` (laid
+    /// out as y) for `gateBackwardFromKept`.
+    public static func gateForwardKeeping(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>,
+                                          _ ts: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int) {
+        var i = offset
+        let end = offset + count
+        while i + 16 <= end {
+            let t = tanh(UnsafeRawPointer(y + i).loadUnaligned(as: V.self))
+            let s = sigmoid(UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self))
+            UnsafeMutableRawPointer(ts + i).storeBytes(of: t, as: V.self)
+            UnsafeMutableRawPointer(ts + total + i).storeBytes(of: s, as: V.self)
+            UnsafeMutableRawPointer(g + i).storeBytes(of: t * s, as: V.self)
+            i += 16
+        }
+        if i < end {
+            var a = V(repeating: 0), b = V(repeating: 0)
+            for q in 0 ..< end - i { a[q] = y[i + q]; b[q] = y[total + i + q] }
+            let t = tanh(a), s = sigmoid(b)
+            for q in 0 ..< end - i { ts[i + q] = t[q]; ts[total + i + q] = s[q]; g[i + q] = t[q] * s[q] }
+        }
+    }
+
+    /// In place: `ts` holding t and s (from `gateForwardKeeping`) becomes dy:
+    /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s). No exp.
+    public static func gateBackwardFromKept(_ ts: UnsafeMutablePointer<Float>, _ dg: UnsafePointer<Float>,
+                                            count: Int, offset: Int, total: Int) {
+        for i in offset ..< offset + count {
+            let t = ts[i], s = ts[total + i], d = dg[i]
+            ts[i] = d * s * (1 - t * t)
+            ts[total + i] = d * t * s * (1 - s)
+        }
+    }
+
     /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s).
     public static func gateBackward(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                                     count: Int, offset: Int, total: Int) {

@@ -101,6 +101,43 @@ public enum Gate {
         backwardNaive(y, dg, dy, channels: c, n: n)
     }
 
+    /// g [C, N] from y [2C, N], keeping tanh(y[0:C]) and sigmoid(y[C:2C]) in
+    /// `kept` [2C, N] for `backward(kept:dg:channels:n:)`: the backward pass
+    /// then evaluates the exponentials once instead of twice.
+    public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, kept: UnsafeMutablePointer<T>,
+                                        channels c: Int, n: Int) {
+        if T.self == Float.self {
+            let yf = asFloat(y), gf = asFloat(g), kf = asFloat(kept)
+            Threads.parallelFor(c) { ch in FastMath.gateForwardKeeping(yf, gf, kf, count: n, offset: ch * n, total: c * n) }
+            return
+        }
+        let count = c * n
+        Threads.parallelFor(c) { ch in
+            for i in ch * n ..< (ch + 1) * n {
+                let t = T.tanh(y[i]), s = sigmoid(y[count + i])
+                kept[i] = t; kept[count + i] = s; g[i] = t * s
+            }
+        }
+    }
+
+    /// dy [2C, N], written over `kept` (the values `forward(_:_:kept:)` left
+    /// there), from dg [C, N].
+    public static func backward<T: Real>(kept: UnsafeMutablePointer<T>, dg: UnsafePointer<T>, channels c: Int, n: Int) {
+        if T.self == Float.self {
+            let kf = asFloat(kept), dgf = asFloat(dg)
+            Threads.parallelFor(c) { ch in FastMath.gateBackwardFromKept(kf, dgf, count: n, offset: ch * n, total: c * n) }
+            return
+        }
+        let count = c * n
+        Threads.parallelFor(c) { ch in
+            for i in ch * n ..< (ch + 1) * n {
+                let t = kept[i], s = kept[count + i], d = dg[i]
+                kept[i] = d * s * (1 - t * t)
+                kept[count + i] = d * t * s * (1 - s)
+            }
+        }
+    }
+
     /// The libm twin of `backward`.
     public static func backwardNaive<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
                                               channels c: Int, n: Int) {
