@@ -32,7 +32,11 @@ extension WaveFlowModel {
         var e = uninitializedArray(T.self, 3 * c * n) // the conv's expanded input
         var p = uninitializedArray(T.self, 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
+        // Cin as bf16 operands once for every layer's projection (bf16 products only).
+        let cin16 = cin.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: m * n, forProductsOf: 2 * c, n, m) }
+        defer { cin16?.deallocate() }
         params.values.withUnsafeBufferPointer { wp in
+        cin.withUnsafeBufferPointer { cp in
             let w = wp.baseAddress!
             // a = input(Xin): 1 -> C.
             Conv1x1.forward(cin: 1, cout: c, n: n, input: xin, weight: w + fo.input, bias: w + fo.inputB, output: &a)
@@ -50,8 +54,11 @@ extension WaveFlowModel {
                     }
                 }
                 // y += cond(Cin): M -> 2C.
-                Conv1x1.forward(cin: m, cout: 2 * c, n: n, input: cin, weight: w + lo.cond, bias: w + lo.condB,
-                                output: &y, accumulate: true)
+                y.withUnsafeMutableBufferPointer { yp in
+                    gemm(transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, lda: m,
+                         b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: yp.baseAddress!, ldc: n)
+                    addBias(yp.baseAddress!, w + lo.condB, rows: 2 * c, cols: n)
+                }
                 if keepCache { cacheY.append(y) }
                 y.withUnsafeBufferPointer { yp in
                     g.withUnsafeMutableBufferPointer { gp in Gate.forward(yp.baseAddress!, gp.baseAddress!, channels: c, n: n) }
@@ -78,7 +85,7 @@ extension WaveFlowModel {
                 if keepCache { cacheA.append(a); a = next }
             }
             Conv1x1.forward(cin: c, cout: 2, n: n, input: skip, weight: w + fo.output, bias: w + fo.outputB, output: &p)
-        }
+        }}
         let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, y: cacheY, skip: skip,
                                              batch: batch, height: height, width: width) : nil
         return (p, cache)
@@ -102,9 +109,14 @@ extension WaveFlowModel {
         // A separate reference: reading params.values while params.grads is
         // being modified would be an overlapping access to `params`.
         let weights = params.values
+        // Cin, and each layer's dy, as bf16 operands once for all the products reading them (bf16 only).
+        let cin16 = cache.cin.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: m * n, forProductsOf: 2 * c, n, m) }
+        defer { cin16?.deallocate() }
         weights.withUnsafeBufferPointer { wp in
         params.grads.withUnsafeMutableBufferPointer { gp in
         dOut.withUnsafeMutableBufferPointer { dop in
+        cache.cin.withUnsafeBufferPointer { cp in
+        dCin.withUnsafeMutableBufferPointer { dcp in
             let w = wp.baseAddress!, gr = gp.baseAddress!
             let da = dop.baseAddress!, dSkip = da + c * n
             Conv1x1.backward(cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,
@@ -123,15 +135,24 @@ extension WaveFlowModel {
                 dg.withUnsafeBufferPointer { dgp in
                     dy.withUnsafeMutableBufferPointer { Gate.backward(kept: $0.baseAddress!, dg: dgp.baseAddress!, channels: c, n: n) }
                 }
-                Conv1x1.backward(cin: m, cout: 2 * c, n: n, input: cache.cin, weight: w + lo.cond, dOutput: dy,
-                                 dWeight: gr + lo.cond, dBias: gr + lo.condB, dInput: &dCin)
+                let dy16 = dy.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: 2 * c * n, forProductsOf: 2 * c, n) }
+                defer { dy16?.deallocate() }
+                // The condition projection: dW += dy Cin^T, dBias, dCin += W^T dy.
+                dy.withUnsafeBufferPointer { dyp in
+                    let dyv = dyp.baseAddress!
+                    gemm(transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
+                         b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
+                    accumulateRowSums(dyv, into: gr + lo.condB, rows: 2 * c, cols: n)
+                    gemm(transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, lda: m,
+                         b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
+                }
                 // da (holding the residual path's gradient) += conv^T dy.
                 let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
                 let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
                 cache.a[l].withUnsafeBufferPointer { ap in
                     e.withUnsafeMutableBufferPointer { ep in
                         de.withUnsafeMutableBufferPointer { dep in
-                            CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy,
+                            CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
                                                 dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: da,
                                                 e: ep.baseAddress!, de: dep.baseAddress!)
                         }
@@ -140,7 +161,7 @@ extension WaveFlowModel {
             }
             Conv1x1.backward(cin: 1, cout: c, n: n, input: cache.xin, weight: w + fo.input, dOutput: da,
                              dWeight: gr + fo.input, dBias: gr + fo.inputB, dInput: &dXin)
-        }}}
+        }}}}}
         return (dXin, dCin)
     }
 

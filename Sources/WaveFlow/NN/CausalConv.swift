@@ -147,12 +147,16 @@ public enum CausalConv {
     /// - Parameters:
     ///   - e: scratch of 3 * Cin * N values (the input is expanded again).
     ///   - de: scratch of 3 * Cin * N values.
+    ///   - dOutput16: dOutput already rounded to bf16 (`bf16Copy`), used
+    ///     when the products run in bf16.
     public static func backward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
-                                         dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+                                         dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>? = nil,
+                                         dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                          e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         if T.self == Float.self, BF16Operands.chosen(s.cout, 3 * s.cin) {
-            backward(s, input: asFloat(input), taps: asFloat(taps), dOutput: asFloat(dOutput), dWeight: asFloat(dWeight),
+            backward(s, input: asFloat(input), taps: asFloat(taps), dOutput: asFloat(dOutput), dOutputOperands: dOutput16,
+                     dWeight: asFloat(dWeight),
                      dBias: dBias.map { asFloat($0) }, dInput: dInput.map { asFloat($0) }, e: asFloat(e), de: asFloat(de),
                      operands: BF16Operands.self)
         } else {
@@ -164,14 +168,16 @@ public enum CausalConv {
     /// `backward` with the products' operands (expanded input, dOut, taps)
     /// converted to `O.Element` once each.
     static func backward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
-                                             dOutput: UnsafePointer<O.Scalar>, dWeight: UnsafeMutablePointer<O.Scalar>,
+                                             dOutput: UnsafePointer<O.Scalar>, dOutputOperands: UnsafePointer<O.Element>? = nil,
+                                             dWeight: UnsafeMutablePointer<O.Scalar>,
                                              dBias: UnsafeMutablePointer<O.Scalar>?, dInput: UnsafeMutablePointer<O.Scalar>?,
                                              e: UnsafeMutablePointer<O.Scalar>, de: UnsafeMutablePointer<O.Scalar>,
                                              operands: O.Type) {
         typealias T = O.Scalar
         expand(s, input, e)
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
-        let (eo, ownE) = O.operands(of: e, count: k * n), (dyo, ownY) = O.operands(of: dOutput, count: s.cout * n)
+        let (eo, ownE) = O.operands(of: e, count: k * n)
+        let (dyo, ownY) = dOutputOperands.map { ($0, false) } ?? O.operands(of: dOutput, count: s.cout * n)
         defer { if ownE { eo.deallocate() }; if ownY { dyo.deallocate() } }
         var dTaps = [T](repeating: 0, count: 3 * s.cout * k)
         dTaps.withUnsafeMutableBufferPointer { dt in

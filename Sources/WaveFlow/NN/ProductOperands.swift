@@ -99,3 +99,43 @@ extension OneDNN {
         return out
     }
 }
+
+/// A bf16 copy of `count` values that several products will read, when
+/// products of at least `sizes` run in bf16 (T is Float, bf16 chosen);
+/// nil otherwise. The caller deallocates it.
+func bf16Copy<T: Real>(of values: UnsafePointer<T>, count: Int, forProductsOf sizes: Int...) -> UnsafeMutablePointer<UInt16>? {
+    guard T.self == Float.self, sizes.allSatisfy({ $0 >= 16 }), BF16Operands.chosen(16) else { return nil }
+    let copy = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+    OneDNN.toBF16(asFloat(values), rows: 1, cols: count, ld: count, into: copy)
+    return copy
+}
+
+/// `T.gemm` (alpha 1, beta 0 or 1) where either operand may come with a bf16
+/// copy made by `bf16Copy` (dense, same layout): when the product runs in
+/// bf16 the copy is used instead of rounding that operand again.
+func gemm<T: Real>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                   a: UnsafePointer<T>, a16: UnsafePointer<UInt16>? = nil, lda: Int,
+                   b: UnsafePointer<T>, b16: UnsafePointer<UInt16>? = nil, ldb: Int,
+                   accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
+    guard T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k) else {
+        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
+               beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+        return
+    }
+    let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
+    precondition((a16 == nil || lda == aCols) && (b16 == nil || ldb == bCols), "bf16 copies are dense")
+    var tmpA: UnsafeMutablePointer<UInt16>?, tmpB: UnsafeMutablePointer<UInt16>?
+    defer { tmpA?.deallocate(); tmpB?.deallocate() }
+    if a16 == nil {
+        tmpA = .allocate(capacity: aRows * aCols)
+        OneDNN.toBF16(asFloat(a), rows: aRows, cols: aCols, ld: lda, into: tmpA!)
+    }
+    if b16 == nil {
+        tmpB = .allocate(capacity: bRows * bCols)
+        OneDNN.toBF16(asFloat(b), rows: bRows, cols: bCols, ld: ldb, into: tmpB!)
+    }
+    BF16Operands.gemm(transA: transA, transB: transB, m: m, n: n, k: k,
+                      a: a16 ?? UnsafePointer(tmpA!), lda: a16 == nil ? aCols : lda,
+                      b: b16 ?? UnsafePointer(tmpB!), ldb: b16 == nil ? bCols : ldb,
+                      accumulate: accumulate, c: asFloat(c), ldc: ldc)
+}
