@@ -61,9 +61,7 @@ public enum Gate {
     public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int,
                                         bias: UnsafePointer<T>) {
         if T.self == Float.self {
-            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
-            let gf = UnsafeMutableRawPointer(g).assumingMemoryBound(to: Float.self)
-            let bf = UnsafeRawPointer(bias).assumingMemoryBound(to: Float.self)
+            let yf = asFloat(y), gf = asFloat(g), bf = asFloat(bias)
             for ch in 0..<c {
                 FastMath.gateForward(yf, gf, count: n, offset: ch * n, total: c * n, biasTanh: bf[ch], biasSigmoid: bf[c + ch])
             }

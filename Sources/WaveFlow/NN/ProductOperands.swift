@@ -63,7 +63,10 @@ public enum BF16Operands: ProductOperands {
     /// oneDNN loaded, and every size at least 16 (smaller products gain
     /// nothing and stay on OpenBLAS).
     @inlinable
-    public static func chosen(_ sizes: Int...) -> Bool {
+    public static func chosen(_ sizes: Int...) -> Bool { chosen(sizes) }
+
+    @inlinable
+    public static func chosen(_ sizes: [Int]) -> Bool {
         guard matrixPrecision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.shared else { return false }
         return true
     }
@@ -104,9 +107,9 @@ extension OneDNN {
 /// products of at least `sizes` run in bf16 (T is Float, bf16 chosen);
 /// nil otherwise. The caller deallocates it.
 func bf16Copy<T: Real>(of values: UnsafePointer<T>, count: Int, forProductsOf sizes: Int...) -> UnsafeMutablePointer<UInt16>? {
-    guard T.self == Float.self, sizes.allSatisfy({ $0 >= 16 }), BF16Operands.chosen(16) else { return nil }
+    guard T.self == Float.self, BF16Operands.chosen(sizes) else { return nil }
     let copy = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
-    OneDNN.toBF16(asFloat(values), rows: 1, cols: count, ld: count, into: copy)
+    BF16Operands.convert(asFloat(values), count: count, into: copy)
     return copy
 }
 
@@ -117,25 +120,11 @@ func gemm<T: Real>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                    a: UnsafePointer<T>, a16: UnsafePointer<UInt16>? = nil, lda: Int,
                    b: UnsafePointer<T>, b16: UnsafePointer<UInt16>? = nil, ldb: Int,
                    accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
-    guard T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k) else {
-        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
-               beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+    if T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.shared,
+       (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: asFloat(a), a16: a16, lda: lda,
+                       b: asFloat(b), b16: b16, ldb: ldb, beta: accumulate ? 1 : 0, c: asFloat(c), ldc: ldc)) != nil {
         return
     }
-    let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
-    precondition((a16 == nil || lda == aCols) && (b16 == nil || ldb == bCols), "bf16 copies are dense")
-    var tmpA: UnsafeMutablePointer<UInt16>?, tmpB: UnsafeMutablePointer<UInt16>?
-    defer { tmpA?.deallocate(); tmpB?.deallocate() }
-    if a16 == nil {
-        tmpA = .allocate(capacity: aRows * aCols)
-        OneDNN.toBF16(asFloat(a), rows: aRows, cols: aCols, ld: lda, into: tmpA!)
-    }
-    if b16 == nil {
-        tmpB = .allocate(capacity: bRows * bCols)
-        OneDNN.toBF16(asFloat(b), rows: bRows, cols: bCols, ld: ldb, into: tmpB!)
-    }
-    BF16Operands.gemm(transA: transA, transB: transB, m: m, n: n, k: k,
-                      a: a16 ?? UnsafePointer(tmpA!), lda: a16 == nil ? aCols : lda,
-                      b: b16 ?? UnsafePointer(tmpB!), ldb: b16 == nil ? bCols : ldb,
-                      accumulate: accumulate, c: asFloat(c), ldc: ldc)
+    T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
+           beta: accumulate ? 1 : 0, c: c, ldc: ldc)
 }

@@ -34,8 +34,8 @@ public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5)
     let bf16 = BF16Operands.chosen(m, n, k)
     if bf16 {
         a16 = [UInt16](repeating: 0, count: m * k); b16 = [UInt16](repeating: 0, count: k * n)
-        OneDNN.toBF16(a, rows: 1, cols: m * k, ld: m * k, into: &a16)
-        OneDNN.toBF16(b, rows: 1, cols: k * n, ld: k * n, into: &b16)
+        BF16Operands.convert(a, count: m * k, into: &a16)
+        BF16Operands.convert(b, count: k * n, into: &b16)
     }
     var best = Double.infinity
     for r in 0...repeats {

@@ -201,19 +201,27 @@ public final class OneDNN: @unchecked Sendable {
 
     /// C = op(A) op(B) + beta C with bf16 operands, row-major (cblas_sgemm's
     /// arguments, alpha = 1, beta 0 or 1): the operands are rounded to bf16
-    /// here, then `gemmBF16`.
+    /// here, unless a dense bf16 copy (`a16`, `b16`) is given, then `gemmBF16`.
     public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
-                     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     a: UnsafePointer<Float>, a16: UnsafePointer<UInt16>? = nil, lda: Int,
+                     b: UnsafePointer<Float>, b16: UnsafePointer<UInt16>? = nil, ldb: Int,
                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
         precondition(beta == 0 || beta == 1)
         let aRows = transA ? k : m, aCols = transA ? m : k
         let bRows = transB ? n : k, bCols = transB ? k : n
-        let a16 = UnsafeMutablePointer<UInt16>.allocate(capacity: aRows * aCols)
-        let b16 = UnsafeMutablePointer<UInt16>.allocate(capacity: bRows * bCols)
-        defer { a16.deallocate(); b16.deallocate() }
-        Self.toBF16(a, rows: aRows, cols: aCols, ld: lda, into: a16)
-        Self.toBF16(b, rows: bRows, cols: bCols, ld: ldb, into: b16)
-        try gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: a16, lda: aCols, b: b16, ldb: bCols,
+        precondition((a16 == nil || lda == aCols) && (b16 == nil || ldb == bCols), "bf16 copies are dense")
+        /// The operand's bf16 copy, or one made here (deallocated by the caller).
+        func rounded(_ x: UnsafePointer<Float>, _ copy: UnsafePointer<UInt16>?, rows: Int, cols: Int, ld: Int)
+            -> (UnsafePointer<UInt16>, UnsafeMutablePointer<UInt16>?) {
+            if let copy { return (copy, nil) }
+            let made = UnsafeMutablePointer<UInt16>.allocate(capacity: rows * cols)
+            Self.toBF16(x, rows: rows, cols: cols, ld: ld, into: made)
+            return (UnsafePointer(made), made)
+        }
+        let (ra, madeA) = rounded(a, a16, rows: aRows, cols: aCols, ld: lda)
+        let (rb, madeB) = rounded(b, b16, rows: bRows, cols: bCols, ld: ldb)
+        defer { madeA?.deallocate(); madeB?.deallocate() }
+        try gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: ra, lda: aCols, b: rb, ldb: bCols,
                      accumulate: beta == 1, c: c, ldc: ldc)
     }
 
