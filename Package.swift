@@ -31,11 +31,13 @@ let package = Package(
         .systemLibrary(name: "CSoxr", pkgConfig: "soxr",
                        providers: [.apt(["libsoxr-dev"])]),
         .systemLibrary(name: "CSystem"),
+        // Our own C: elementwise kernels per instruction set (AVX2, AVX-512).
+        .target(name: "CKernels"),
 
         // The engine: audio, features, numerical core, model, training.
         .target(
             name: "WaveFlow",
-            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr", "CSystem"],
+            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr", "CSystem", "CKernels"],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
         // The command-line tool: parses arguments, calls the engine.

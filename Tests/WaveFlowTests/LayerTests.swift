@@ -289,6 +289,66 @@ final class FastMathTests: XCTestCase {
         XCTAssertLessThanOrEqual(zip(kept, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
     }
 
+    /// Every build of the gate kernels this CPU runs (C AVX-512, C AVX2,
+    /// Swift SIMD) equals libm's gate within 1e-6, for lengths around the
+    /// vector widths (masked tails), with biases, keeping tanh and sigmoid,
+    /// and the backward from the kept values.
+    func testGateKernelsAtEveryLevel() {
+        var rng = TestRNG(21)
+        for level in VectorKernels.available {
+            for count in [1, 7, 8, 9, 15, 16, 17, 33, 100] {
+                let total = count + 5 // the sigmoid half starts `total` after the tanh half
+                var y: [Float] = rng.array(total + count, scale: 6)
+                y[0] = 45; y[total] = -95 // saturation: tanh = 1, sigmoid underflows
+                let dg: [Float] = rng.array(count)
+                let (bt, bs): (Float, Float) = (rng.uniform(), rng.uniform())
+                var g = [Float](repeating: .nan, count: count), kept = [Float](repeating: .nan, count: total + count)
+                VectorKernels.gateForward(y, &g, count: count, total: total, biasTanh: bt, biasSigmoid: bs, level: level)
+                var worst: Float = 0
+                for i in 0..<count {
+                    let want = tanhf(y[i] + bt) / (1 + expf(-(y[total + i] + bs)))
+                    worst = max(worst, abs(g[i] - want))
+                }
+                VectorKernels.gateForwardKeeping(y, &g, &kept, count: count, total: total, level: level)
+                for i in 0..<count {
+                    let t = tanhf(y[i]), s = 1 / (1 + expf(-y[total + i]))
+                    worst = max(worst, abs(g[i] - t * s), abs(kept[i] - t), abs(kept[total + i] - s))
+                }
+                VectorKernels.gateBackwardKept(&kept, dg, count: count, total: total, level: level)
+                for i in 0..<count {
+                    let t = tanhf(y[i]), s = 1 / (1 + expf(-y[total + i]))
+                    worst = max(worst, abs(kept[i] - dg[i] * s * (1 - t * t)), abs(kept[total + i] - dg[i] * t * s * (1 - s)))
+                }
+                XCTAssertLessThanOrEqual(worst, 1e-6, "\(level) count \(count)")
+                let written = Array(g) + Array(kept[0..<count]) + Array(kept[total...])
+                XCTAssertFalse(written.contains { $0.isNaN }, "\(level) count \(count) left an element unwritten")
+            }
+        }
+    }
+
+    /// Every build of the bf16 rounding gives the bits of the integer
+    /// formula (nearest even) on normal numbers, ties included, at lengths
+    /// around the vector widths.
+    func testBF16RoundingAtEveryLevel() {
+        var rng = TestRNG(22)
+        for level in VectorKernels.available {
+            for count in [1, 15, 16, 17, 31, 32, 33, 200] {
+                var xs: [Float] = (0..<count).map { _ in rng.uniform() * Float(pow(10, rng.uniform(30.0))) }
+                xs[0] = Float(bitPattern: 0x3F80_8000) // 1 + 2^-8: a tie, goes to even (1)
+                if count > 1 { xs[1] = Float(bitPattern: 0x3F81_8000) } // a tie that goes up
+                var out = [UInt16](repeating: 0, count: count)
+                VectorKernels.toBF16(xs, &out, count: count, level: level)
+                let want = xs.map { x -> UInt16 in
+                    let v = x.bitPattern
+                    return UInt16(truncatingIfNeeded: (v &+ 0x7FFF &+ ((v >> 16) & 1)) >> 16)
+                }
+                XCTAssertEqual(out, want, "\(level) count \(count)")
+                XCTAssertEqual(out[0], 0x3F80)
+                if count > 1 { XCTAssertEqual(out[1], 0x3F82) }
+            }
+        }
+    }
+
     /// The SIMD log agrees with libm's logf from the mel floor (1e-5) to 1e6.
     func testFastLogError() {
         var worst: Float = 0

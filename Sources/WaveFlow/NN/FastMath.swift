@@ -1,7 +1,9 @@
-// Vectorised exp, sigmoid and tanh for Float32 (SIMD16: AVX-512 or two AVX2
-// registers), for the gate — the elementwise work between matrix products.
-// The generic scalar versions in Pointwise.swift (libm) are the naive twins
-// the tests compare these with.
+// Vectorised exp, log, sigmoid and tanh for Float32 in Swift SIMD16 (two
+// AVX2 registers at the package's baseline). exp and log serve the mel
+// front end; the gate kernels here are the portable versions of the C ones
+// (VectorKernels, Sources/CKernels), which x86-64 runs instead. The generic
+// scalar versions in Pointwise.swift (libm) are the naive twins the tests
+// compare both with.
 
 public enum FastMath {
     public typealias V = SIMD16<Float>
@@ -87,7 +89,7 @@ public enum FastMath {
 
     /// g = tanh(y[0:count] + biasTanh) * sigmoid(y[total:total+count] + biasSigmoid),
     /// on elements offset ..< offset + count.
-    public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int,
+    public static func gateForwardSIMD(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int,
                                    biasTanh: Float = 0, biasSigmoid: Float = 0) {
         var i = offset
         let end = offset + count
@@ -109,8 +111,8 @@ public enum FastMath {
 
     /// g = t * s with t = tanh(y[0:count]), s = sigmoid(y[total:total+count])
     /// (elements offset ..< offset + count), keeping t and s in `ts` (laid
-    /// out as y) for `gateBackwardFromKept`.
-    public static func gateForwardKeeping(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>,
+    /// out as y) for `gateBackwardFromKeptScalar`.
+    public static func gateForwardKeepingSIMD(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>,
                                           _ ts: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int) {
         var i = offset
         let end = offset + count
@@ -130,9 +132,9 @@ public enum FastMath {
         }
     }
 
-    /// In place: `ts` holding t and s (from `gateForwardKeeping`) becomes dy:
+    /// In place: `ts` holding t and s (from `gateForwardKeepingSIMD`) becomes dy:
     /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s). No exp.
-    public static func gateBackwardFromKept(_ ts: UnsafeMutablePointer<Float>, _ dg: UnsafePointer<Float>,
+    public static func gateBackwardFromKeptScalar(_ ts: UnsafeMutablePointer<Float>, _ dg: UnsafePointer<Float>,
                                             count: Int, offset: Int, total: Int) {
         for i in offset ..< offset + count {
             let t = ts[i], s = ts[total + i], d = dg[i]
@@ -165,6 +167,24 @@ public enum FastMath {
             let (u, v) = step(a, b, d)
             dy[i] = u[0]; dy[total + i] = v[0]
             i += 1
+        }
+    }
+
+    /// dst[i] = src[i] rounded to bf16, nearest even, on the bits (NaN payloads
+    /// as they fall; the C kernels' twin).
+    public static func toBF16SIMD(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        let s = UnsafeRawPointer(src).assumingMemoryBound(to: UInt32.self)
+        var j = 0
+        while j + 16 <= count {
+            let v = UnsafeRawPointer(s + j).loadUnaligned(as: SIMD16<UInt32>.self)
+            let rounded = (v &+ 0x7FFF &+ ((v &>> 16) & 1)) &>> 16
+            UnsafeMutableRawPointer(dst + j).storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), as: SIMD16<UInt16>.self)
+            j += 16
+        }
+        while j < count {
+            let v = s[j]
+            dst[j] = UInt16(truncatingIfNeeded: (v &+ 0x7FFF &+ ((v >> 16) & 1)) >> 16)
+            j += 1
         }
     }
 }

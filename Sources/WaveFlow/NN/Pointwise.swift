@@ -49,7 +49,9 @@ public enum Gate {
         if T.self == Float.self {
             let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
             let gf = UnsafeMutableRawPointer(g).assumingMemoryBound(to: Float.self)
-            Threads.parallelFor(c) { ch in FastMath.gateForward(yf, gf, count: n, offset: ch * n, total: c * n) }
+            Threads.parallelFor(c) { ch in
+                VectorKernels.gateForward(yf + ch * n, gf + ch * n, count: n, total: c * n, biasTanh: 0, biasSigmoid: 0)
+            }
             return
         }
         forwardNaive(y, g, channels: c, n: n)
@@ -63,7 +65,7 @@ public enum Gate {
         if T.self == Float.self {
             let yf = asFloat(y), gf = asFloat(g), bf = asFloat(bias)
             for ch in 0..<c {
-                FastMath.gateForward(yf, gf, count: n, offset: ch * n, total: c * n, biasTanh: bf[ch], biasSigmoid: bf[c + ch])
+                VectorKernels.gateForward(yf + ch * n, gf + ch * n, count: n, total: c * n, biasTanh: bf[ch], biasSigmoid: bf[c + ch])
             }
             return
         }
@@ -106,7 +108,7 @@ public enum Gate {
                                         channels c: Int, n: Int) {
         if T.self == Float.self {
             let yf = asFloat(y), gf = asFloat(g), kf = asFloat(kept)
-            Threads.parallelFor(c) { ch in FastMath.gateForwardKeeping(yf, gf, kf, count: n, offset: ch * n, total: c * n) }
+            Threads.parallelFor(c) { ch in VectorKernels.gateForwardKeeping(yf + ch * n, gf + ch * n, kf + ch * n, count: n, total: c * n) }
             return
         }
         let count = c * n
@@ -123,7 +125,7 @@ public enum Gate {
     public static func backward<T: Real>(kept: UnsafeMutablePointer<T>, dg: UnsafePointer<T>, channels c: Int, n: Int) {
         if T.self == Float.self {
             let kf = asFloat(kept), dgf = asFloat(dg)
-            Threads.parallelFor(c) { ch in FastMath.gateBackwardFromKept(kf, dgf, count: n, offset: ch * n, total: c * n) }
+            Threads.parallelFor(c) { ch in VectorKernels.gateBackwardKept(kf + ch * n, dgf + ch * n, count: n, total: c * n) }
             return
         }
         let count = c * n

@@ -13,6 +13,7 @@ public func machineReport() -> [(String, String)] {
         ("soxr", soxrVersion),
         ("CPU", "\(cpu.modelName) (\(cpu.vendor), family \(cpu.family), model \(cpu.model))"),
         ("CPU features", cpu.notableFeatures.joined(separator: " ")),
+        ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, bf16 rounding)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),
     ]

@@ -182,21 +182,7 @@ public final class OneDNN: @unchecked Sendable {
     /// Rounds `count` Floats to bf16 (nearest even), `src` read with
     /// `rows` x `cols` at row stride `ld`, written densely.
     static func toBF16(_ src: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int, into dst: UnsafeMutablePointer<UInt16>) {
-        for r in 0..<rows {
-            let s = UnsafeRawPointer(src + r * ld).assumingMemoryBound(to: UInt32.self), d = dst + r * cols
-            var j = 0
-            while j + 16 <= cols {
-                let v = UnsafeRawPointer(s + j).loadUnaligned(as: SIMD16<UInt32>.self)
-                let rounded = (v &+ 0x7FFF &+ ((v &>> 16) & 1)) &>> 16
-                UnsafeMutableRawPointer(d + j).storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), as: SIMD16<UInt16>.self)
-                j += 16
-            }
-            while j < cols {
-                let v = s[j]
-                d[j] = UInt16(truncatingIfNeeded: (v &+ 0x7FFF &+ ((v >> 16) & 1)) >> 16)
-                j += 1
-            }
-        }
+        for r in 0..<rows { VectorKernels.toBF16(src + r * ld, dst + r * cols, count: cols) }
     }
 
     /// C = op(A) op(B) + beta C with bf16 operands, row-major (cblas_sgemm's

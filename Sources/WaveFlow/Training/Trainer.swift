@@ -380,7 +380,7 @@ public final class Trainer {
         var metrics: FileHandle?
         if root {
             try makeDirectory(runFolder)
-            if !FileManager.default.fileExists(atPath: metricsPath) { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
+            if !FileManager.default.fileExists(atPath: metricsPath) { _ = FileManager.default.createFile(atPath: metricsPath, contents: nil) }
             guard let m = FileHandle(forWritingAtPath: metricsPath) else { throw WaveFlowError("cannot write", path: metricsPath) }
             m.seekToEndOfFile()
             metrics = m

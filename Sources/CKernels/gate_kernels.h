@@ -1,0 +1,50 @@
+// The gate kernels, written once over vector_isa.h's vocabulary and
+// included by gate.c once per instruction set. Loop structure: whole
+// vectors, then one masked vector for the tail.
+
+/// tanh(a) sigmoid(b) = (e^{2a} - 1) / ((e^{2a} + 1)(1 + e^{-b})): two
+/// exponentials and one division. 2a is clamped to [-30, 30] (tanh is +-1
+/// in Float32 well before) so the first factor of the denominator stays
+/// finite; where e^{-b} overflows, the true value underflows anyway.
+static inline WF_TARGET wf_v WF_NAME(wf_gate)(wf_v a, wf_v b) {
+    const wf_v one = wf_set1(1.0f);
+    const wf_v a2 = wf_min(wf_max(wf_add(a, a), wf_set1(-30.0f)), wf_set1(30.0f));
+    const wf_v ea = wf_exp(a2), eb = wf_exp(wf_sub(wf_set1(0.0f), b));
+    return wf_div(wf_sub(ea, one), wf_mul(wf_add(ea, one), wf_add(one, eb)));
+}
+
+WF_TARGET void WF_NAME(wf_gate_forward)(const float *y, float *g, long count, long total,
+                                        float bias_tanh, float bias_sigmoid) {
+    const wf_v ba = wf_set1(bias_tanh), bb = wf_set1(bias_sigmoid);
+    for (long i = 0; i < count; i += WF_WIDTH) {
+        const wf_mask m = wf_tail_mask(count - i);
+        const wf_v a = wf_add(wf_load(y + i, m), ba);
+        const wf_v b = wf_add(wf_load(y + total + i, m), bb);
+        wf_store(g + i, m, WF_NAME(wf_gate)(a, b));
+    }
+}
+
+WF_TARGET void WF_NAME(wf_gate_forward_keeping)(const float *y, float *g, float *kept, long count, long total) {
+    const wf_v one = wf_set1(1.0f), two = wf_set1(2.0f);
+    for (long i = 0; i < count; i += WF_WIDTH) {
+        const wf_mask m = wf_tail_mask(count - i);
+        const wf_v a = wf_load(y + i, m), b = wf_load(y + total + i, m);
+        // tanh a = 1 - 2 / (e^{2a} + 1) (exact at large |a|), sigmoid b = 1 / (1 + e^{-b}).
+        const wf_v t = wf_sub(one, wf_div(two, wf_add(wf_exp(wf_add(a, a)), one)));
+        const wf_v s = wf_div(one, wf_add(one, wf_exp(wf_sub(wf_set1(0.0f), b))));
+        wf_store(kept + i, m, t);
+        wf_store(kept + total + i, m, s);
+        wf_store(g + i, m, wf_mul(t, s));
+    }
+}
+
+WF_TARGET void WF_NAME(wf_gate_backward_kept)(float *kept, const float *dg, long count, long total) {
+    const wf_v one = wf_set1(1.0f);
+    for (long i = 0; i < count; i += WF_WIDTH) {
+        const wf_mask m = wf_tail_mask(count - i);
+        const wf_v t = wf_load(kept + i, m), s = wf_load(kept + total + i, m), d = wf_load(dg + i, m);
+        const wf_v ds = wf_mul(d, s);
+        wf_store(kept + i, m, wf_mul(ds, wf_fnmadd(t, t, one)));
+        wf_store(kept + total + i, m, wf_mul(wf_mul(ds, t), wf_sub(one, s)));
+    }
+}

@@ -1,0 +1,43 @@
+// Elementwise kernels where the instruction set matters: the gated
+// activation of the residual layers (two exponentials per element) and the
+// rounding of Float32 operands to bf16. Each comes in an AVX2 + FMA version
+// and an AVX-512 version (compiled for those targets with function
+// attributes, so the rest of the program still runs on any x86-64-v3 CPU);
+// the Swift side picks one from the CPU's features (FastMath, Kernels.swift).
+// The libm and integer-rounding twins the tests compare them with are Swift.
+//
+// Layout shared by the gate kernels: y holds the tanh half at y[0:count]
+// and the sigmoid half at y[total : total+count] (the caller passes y and g
+// already offset to a channel's first element).
+#ifndef WAVEFLOW_CKERNELS_H
+#define WAVEFLOW_CKERNELS_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__)
+#define WF_HAVE_X86_KERNELS 1
+
+/// g[i] = tanh(y[i] + bias_tanh) * sigmoid(y[total + i] + bias_sigmoid), i < count.
+void wf_gate_forward_avx2(const float *y, float *g, long count, long total, float bias_tanh, float bias_sigmoid);
+void wf_gate_forward_avx512(const float *y, float *g, long count, long total, float bias_tanh, float bias_sigmoid);
+
+/// As wf_gate_forward without biases, also keeping t = tanh(y[i]) in
+/// kept[i] and s = sigmoid(y[total + i]) in kept[total + i].
+void wf_gate_forward_keeping_avx2(const float *y, float *g, float *kept, long count, long total);
+void wf_gate_forward_keeping_avx512(const float *y, float *g, float *kept, long count, long total);
+
+/// In place over kept (t, s as above): kept[i] = dg[i] s (1 - t^2),
+/// kept[total + i] = dg[i] t s (1 - s).
+void wf_gate_backward_kept_avx2(float *kept, const float *dg, long count, long total);
+void wf_gate_backward_kept_avx512(float *kept, const float *dg, long count, long total);
+
+/// dst[i] = src[i] rounded to bf16 (round to nearest even; the upper 16
+/// bits of the rounded Float32). The integer versions carry NaN payloads
+/// as they fall; the AVX-512 BF16 instruction quiets NaNs and flushes
+/// denormals to zero — the two agree on every normal number.
+void wf_to_bf16_avx2(const float *src, uint16_t *dst, long count);
+void wf_to_bf16_avx512(const float *src, uint16_t *dst, long count);
+void wf_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count);
+
+#endif
+#endif
