@@ -42,13 +42,34 @@ public struct CausalConvShape: Equatable, Sendable {
 public enum CausalConv {
     /// E [3Cin, N] from input [Cin, N] (see the file comment).
     public static func expand<T: Real>(_ s: CausalConvShape, _ input: UnsafePointer<T>, _ e: UnsafeMutablePointer<T>) {
+        expand(s, input, e, zero: 0)
+    }
+
+    /// `expand` for any element (bf16 operands are expanded as such, after
+    /// rounding the input once: a third of the values to round).
+    static func expand<E>(_ s: CausalConvShape, _ input: UnsafePointer<E>, _ e: UnsafeMutablePointer<E>, zero: E) {
         let (n, w, dw) = (s.n, s.width, s.dw)
         Threads.parallelFor(3 * s.cin) { r in
             let kx = r / s.cin, c = r % s.cin
             let dst = e + r * n, src = input + c * n
             for row in 0 ..< s.batch * s.height {
-                copyShifted(src + row * w, width: w, shift: (kx - 1) * dw, columns: 0..<w, into: dst + row * w, zero: 0)
+                copyShifted(src + row * w, width: w, shift: (kx - 1) * dw, columns: 0..<w, into: dst + row * w, zero: zero)
             }
+        }
+    }
+
+    /// Runs `body` with E [3Cin, N] as operands, expanded from `input` into
+    /// the scratch `e` (3Cin*N Scalars; bf16 operands use its first half):
+    /// the input is converted once, then expanded in the operands' format.
+    static func withExpandedOperands<O: ProductOperands, R>(_ s: CausalConvShape, _ input: UnsafePointer<O.Scalar>,
+                                                           scratch e: UnsafeMutablePointer<O.Scalar>, _ o: O.Type,
+                                                           _ body: (UnsafePointer<O.Element>) -> R) -> R {
+        let (io, ownI) = O.operands(of: input, count: s.cin * s.n)
+        defer { if ownI { io.deallocate() } }
+        precondition(MemoryLayout<O.Element>.stride <= MemoryLayout<O.Scalar>.stride)
+        return UnsafeMutableRawPointer(e).withMemoryRebound(to: O.Element.self, capacity: 3 * s.cin * s.n) { eo in
+            expand(s, io, eo, zero: O.zero)
+            return body(UnsafePointer(eo))
         }
     }
 
@@ -121,15 +142,14 @@ public enum CausalConv {
     }
 
     /// `forward` with the products' operands converted to `O.Element` once
-    /// each (the expanded input once, not once per tap product reading it).
+    /// each (the input before its expansion, not once per tap product).
     static func forward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
                                             e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
-        expand(s, input, e)
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
-        let (eo, ownE) = O.operands(of: e, count: k * n), (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
-        defer { if ownE { eo.deallocate() }; if ownT { to.deallocate() } }
-        forEachTap(s) { ky, shift, b in
+        let (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
+        defer { if ownT { to.deallocate() } }
+        withExpandedOperands(s, input, scratch: e, O.self) { eo in forEachTap(s) { ky, shift, b in
             let wk = to + ky * s.cout * k
             if b < 0 {
                 O.gemm(m: s.cout, n: n, k: k, a: wk, lda: k, b: eo, ldb: n, accumulate: false, c: output, ldc: n)
@@ -138,7 +158,7 @@ public enum CausalConv {
                 O.gemm(m: s.cout, n: cols, k: k, a: wk, lda: k, b: eo + b * hw, ldb: n, accumulate: true,
                        c: output + b * hw + shift * s.width, ldc: n)
             }
-        }
+        } }
         if let bias { addBias(output, bias, rows: s.cout, cols: n) }
     }
 
@@ -165,8 +185,8 @@ public enum CausalConv {
         }
     }
 
-    /// `backward` with the products' operands (expanded input, dOut, taps)
-    /// converted to `O.Element` once each.
+    /// `backward` with the products' operands (input before its expansion,
+    /// dOut, taps) converted to `O.Element` once each.
     static func backward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                              dOutput: UnsafePointer<O.Scalar>, dOutputOperands: UnsafePointer<O.Element>? = nil,
                                              dWeight: UnsafeMutablePointer<O.Scalar>,
@@ -174,14 +194,12 @@ public enum CausalConv {
                                              e: UnsafeMutablePointer<O.Scalar>, de: UnsafeMutablePointer<O.Scalar>,
                                              operands: O.Type) {
         typealias T = O.Scalar
-        expand(s, input, e)
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
-        let (eo, ownE) = O.operands(of: e, count: k * n)
         let (dyo, ownY) = dOutputOperands.map { ($0, false) } ?? O.operands(of: dOutput, count: s.cout * n)
-        defer { if ownE { eo.deallocate() }; if ownY { dyo.deallocate() } }
+        defer { if ownY { dyo.deallocate() } }
         var dTaps = [T](repeating: 0, count: 3 * s.cout * k)
         dTaps.withUnsafeMutableBufferPointer { dt in
-            forEachTap(s) { ky, shift, b in
+            withExpandedOperands(s, input, scratch: e, O.self) { eo in forEachTap(s) { ky, shift, b in
                 let dw = dt.baseAddress! + ky * s.cout * k
                 if b < 0 {
                     O.gemm(transA: false, transB: true, m: s.cout, n: k, k: n, a: dyo, lda: n, b: eo, ldb: n,
@@ -191,7 +209,7 @@ public enum CausalConv {
                     O.gemm(transA: false, transB: true, m: s.cout, n: k, k: cols, a: dyo + b * hw + shift * s.width, lda: n,
                            b: eo + b * hw, ldb: n, accumulate: true, c: dw, ldc: k)
                 }
-            }
+            } }
         }
         for ky in 0..<3 { for o in 0..<s.cout { for kx in 0..<3 { for c in 0..<s.cin {
             dWeight[((o * s.cin + c) * 3 + ky) * 3 + kx] += dTaps[(ky * s.cout + o) * k + kx * s.cin + c]
