@@ -2,7 +2,8 @@
 // written once (gate_kernels.h, bf16_kernels.h) and compiled per target:
 // before including a kernel file, define WF_ISA_AVX2 or WF_ISA_AVX512 and
 // include this header. Tails shorter than a vector go through masked loads
-// and stores (AVX2: vmaskmov; AVX-512: mask registers).
+// and stores (AVX2: vmaskmov; AVX-512: mask registers); with the constant
+// all-lanes mask the compiler emits plain loads and stores.
 #include <immintrin.h>
 
 // Every name below is a macro, undefined here first, so the header can be
@@ -28,6 +29,8 @@
 #undef wf_scale2n
 #undef WF_EXP_NEEDS_CLAMP
 #undef wf_exp
+#undef wf_reduce_add
+#undef wf_zero
 
 #if defined(WF_ISA_AVX512)
 #define WF_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
@@ -54,6 +57,8 @@ static inline WF_TARGET wf_mask wf_tail_mask_avx512(long n) {
 /// e * 2^n for integral n, saturating to 0 and infinity (no clamp needed).
 #define wf_scale2n(e, n) _mm512_scalef_ps((e), (n))
 #define WF_EXP_NEEDS_CLAMP 0
+#define wf_reduce_add _mm512_reduce_add_ps
+#define wf_zero _mm512_setzero_ps
 
 #elif defined(WF_ISA_AVX2)
 #define WF_TARGET __attribute__((target("avx2,fma")))
@@ -82,6 +87,14 @@ static inline WF_TARGET wf_mask wf_tail_mask_avx2(long n) {
 #define wf_scale2n(e, n) _mm256_mul_ps((e), _mm256_castsi256_ps(_mm256_slli_epi32( \
     _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23)))
 #define WF_EXP_NEEDS_CLAMP 1
+static inline WF_TARGET float wf_reduce_add_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define wf_reduce_add wf_reduce_add_avx2
+#define wf_zero _mm256_setzero_ps
 
 #else
 #error "define WF_ISA_AVX2 or WF_ISA_AVX512 before including vector_isa.h"

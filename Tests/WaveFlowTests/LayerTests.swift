@@ -30,7 +30,9 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    /// Row sums on BLAS equal the plain loop (accumulating onto `out`).
+    /// Row sums equal the plain loop (accumulating onto `out`), and every
+    /// build of the sum kernel equals a Float64 sum within Float32 rounding,
+    /// at lengths around the vector widths.
     func testRowSumsMatchNaive() {
         var rng = TestRNG(8)
         let (rows, cols) = (6, 1001)
@@ -42,6 +44,15 @@ final class LayerTests: XCTestCase {
             accumulateRowSumsNaive(xp.baseAddress!, into: &naive, rows: rows, cols: cols)
         }
         XCTAssertLessThanOrEqual(normRelativeError(fast, naive), 1e-5)
+        for level in VectorKernels.available {
+            for count in [1, 7, 15, 16, 17, 63, 64, 65, 1001] {
+                let v: [Float] = rng.array(count)
+                let want = v.reduce(0.0) { $0 + Double($1) }
+                let scale = v.reduce(0.0) { $0 + Double(abs($1)) }
+                let got = VectorKernels.sum(v, count: count, level: level)
+                XCTAssertLessThanOrEqual(abs(Double(got) - want), 1e-6 * scale, "\(level) count \(count)")
+            }
+        }
     }
 
     /// The tap-decomposed causal convolution equals im2col + GEMM (itself

@@ -1,6 +1,6 @@
 // Elementwise kernels where the instruction set matters: the gated
-// activation of the residual layers (two exponentials per element) and the
-// rounding of Float32 operands to bf16. Each comes in an AVX2 + FMA version
+// activation of the residual layers (two exponentials per element), the
+// bias gradients' row sums, and the rounding of Float32 operands to bf16. Each comes in an AVX2 + FMA version
 // and an AVX-512 version (compiled for those targets with function
 // attributes, so the rest of the program still runs on any x86-64-v3 CPU);
 // the Swift side picks one from the CPU's features (FastMath, Kernels.swift).
@@ -30,6 +30,11 @@ void wf_gate_forward_keeping_avx512(const float *y, float *g, float *kept, long 
 /// kept[total + i] = dg[i] t s (1 - s).
 void wf_gate_backward_kept_avx2(float *kept, const float *dg, long count, long total);
 void wf_gate_backward_kept_avx512(float *kept, const float *dg, long count, long total);
+
+/// The sum of x[0:count] (vector accumulators: the additions' order
+/// differs from a loop's, the result agrees within rounding).
+float wf_sum_avx2(const float *x, long count);
+float wf_sum_avx512(const float *x, long count);
 
 /// dst[i] = src[i] rounded to bf16 (round to nearest even; the upper 16
 /// bits of the rounded Float32). The integer versions carry NaN payloads

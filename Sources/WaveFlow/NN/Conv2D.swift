@@ -158,13 +158,19 @@ public enum Conv2D {
     }
 }
 
-/// out[r] += sum over columns of x[r, :], as the product x [rows, cols] x
-/// ones [cols] on BLAS (a plain loop cannot be vectorised: reordering a
-/// floating-point sum is not allowed, and it was 5% of a training step).
-@inlinable public func accumulateRowSums<T: Real>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, rows: Int, cols: Int) {
-    let ones = [T](repeating: 1, count: cols)
-    T.gemm(transA: false, transB: false, m: rows, n: 1, k: cols, alpha: 1, a: x, lda: cols,
-           b: ones, ldb: 1, beta: 1, c: out, ldc: 1)
+/// out[r] += sum over columns of x[r, :]: for Float32 a vector kernel per
+/// row (VectorKernels.sum), rows spread over the cores (a plain loop cannot
+/// be vectorised, reordering a floating-point sum is not allowed; the
+/// earlier product x [rows, cols] x ones on OpenBLAS copied all of x into
+/// its packing buffers first: 4.6% of a bf16 training step); otherwise the
+/// naive loop.
+public func accumulateRowSums<T: Real>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, rows: Int, cols: Int) {
+    if T.self == Float.self {
+        let xf = asFloat(x), of = asFloat(out)
+        Threads.parallelFor(rows) { r in of[r] += VectorKernels.sum(xf + r * cols, count: cols) }
+        return
+    }
+    accumulateRowSumsNaive(x, into: out, rows: rows, cols: cols)
 }
 
 /// The naive twin of `accumulateRowSums` (test oracle).

@@ -4,8 +4,8 @@ import CKernels
 #endif
 
 /// Which build of the C elementwise kernels (Sources/CKernels) this process
-/// runs: the gate and the bf16 rounding, written with intrinsics per
-/// instruction set. Swift's SIMD16 code for the gate, compiled for AVX2
+/// runs: the gate, row sums and the bf16 rounding, written with intrinsics
+/// per instruction set. Swift's SIMD16 code for the gate, compiled for AVX2
 /// (the package's baseline), spilled and split its masks into halves:
 /// 2.2 ns per element against 1.0-1.3 for the C AVX2 kernel and 0.6-0.7
 /// for AVX-512 (64 x 1024 elements, this repository's Zen 4 machine).
@@ -83,6 +83,23 @@ public enum VectorKernels {
         case .avx2: wf_gate_backward_kept_avx2(kept, dg, count, total)
         #endif
         default: FastMath.gateBackwardFromKeptScalar(kept, dg, count: count, offset: 0, total: total)
+        }
+    }
+
+    /// The sum of x[0:count] (vector accumulators; agrees with a loop's sum within rounding).
+    @inline(__always)
+    public static func sum(_ x: UnsafePointer<Float>, count: Int, level: Level = level) -> Float {
+        switch level {
+        #if arch(x86_64)
+        case .avx512bf16, .avx512: return wf_sum_avx512(x, count)
+        case .avx2: return wf_sum_avx2(x, count)
+        #endif
+        default:
+            var s = SIMD16<Float>(repeating: 0), i = 0
+            while i + 16 <= count { s += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self); i += 16 }
+            var total = s.sum()
+            while i < count { total += x[i]; i += 1 }
+            return total
         }
     }
 
