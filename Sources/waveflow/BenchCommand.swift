@@ -11,6 +11,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Training batch.") var batch = 2
     @Option(help: "Training segment, samples.") var segment = 16384
     @Option(help: "Seconds of audio to synthesise.") var seconds = 2.0
+    @Option(help: "Timed runs per row after one warm-up; the fastest is reported (more runs: steadier figures on a busy machine).")
+    var repeats = 2
     @Option(help: "Comma-separated phases to time: train, synth (none: only --mel-audio/--layer).") var phases = "train,synth"
     @Flag(help: .hidden) var rowOnly = false
     @Flag(help: "Also time one residual layer at C=64, h=16, w=1024, B=2.") var layer = false
@@ -21,6 +23,7 @@ struct Bench: ParsableCommand {
         for phase in phases.split(separator: ",") where !["train", "synth", "none"].contains(phase) {
             throw ValidationError("unknown phase \(phase) (train, synth, none)")
         }
+        if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
     }
 
     func run() throws {
@@ -67,7 +70,7 @@ struct Bench: ParsableCommand {
                     let p = Process()
                     p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
-                                "--segment", String(segment), "--seconds", String(seconds)]
+                                "--segment", String(segment), "--seconds", String(seconds), "--repeats", String(repeats)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
                     args += ["--precision", matrixPrecision.rawValue]
                     p.arguments = args
@@ -93,11 +96,11 @@ struct Bench: ParsableCommand {
         var sg: Double { max(before, Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns)) }
         switch phase {
         case "train":
-            let tr = Benchmark.training(cfg, batch: batch, segment: segment)
+            let tr = Benchmark.training(cfg, batch: batch, segment: segment, repeats: repeats)
             print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg,
                       perSample: Benchmark.peakMemoryMB * 1024 / Double(batch * segment)))
         case "synth":
-            let sy = Benchmark.synthesis(cfg, seconds: seconds)
+            let sy = Benchmark.synthesis(cfg, seconds: seconds, repeats: repeats)
             print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil))
         default:
             throw ValidationError("unknown phase \(phase) (train, synth)")

@@ -54,10 +54,11 @@ public enum Benchmark {
         return (fwd, bwd, Double(cfg.macsPerPositionPerFlow) * Double(n))
     }
 
-    /// Training throughput of `config` at batch x segment: whole optimizer
-    /// steps, FLOPs counted as three forward passes (forward, and the
-    /// backward's weight and input products).
-    public static func training(_ config: ModelConfig, batch: Int, segment: Int) -> (samplesPerSecond: Double, gflops: Double) {
+    /// Training throughput of `config` at batch x segment: the fastest of
+    /// `repeats` whole optimizer steps after a warm-up, FLOPs counted as
+    /// three forward passes (forward, and the backward's weight and input
+    /// products).
+    public static func training(_ config: ModelConfig, batch: Int, segment: Int, repeats: Int = 2) -> (samplesPerSecond: Double, gflops: Double) {
         let model = WaveFlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var o = TrainOptions(); o.batch = batch; o.segment = segment
@@ -68,23 +69,24 @@ public enum Benchmark {
                       mel: (0..<(batch * config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) },
                       batch: batch, frames: frames)
         // A whole step: forward, backward, weight-norm chain rule, clipping, Adam.
-        let t = time(repeats: 2) { _ = try? trainer.trainStep(b) }
+        let t = time(repeats: repeats) { _ = try? trainer.trainStep(b) }
         let samples = Double(batch * segment)
         // Forward, then the backward's two products per layer (weights, inputs).
         let flops = 3 * 2 * config.performedMacsPerSample * samples
         return (samples / t, flops / t / 1e9)
     }
 
-    /// Synthesis of `seconds` of audio from a random mel (best of two runs
-    /// after a warm-up); FLOPs counted as the multiply-adds it performs.
-    public static func synthesis(_ config: ModelConfig, seconds: Double) -> (samplesPerSecond: Double, gflops: Double) {
+    /// Synthesis of `seconds` of audio from a random mel (the fastest of
+    /// `repeats` runs after a warm-up); FLOPs counted as the multiply-adds it
+    /// performs.
+    public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2) -> (samplesPerSecond: Double, gflops: Double) {
         let model = WaveFlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var rng = SplitMix64(seed: 4)
         let frames = Int(seconds * Double(config.sampleRate)) / config.hopLength
         let mel = (0..<(config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) }
         let z = Synthesizer.noise(count: frames * config.hopLength, sigma: 0.7, seed: 1)
-        let t = time(repeats: 2) { _ = model.synthesise(mel: mel, frames: frames, z: z) }
+        let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z) }
         let samples = Double(frames * config.hopLength)
         return (samples / t, 2 * config.performedMacsPerSample * samples / t / 1e9)
     }
