@@ -142,7 +142,11 @@ extension WaveFlowModel {
                     let dyv = dyp.baseAddress!
                     gemm(transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
                          b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
-                    accumulateRowSums(dyv, into: gr + lo.condB, rows: 2 * c, cols: n)
+                    // The condition's and the convolution's biases both add
+                    // onto y: one row sum serves both gradients.
+                    var rowSums = [T](repeating: 0, count: 2 * c)
+                    accumulateRowSums(dyv, into: &rowSums, rows: 2 * c, cols: n)
+                    for i in 0 ..< 2 * c { gr[lo.condB + i] += rowSums[i]; gr[lo.convB + i] += rowSums[i] }
                     gemm(transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, lda: m,
                          b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
                 }
@@ -153,7 +157,7 @@ extension WaveFlowModel {
                     e.withUnsafeMutableBufferPointer { ep in
                         de.withUnsafeMutableBufferPointer { dep in
                             CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
-                                                dWeight: gr + lo.conv, dBias: gr + lo.convB, dInput: da,
+                                                dWeight: gr + lo.conv, dBias: nil, dInput: da,
                                                 e: ep.baseAddress!, de: dep.baseAddress!)
                         }
                     }
