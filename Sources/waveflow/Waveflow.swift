@@ -23,7 +23,7 @@ struct ComputeOptions: ParsableArguments {
     var threads: Int?
 
     @Option(help: ArgumentHelp("Matrix-product precision: auto, fp32 or bf16 (default: auto for train, synth and eval; fp32 for score, bench and mel).",
-                               discussion: "fp32: Float32 on OpenBLAS, the reference. bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
+                               discussion: "fp32: Float32 on OpenBLAS, the reference (training's weight gradients on oneDNN's f32 matmul where oneDNN loads: same precision, faster here). bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
     var precision: PrecisionChoice?
 
     func validate() throws {

@@ -61,6 +61,42 @@ final class BF16Tests: XCTestCase {
         }
     }
 
+    /// oneDNN's f32 matmul (fp32 weight gradients) equals the Float64 product
+    /// within Float32 rounding in every orientation, strided, with and
+    /// without accumulation; and `Float.gemm` on a weight-gradient shape
+    /// (routed there when oneDNN loads) equals OpenBLAS's product.
+    func testF32MatmulMatchesReference() throws {
+        let dnnl = try backend()
+        var rng = TestRNG(32)
+        for (ta, tb, acc) in [(false, false, false), (false, true, true), (true, false, true), (true, true, false)] {
+            let (m, n, k) = (33, 70, 48)
+            let lda = ta ? m + 3 : k + 2, ldb = tb ? k + 1 : n + 5, ldc = n + 7
+            let a: [Float] = rng.array((ta ? k : m) * lda), b: [Float] = rng.array((tb ? n : k) * ldb)
+            let c0: [Float] = rng.array(m * ldc)
+            var c = c0
+            try dnnl.gemmF32(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, accumulate: acc, c: &c, ldc: ldc)
+            var worst = 0.0
+            for i in 0..<m { for j in 0..<n {
+                var s = acc ? Double(c0[i * ldc + j]) : 0
+                for p in 0..<k { s += Double(ta ? a[p * lda + i] : a[i * lda + p]) * Double(tb ? b[j * ldb + p] : b[p * ldb + j]) }
+                worst = max(worst, abs(Double(c[i * ldc + j]) - s))
+            } }
+            XCTAssertLessThan(worst, 1e-5, "ta \(ta) tb \(tb) accumulate \(acc)")
+            for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
+        }
+        // dW [64, 96] += dY [64, K] x E [96, K]^T, K = 5000: oneDNN via Float.gemm against OpenBLAS.
+        let (m, n, k) = (64, 96, 5000)
+        XCTAssertTrue(WeightGradients.onOneDNN(transA: false, transB: true, m: m, n: n, k: k, lda: k, ldb: k))
+        let a: [Float] = rng.array(m * k), b: [Float] = rng.array(n * k), c0: [Float] = rng.array(m * n)
+        var routed = c0, blas = c0
+        Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 1, c: &routed, ldc: n)
+        WeightGradients.useOneDNN = false
+        defer { WeightGradients.useOneDNN = true }
+        Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: n)
+        XCTAssertLessThan(normRelativeError(routed, blas), 1e-5)
+        XCTAssertNotEqual(routed, blas, "the routed product should not be OpenBLAS's own (summation orders differ)")
+    }
+
     /// The same primitive run from several threads at once gives each the
     /// single-threaded result (each execution has its own scratchpad; a
     /// shared one gave NaNs in training).

@@ -25,12 +25,51 @@ extension Float: Real {
                            beta: beta, c: c, ldc: ldc)) != nil {
             return
         }
+        // Weight gradients in Float32 on oneDNN's f32 matmul where present.
+        if alpha == 1, beta == 0 || beta == 1, WeightGradients.onOneDNN(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb),
+           case .success(let dnnl) = OneDNN.shared,
+           (try? dnnl.gemmF32(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                              accumulate: beta == 1, c: c, ldc: ldc)) != nil {
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
     @inlinable public static func exp(_ x: Float) -> Float { Foundation.expf(x) }
     @inlinable public static func log(_ x: Float) -> Float { Foundation.logf(x) }
     @inlinable public static func tanh(_ x: Float) -> Float { Foundation.tanhf(x) }
+}
+
+/// Which Float32 products run on oneDNN's f32 matmul instead of OpenBLAS:
+/// the weight gradients, dW [m, n] += dOut [m, K] x input [n, K]^T with a
+/// long reduction over positions (K >= 4096). Measured here (Zen 4, one
+/// thread, K = 30,720): oneDNN 85-94 GFLOP/s against OpenBLAS's 50-79 on
+/// every such shape of h16-c32 and h16-c64 (64 x 96, 64 x 80, 64 x 32,
+/// 128 x 192, 128 x 80, 128 x 64), while OpenBLAS stays faster on the
+/// forward and input-gradient shapes (70-88 against 57-73). Only where
+/// oneDNN loads (it needs a bf16 CPU, see `OneDNN.shared`);
+/// `WAVEFLOW_WEIGHT_GRADIENTS=openblas` keeps them on OpenBLAS.
+public enum WeightGradients {
+    /// Whether such products may use oneDNN (set from the environment once).
+    nonisolated(unsafe) public static var useOneDNN: Bool = {
+        ProcessInfo.processInfo.environment["WAVEFLOW_WEIGHT_GRADIENTS"] != "openblas"
+    }()
+
+    /// Whether this Float32 product is a weight gradient that oneDNN should
+    /// run: both operands dense along the reduction (lda = ldb = K). On a
+    /// window of longer rows (the convolution's shifted taps) oneDNN falls
+    /// back from its brgemm kernels to `gemm:jit`, 2.4x slower per FLOP than
+    /// on the dense product beside it (DNNL_VERBOSE), and slower than OpenBLAS.
+    @inlinable
+    public static func onOneDNN(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int) -> Bool {
+        useOneDNN && !transA && transB && k >= 4096 && m >= 16 && n >= 16 && lda == k && ldb == k
+    }
+
+    /// For `waveflow info` and the training log.
+    public static var description: String {
+        guard useOneDNN, case .success = OneDNN.shared else { return "OpenBLAS" }
+        return "oneDNN f32 matmul"
+    }
 }
 
 extension Double: Real {

@@ -13,9 +13,10 @@ public func machineReport() -> [(String, String)] {
         ("soxr", soxrVersion),
         ("CPU", "\(cpu.modelName) (\(cpu.vendor), family \(cpu.family), model \(cpu.model))"),
         ("CPU features", cpu.notableFeatures.joined(separator: " ")),
-        ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, bf16 rounding)"),
+        ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, row sums, bf16 rounding)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),
+        ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description)"),
     ]
 }
 

@@ -5,7 +5,8 @@ import Glibc
 
 /// The precision of the matrix products.
 public enum Precision: String, CaseIterable, Sendable {
-    /// Float32 on OpenBLAS: the reference, and the default.
+    /// Float32 on OpenBLAS: the reference, and the default (weight
+    /// gradients on oneDNN's f32 matmul where it loads: `WeightGradients`).
     case fp32
     /// bf16 operands with Float32 accumulation and output on oneDNN; weights,
     /// optimizer state and everything outside the products stay Float32.
@@ -83,7 +84,11 @@ public final class OneDNN: @unchecked Sendable {
     private static let argSrc: Int32 = 1, argWeights: Int32 = 33, argDst: Int32 = 17, argScratchpad: Int32 = 80
     private static let scratchpadModeUser: Int32 = 1, queryScratchpadMD: Int32 = 136
 
-    private struct Key: Hashable { var m, n, k: Int; var ta, tb: Bool; var lda, ldb, ldc: Int; var accumulate: Bool }
+    private struct Key: Hashable {
+        var m, n, k: Int; var ta, tb: Bool; var lda, ldb, ldc: Int; var accumulate: Bool
+        /// Float32 operands (else bf16); the destination is Float32 either way.
+        var f32Operands = false
+    }
     /// A primitive with its operand descriptors and its scratchpad's.
     private final class Entry { let prim: OpaquePointer?; let a, b, c: UnsafeMutableRawPointer
         let scratch: UnsafeRawPointer?, scratchBytes: Int
@@ -151,8 +156,8 @@ public final class OneDNN: @unchecked Sendable {
         if let e = cache[key] { return e }
         // op(A) [m, k] and op(B) [k, n] in their stored orientation and row
         // strides; C [m, n] with row stride ldc.
-        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.lda, colStride: key.ta ? key.lda : 1, type: Self.bf16)
-        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.ldb, colStride: key.tb ? key.ldb : 1, type: Self.bf16)
+        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.lda, colStride: key.ta ? key.lda : 1, type: key.f32Operands ? Self.f32 : Self.bf16)
+        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.ldb, colStride: key.tb ? key.ldb : 1, type: key.f32Operands ? Self.f32 : Self.bf16)
         let c = try memoryDesc(rows: key.m, cols: key.n, rowStride: key.ldc, colStride: 1, type: Self.f32)
         let op = UnsafeMutableRawPointer.allocate(byteCount: Self.opBytes, alignment: 64)
         defer { op.deallocate() }
@@ -171,7 +176,7 @@ public final class OneDNN: @unchecked Sendable {
         }
         var pd: OpaquePointer?, prim: OpaquePointer?
         guard pdCreate(&pd, op, attr, engine, nil) == 0, primCreate(&prim, pd) == 0 else {
-            throw WaveFlowError("oneDNN has no bf16 matmul for this CPU")
+            throw WaveFlowError("oneDNN has no \(key.f32Operands ? "f32" : "bf16") matmul for this CPU")
         }
         let smd = queryMD(pd, Self.queryScratchpadMD, 0)
         let e = Entry(prim: prim, a: a, b: b, c: c, scratch: smd, scratchBytes: smd.map { mdSize($0) } ?? 0)
@@ -217,7 +222,23 @@ public final class OneDNN: @unchecked Sendable {
     public func gemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                          a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
                          accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
-        let e = try entry(Key(m: m, n: n, k: k, ta: transA, tb: transB, lda: lda, ldb: ldb, ldc: ldc, accumulate: accumulate))
+        try run(Key(m: m, n: n, k: k, ta: transA, tb: transB, lda: lda, ldb: ldb, ldc: ldc, accumulate: accumulate),
+                    a: UnsafeRawPointer(a), b: UnsafeRawPointer(b), c: c)
+    }
+
+    /// C = op(A) op(B) (+ C when `accumulate`) in Float32 throughout, on
+    /// oneDNN's f32 matmul (see `Float.gemm` for the shapes that use it).
+    public func gemmF32(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                        accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+        try run(Key(m: m, n: n, k: k, ta: transA, tb: transB, lda: lda, ldb: ldb, ldc: ldc, accumulate: accumulate,
+                        f32Operands: true),
+                    a: UnsafeRawPointer(a), b: UnsafeRawPointer(b), c: c)
+    }
+
+    /// Runs the primitive for `key` on operands at a and b into c.
+    private func run(_ key: Key, a: UnsafeRawPointer, b: UnsafeRawPointer, c: UnsafeMutablePointer<Float>) throws {
+        let e = try entry(key)
         setThreads?(Int32(BLAS.threads))
         var stream: OpaquePointer?
         guard streamCreate(&stream, engine, 1) == 0 else { throw WaveFlowError("oneDNN stream failed") }
