@@ -1,5 +1,5 @@
 // The gate kernels, written once over vector_isa.h's vocabulary and
-// included by gate.c once per instruction set. Each kernel is a function of
+// included by kernels.c once per instruction set. Each kernel is a function of
 // one vector of columns (`*_cols`, given a mask) run on whole vectors, then
 // once, masked, on the tail.
 

@@ -1,5 +1,5 @@
-// Row sums, written once over vector_isa.h's vocabulary and included by
-// sums.c once per instruction set.
+// Sums over long rows, written once over vector_isa.h's vocabulary and
+// included by kernels.c once per instruction set.
 
 /// The sum of x[0:count], in four vector accumulators (the order of the
 /// additions differs from a left-to-right loop; the result agrees within

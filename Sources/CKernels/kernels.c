@@ -1,0 +1,18 @@
+// Every kernel template (gate_kernels.h, sum_kernels.h) compiled once per
+// instruction set: AVX2 + FMA, then AVX-512 (see ckernels.h, vector_isa.h).
+// bf16.c holds the rounding kernels, which differ per set in more than width.
+#include "ckernels.h"
+
+#if defined(WF_HAVE_X86_KERNELS)
+#define WF_ISA_AVX2
+#include "vector_isa.h"
+#include "gate_kernels.h"
+#include "sum_kernels.h"
+#undef WF_ISA_AVX2
+
+#define WF_ISA_AVX512
+#include "vector_isa.h"
+#include "gate_kernels.h"
+#include "sum_kernels.h"
+#undef WF_ISA_AVX512
+#endif
