@@ -28,7 +28,7 @@ struct ComputeOptions: ParsableArguments {
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
-        if precision == .bf16, case .failure(let e) = OneDNN.shared { throw ValidationError("--precision bf16: \(e.message)") }
+        if precision == .bf16, case .failure(let e) = OneDNN.bf16 { throw ValidationError("--precision bf16: \(e.message)") }
     }
 
     /// The precision in force: the one asked for, else the command's default,
@@ -37,7 +37,7 @@ struct ComputeOptions: ParsableArguments {
         switch precision ?? choice {
         case .fp32: return .fp32
         case .bf16: return .bf16
-        case .auto: if case .success = OneDNN.shared { return .bf16 } else { return .fp32 }
+        case .auto: if case .success = OneDNN.bf16 { return .bf16 } else { return .fp32 }
         }
     }
 

@@ -89,7 +89,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         // The default precision is auto: bf16 where oneDNN runs bf16 here.
         let expected: String
-        if case .success = OneDNN.shared { expected = "bf16" } else { expected = "fp32" }
+        if case .success = OneDNN.bf16 { expected = "bf16" } else { expected = "fp32" }
         XCTAssertTrue(r.stdout.contains(", \(expected))"), r.stdout)
         let fp32 = try run(["synth", dir + "/m.npy", dir + "/fp32.wav", "--sigma", "0.7", "--precision", "fp32"])
         XCTAssertTrue(fp32.stdout.contains(", fp32)"), fp32.stdout)

@@ -30,7 +30,7 @@ extension WaveFlowModel {
     /// With `matrixPrecision` bf16 (and oneDNN present, C >= 16) the products
     /// take bf16 operands; otherwise `T.gemm`'s.
     public func invertFlow(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int) -> [T] {
-        if T.self == Float.self, matrixPrecision == .bf16, config.channels >= 16, case .success = OneDNN.shared {
+        if T.self == Float.self, matrixPrecision == .bf16, config.channels >= 16, case .success = OneDNN.bf16 {
             let model = self as! WaveFlowModel<Float>
             return model.invertFlow(k, z: z as! [Float], condition: condition as! SynthesisCondition<Float>, width: w,
                                     operands: BF16Operands.self) as! [T]

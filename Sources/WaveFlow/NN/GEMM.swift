@@ -20,7 +20,7 @@ extension Float: Real {
                                        b: UnsafePointer<Float>, ldb: Int,
                                        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         // bf16 products (oneDNN) when chosen, for all but the smallest shapes.
-        if alpha == 1, beta == 0 || beta == 1, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.shared,
+        if alpha == 1, beta == 0 || beta == 1, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.bf16,
            (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                            beta: beta, c: c, ldc: ldc)) != nil {
             return
@@ -46,9 +46,12 @@ extension Float: Real {
 /// thread, K = 30,720): oneDNN 85-94 GFLOP/s against OpenBLAS's 50-79 on
 /// every such shape of h16-c32 and h16-c64 (64 x 96, 64 x 80, 64 x 32,
 /// 128 x 192, 128 x 80, 128 x 64), while OpenBLAS stays faster on the
-/// forward and input-gradient shapes (70-88 against 57-73). Only where
-/// oneDNN loads (it needs a bf16 CPU, see `OneDNN.shared`);
-/// `WAVEFLOW_WEIGHT_GRADIENTS=openblas` keeps them on OpenBLAS.
+/// forward and input-gradient shapes (70-88 against 57-73). With oneDNN
+/// held to AVX2 (`DNNL_MAX_CPU_ISA=AVX2`, as on a CPU without AVX-512) it
+/// still ran these shapes at 79-95 against OpenBLAS's Haswell kernel's
+/// 50-77, so this applies wherever libdnnl2 loads (`OneDNN.shared`, any
+/// x86-64), bf16 CPU or not. `WAVEFLOW_WEIGHT_GRADIENTS=openblas` keeps
+/// them on OpenBLAS.
 public enum WeightGradients {
     /// Whether such products may use oneDNN (set from the environment once).
     nonisolated(unsafe) public static var useOneDNN: Bool = {

@@ -57,7 +57,7 @@ public enum NativeOperands<T: Real>: ProductOperands {
 }
 
 /// Operands as bf16 bit patterns (rounded to nearest even); products on
-/// oneDNN with Float32 accumulation. Use only when `OneDNN.shared` succeeded.
+/// oneDNN with Float32 accumulation. Use only when `OneDNN.bf16` succeeded.
 public enum BF16Operands: ProductOperands {
     /// Whether products of these sizes take bf16 operands now: bf16 chosen,
     /// oneDNN loaded, and every size at least 16 (smaller products gain
@@ -67,7 +67,7 @@ public enum BF16Operands: ProductOperands {
 
     @inlinable
     public static func chosen(_ sizes: [Int]) -> Bool {
-        guard matrixPrecision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.shared else { return false }
+        guard matrixPrecision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.bf16 else { return false }
         return true
     }
 
@@ -80,7 +80,7 @@ public enum BF16Operands: ProductOperands {
     }
     public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<UInt16>, lda: Int,
                             b: UnsafePointer<UInt16>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if case .success(let dnnl) = OneDNN.shared,
+        if case .success(let dnnl) = OneDNN.bf16,
            (try? dnnl.gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                                accumulate: accumulate, c: c, ldc: ldc)) != nil {
             return
@@ -120,7 +120,7 @@ func gemm<T: Real>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                    a: UnsafePointer<T>, a16: UnsafePointer<UInt16>? = nil, lda: Int,
                    b: UnsafePointer<T>, b16: UnsafePointer<UInt16>? = nil, ldb: Int,
                    accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
-    if T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.shared,
+    if T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.bf16,
        (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: asFloat(a), a16: a16, lda: lda,
                        b: asFloat(b), b16: b16, ldb: ldb, beta: accumulate ? 1 : 0, c: asFloat(c), ldc: ldc)) != nil {
         return

@@ -33,20 +33,32 @@ nonisolated(unsafe) public var matrixPrecision = Precision.fp32
 public final class OneDNN: @unchecked Sendable {
     public static let library = "libdnnl.so.2"
 
-    /// The backend, or nil with the reason it is unavailable.
+    /// The library with a CPU engine (Float32 products run on any x86-64),
+    /// or the reason it is unavailable.
     public static let shared: Result<OneDNN, WaveFlowError> = {
         do { return .success(try OneDNN()) } catch let e as WaveFlowError { return .failure(e) } catch {
             return .failure(WaveFlowError("\(error)"))
         }
     }()
 
+    /// The backend for bf16 products: `shared`, where this CPU also runs
+    /// oneDNN's bf16 matmul (AVX-512 BF16 or AMX), or the reason not.
+    public static let bf16: Result<OneDNN, WaveFlowError> = shared.flatMap { d in
+        d.bf16Problem.map { .failure($0) } ?? .success(d)
+    }
+
     /// For `waveflow info`.
     public static var availability: String {
-        switch shared {
-        case .success(let d): return "oneDNN \(d.version) (\(library)) found: bf16 available (auto picks it)"
-        case .failure(let e): return "bf16 unavailable (auto picks fp32): \(e.message)"
+        switch (shared, bf16) {
+        case (.success(let d), .success): return "oneDNN \(d.version) (\(library)) found: bf16 available (auto picks it)"
+        case (.success(let d), .failure(let e)):
+            return "oneDNN \(d.version) (\(library)) found; bf16 unavailable (auto picks fp32): \(e.message)"
+        case (.failure(let e), _): return "bf16 unavailable (auto picks fp32): \(e.message)"
         }
     }
+
+    /// Why this CPU cannot run bf16 products (nil when it can).
+    private var bf16Problem: WaveFlowError?
 
     public let version: String
 
@@ -80,7 +92,7 @@ public final class OneDNN: @unchecked Sendable {
 
     /// oneDNN 2.6's descriptor sizes are 696 (memory) and 2800 (matmul) bytes.
     private static let mdBytes = 4096, opBytes = 16384
-    private static let f32: Int32 = 3, bf16: Int32 = 2
+    private static let typeF32: Int32 = 3, typeBF16: Int32 = 2
     private static let argSrc: Int32 = 1, argWeights: Int32 = 33, argDst: Int32 = 17, argScratchpad: Int32 = 80
     private static let scratchpadModeUser: Int32 = 1, queryScratchpadMD: Int32 = 136
 
@@ -137,10 +149,17 @@ public final class OneDNN: @unchecked Sendable {
         var e: OpaquePointer?
         guard engineCreate(&e, 1, 0) == 0 else { throw WaveFlowError("oneDNN has no CPU engine") }
         engine = e
-        // A trial product: the CPU must run bf16 (avx512_core_bf16 or AMX).
+        // Trial products: f32 must work; bf16 needs avx512_core_bf16 or AMX.
         var a = [Float](repeating: 1, count: 4), b = [Float](repeating: 1, count: 4), c = [Float](repeating: 0, count: 4)
-        try gemm(transA: false, transB: false, m: 2, n: 2, k: 2, a: &a, lda: 2, b: &b, ldb: 2, beta: 0, c: &c, ldc: 2)
-        guard c == [2, 2, 2, 2] else { throw WaveFlowError("oneDNN bf16 trial product failed") }
+        try gemmF32(transA: false, transB: false, m: 2, n: 2, k: 2, a: &a, lda: 2, b: &b, ldb: 2, accumulate: false, c: &c, ldc: 2)
+        guard c == [2, 2, 2, 2] else { throw WaveFlowError("oneDNN f32 trial product failed") }
+        c = [0, 0, 0, 0]
+        do {
+            try gemm(transA: false, transB: false, m: 2, n: 2, k: 2, a: &a, lda: 2, b: &b, ldb: 2, beta: 0, c: &c, ldc: 2)
+            if c != [2, 2, 2, 2] { bf16Problem = WaveFlowError("oneDNN bf16 trial product failed") }
+        } catch let e as WaveFlowError {
+            bf16Problem = e
+        }
     }
 
     private func memoryDesc(rows: Int, cols: Int, rowStride: Int, colStride: Int, type: Int32) throws -> UnsafeMutableRawPointer {
@@ -156,9 +175,9 @@ public final class OneDNN: @unchecked Sendable {
         if let e = cache[key] { return e }
         // op(A) [m, k] and op(B) [k, n] in their stored orientation and row
         // strides; C [m, n] with row stride ldc.
-        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.lda, colStride: key.ta ? key.lda : 1, type: key.f32Operands ? Self.f32 : Self.bf16)
-        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.ldb, colStride: key.tb ? key.ldb : 1, type: key.f32Operands ? Self.f32 : Self.bf16)
-        let c = try memoryDesc(rows: key.m, cols: key.n, rowStride: key.ldc, colStride: 1, type: Self.f32)
+        let a = try memoryDesc(rows: key.m, cols: key.k, rowStride: key.ta ? 1 : key.lda, colStride: key.ta ? key.lda : 1, type: key.f32Operands ? Self.typeF32 : Self.typeBF16)
+        let b = try memoryDesc(rows: key.k, cols: key.n, rowStride: key.tb ? 1 : key.ldb, colStride: key.tb ? key.ldb : 1, type: key.f32Operands ? Self.typeF32 : Self.typeBF16)
+        let c = try memoryDesc(rows: key.m, cols: key.n, rowStride: key.ldc, colStride: 1, type: Self.typeF32)
         let op = UnsafeMutableRawPointer.allocate(byteCount: Self.opBytes, alignment: 64)
         defer { op.deallocate() }
         op.initializeMemory(as: UInt8.self, repeating: 0, count: Self.opBytes)
