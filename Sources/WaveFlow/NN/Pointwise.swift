@@ -13,16 +13,19 @@ public enum Conv1x1 {
     }
 
     /// dWeight += dOut x input^T, dBias += row sums, dInput (+)= weight^T x dOut.
+    /// With bf16 products dOut is rounded once for both products.
     public static func backward<T: Real>(cin: Int, cout: Int, n: Int, input: UnsafePointer<T>, ldInput: Int? = nil,
                                          weight: UnsafePointer<T>, dOutput: UnsafePointer<T>,
                                          dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
                                          dInput: UnsafeMutablePointer<T>?, accumulateInput: Bool = true) {
-        T.gemm(transA: false, transB: true, m: cout, n: cin, k: n, alpha: 1, a: dOutput, lda: n,
-               b: input, ldb: ldInput ?? n, beta: 1, c: dWeight, ldc: cin)
+        let d16 = dInput == nil ? nil : bf16Copy(of: dOutput, count: cout * n, forProductsOf: cout, cin, n)
+        defer { d16?.deallocate() }
+        gemm(transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: d16, lda: n,
+             b: input, ldb: ldInput ?? n, accumulate: true, c: dWeight, ldc: cin)
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: cout, cols: n) }
         if let dInput {
-            T.gemm(transA: true, transB: false, m: cin, n: n, k: cout, alpha: 1, a: weight, lda: cin,
-                   b: dOutput, ldb: n, beta: accumulateInput ? 1 : 0, c: dInput, ldc: n)
+            gemm(transA: true, transB: false, m: cin, n: n, k: cout, a: weight, lda: cin,
+                 b: dOutput, b16: d16, ldb: n, accumulate: accumulateInput, c: dInput, ldc: n)
         }
     }
 }
