@@ -99,7 +99,6 @@ final class BF16Tests: XCTestCase {
         defer { WeightGradients.useOneDNN = true }
         Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: n)
         XCTAssertLessThan(normRelativeError(routed, blas), 1e-5)
-        XCTAssertNotEqual(routed, blas, "the routed product should not be OpenBLAS's own (summation orders differ)")
     }
 
     /// The same primitive run from several threads at once gives each the
