@@ -11,6 +11,11 @@ static inline uint16_t wf_round_bf16_scalar(float x) {
     return (uint16_t)((v + 0x7FFFu + ((v >> 16) & 1u)) >> 16);
 }
 
+/// The first min(n, 16) lanes (the AVX-512 loops' tail mask).
+static inline __mmask16 wf_mask16(long n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
 __attribute__((target("avx2")))
 void wf_to_bf16_avx2(const float *src, uint16_t *dst, long count) {
     long i = 0;
@@ -31,8 +36,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl")))
 void wf_to_bf16_avx512(const float *src, uint16_t *dst, long count) {
     const __m512i bias = _mm512_set1_epi32(0x7FFF), lsb = _mm512_set1_epi32(1);
     for (long i = 0; i < count; i += 16) {
-        const long n = count - i;
-        const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        const __mmask16 m = wf_mask16(count - i);
         __m512i v = _mm512_maskz_loadu_epi32(m, src + i);
         v = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias), _mm512_and_si512(_mm512_srli_epi32(v, 16), lsb)), 16);
         _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(v));
@@ -42,8 +46,7 @@ void wf_to_bf16_avx512(const float *src, uint16_t *dst, long count) {
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void wf_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {
     for (long i = 0; i < count; i += 16) {
-        const long n = count - i;
-        const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        const __mmask16 m = wf_mask16(count - i);
         const __m256bh r = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
         _mm256_mask_storeu_epi16(dst + i, m, (__m256i)r);
     }

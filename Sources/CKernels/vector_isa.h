@@ -1,5 +1,5 @@
 // One vector instruction set as a small vocabulary, so that each kernel is
-// written once (gate_kernels.h, bf16_kernels.h) and compiled per target:
+// written once (gate_kernels.h, sum_kernels.h) and compiled per target:
 // before including a kernel file, define WF_ISA_AVX2 or WF_ISA_AVX512 and
 // include this header. Tails shorter than a vector go through masked loads
 // and stores (AVX2: vmaskmov; AVX-512: mask registers); with the constant

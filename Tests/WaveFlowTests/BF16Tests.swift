@@ -42,17 +42,13 @@ final class BF16Tests: XCTestCase {
             let c0: [Float] = rng.array(m * ldc)
             var c = c0
             try dnnl.gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &c, ldc: ldc)
-            func r(_ x: Float) -> Double { Double(Float(bitPattern: UInt32(x.bitPattern.high16RoundedEven) << 16)) }
+            let rounded = referenceProduct(ta, tb, m, n, k, a, lda, b, ldb) { Double(Float(bitPattern: UInt32($0.bitPattern.high16RoundedEven) << 16)) }
+            let exact = referenceProduct(ta, tb, m, n, k, a, lda, b, ldb)
             var worst = 0.0, worstExact = 0.0
             for i in 0..<m { for j in 0..<n {
-                var s = 0.0, exact = 0.0
-                for p in 0..<k {
-                    let av = ta ? a[p * lda + i] : a[i * lda + p], bv = tb ? b[j * ldb + p] : b[p * ldb + j]
-                    s += r(av) * r(bv); exact += Double(av) * Double(bv)
-                }
                 let base = Double(beta) * Double(c0[i * ldc + j])
-                worst = max(worst, abs(Double(c[i * ldc + j]) - (s + base)))
-                worstExact = max(worstExact, abs(Double(c[i * ldc + j]) - (exact + base)))
+                worst = max(worst, abs(Double(c[i * ldc + j]) - (rounded[i * n + j] + base)))
+                worstExact = max(worstExact, abs(Double(c[i * ldc + j]) - (exact[i * n + j] + base)))
             } }
             XCTAssertLessThan(worst, 1e-4, "ta \(ta) tb \(tb) beta \(beta)")
             XCTAssertLessThan(worstExact, 0.1, "ta \(ta) tb \(tb) beta \(beta)")
@@ -80,11 +76,11 @@ final class BF16Tests: XCTestCase {
             let c0: [Float] = rng.array(m * ldc)
             var c = c0
             try dnnl.gemmF32(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, accumulate: acc, c: &c, ldc: ldc)
+            let exact = referenceProduct(ta, tb, m, n, k, a, lda, b, ldb)
             var worst = 0.0
             for i in 0..<m { for j in 0..<n {
-                var s = acc ? Double(c0[i * ldc + j]) : 0
-                for p in 0..<k { s += Double(ta ? a[p * lda + i] : a[i * lda + p]) * Double(tb ? b[j * ldb + p] : b[p * ldb + j]) }
-                worst = max(worst, abs(Double(c[i * ldc + j]) - s))
+                let base = acc ? Double(c0[i * ldc + j]) : 0
+                worst = max(worst, abs(Double(c[i * ldc + j]) - (exact[i * n + j] + base)))
             } }
             XCTAssertLessThan(worst, 1e-5, "ta \(ta) tb \(tb) accumulate \(acc)")
             for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
@@ -239,4 +235,18 @@ final class BF16Tests: XCTestCase {
 extension UInt32 {
     var high16: UInt16 { UInt16(self >> 16) }
     var high16RoundedEven: UInt16 { UInt16(truncatingIfNeeded: (self &+ 0x7FFF &+ ((self >> 16) & 1)) >> 16) }
+}
+
+/// op(A) op(B) [m, n] in Float64 (row-major operands with row strides lda,
+/// ldb, as cblas_sgemm reads them), each operand value mapped by `value`
+/// first (e.g. rounded to bf16): the oracle of the oneDNN product tests.
+func referenceProduct(_ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ a: [Float], _ lda: Int, _ b: [Float], _ ldb: Int,
+                      value: (Float) -> Double = { Double($0) }) -> [Double] {
+    var out = [Double](repeating: 0, count: m * n)
+    for i in 0..<m { for j in 0..<n {
+        var s = 0.0
+        for p in 0..<k { s += value(ta ? a[p * lda + i] : a[i * lda + p]) * value(tb ? b[j * ldb + p] : b[p * ldb + j]) }
+        out[i * n + j] = s
+    } }
+    return out
 }

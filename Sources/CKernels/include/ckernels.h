@@ -1,9 +1,10 @@
 // Elementwise kernels where the instruction set matters: the gated
 // activation of the residual layers (two exponentials per element), the
-// bias gradients' row sums, and the rounding of Float32 operands to bf16. Each comes in an AVX2 + FMA version
-// and an AVX-512 version (compiled for those targets with function
-// attributes, so the rest of the program still runs on any x86-64-v3 CPU);
-// the Swift side picks one from the CPU's features (FastMath, Kernels.swift).
+// bias gradients' row sums, and the rounding of Float32 operands to bf16.
+// Each comes in an AVX2 + FMA version and an AVX-512 version (compiled for
+// those targets with function attributes, so the rest of the program still
+// runs on any x86-64-v3 CPU); the Swift side picks one from the CPU's
+// features (Sources/WaveFlow/NN/VectorKernels.swift).
 // The libm and integer-rounding twins the tests compare them with are Swift.
 //
 // Layout shared by the gate kernels: y holds the tanh half at y[0:count]

@@ -111,7 +111,7 @@ public enum FastMath {
 
     /// g = t * s with t = tanh(y[0:count]), s = sigmoid(y[total:total+count])
     /// (elements offset ..< offset + count), keeping t and s in `ts` (laid
-    /// out as y) for `gateBackwardFromKeptScalar`.
+    /// out as y) for `Gate.backwardFromKept`.
     public static func gateForwardKeepingSIMD(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>,
                                           _ ts: UnsafeMutablePointer<Float>, count: Int, offset: Int, total: Int) {
         var i = offset
@@ -132,16 +132,6 @@ public enum FastMath {
         }
     }
 
-    /// In place: `ts` holding t and s (from `gateForwardKeepingSIMD`) becomes dy:
-    /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s). No exp.
-    public static func gateBackwardFromKeptScalar(_ ts: UnsafeMutablePointer<Float>, _ dg: UnsafePointer<Float>,
-                                            count: Int, offset: Int, total: Int) {
-        for i in offset ..< offset + count {
-            let t = ts[i], s = ts[total + i], d = dg[i]
-            ts[i] = d * s * (1 - t * t)
-            ts[total + i] = d * t * s * (1 - s)
-        }
-    }
 
     /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s).
     public static func gateBackward(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,

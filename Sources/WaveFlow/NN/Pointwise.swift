@@ -131,13 +131,17 @@ public enum Gate {
             Threads.parallelFor(c) { ch in VectorKernels.gateBackwardKept(kf + ch * n, dgf + ch * n, count: n, total: c * n) }
             return
         }
-        let count = c * n
-        Threads.parallelFor(c) { ch in
-            for i in ch * n ..< (ch + 1) * n {
-                let t = kept[i], s = kept[count + i], d = dg[i]
-                kept[i] = d * s * (1 - t * t)
-                kept[count + i] = d * t * s * (1 - s)
-            }
+        Threads.parallelFor(c) { ch in backwardFromKept(kept + ch * n, dg + ch * n, count: n, total: c * n) }
+    }
+
+    /// The loop of `backward(kept:dg:channels:n:)` on one span: kept[i] = dg s (1 - t^2),
+    /// kept[total + i] = dg t s (1 - s), i < count. No exp. (Float64, and
+    /// Float32 where the C kernels do not run.)
+    static func backwardFromKept<T: Real>(_ kept: UnsafeMutablePointer<T>, _ dg: UnsafePointer<T>, count: Int, total: Int) {
+        for i in 0..<count {
+            let t = kept[i], s = kept[total + i], d = dg[i]
+            kept[i] = d * s * (1 - t * t)
+            kept[total + i] = d * t * s * (1 - s)
         }
     }
 

@@ -82,7 +82,7 @@ public enum VectorKernels {
         case .avx512bf16, .avx512: wf_gate_backward_kept_avx512(kept, dg, count, total)
         case .avx2: wf_gate_backward_kept_avx2(kept, dg, count, total)
         #endif
-        default: FastMath.gateBackwardFromKeptScalar(kept, dg, count: count, offset: 0, total: total)
+        default: Gate.backwardFromKept(kept, dg, count: count, total: total)
         }
     }
 
