@@ -104,7 +104,7 @@ struct Train: ParsableCommand {
             say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
                     + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample; "
                     + "\(matrixPrecision.description) products"
-                    + (matrixPrecision == .fp32 && WeightGradients.description != "OpenBLAS"
+                    + (matrixPrecision == .fp32 && WeightGradients.runOnOneDNN
                         ? " (weight gradients: \(WeightGradients.description))" : ""))
             let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
             let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment,

@@ -68,11 +68,14 @@ public enum WeightGradients {
         useOneDNN && !transA && transB && k >= 4096 && m >= 16 && n >= 16 && lda == k && ldb == k
     }
 
-    /// For `waveflow info` and the training log.
-    public static var description: String {
-        guard useOneDNN, case .success = OneDNN.shared else { return "OpenBLAS" }
-        return "oneDNN f32 matmul"
+    /// Whether weight gradients run on oneDNN in this process (allowed and loaded).
+    public static var runOnOneDNN: Bool {
+        guard useOneDNN, case .success = OneDNN.shared else { return false }
+        return true
     }
+
+    /// For `waveflow info` and the training log.
+    public static var description: String { runOnOneDNN ? "oneDNN f32 matmul" : "OpenBLAS" }
 }
 
 extension Double: Real {
