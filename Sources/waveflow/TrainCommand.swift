@@ -101,14 +101,15 @@ struct Train: ParsableCommand {
             if job.size > 1 {
                 say("data-parallel job: \(job.size) ranks (Open MPI), \(Threads.count) thread(s) each; rank 0 logs and checkpoints")
             }
-            say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup); "
+            say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup)"
+                    + (cfg.lpcOrder > 0 ? ", LPC front of order \(cfg.lpcOrder)" : "") + "; "
                     + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample; "
                     + "\(matrixPrecision.description) products"
                     + (matrixPrecision == .fp32 && WeightGradients.runOnOneDNN
                         ? " (weight gradients: \(WeightGradients.description))" : ""))
             let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
             let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment,
-                                       part: job.rank, of: job.size, loadValidation: root)
+                                       part: job.rank, of: job.size, loadValidation: root, front: model.front)
             for f in data.skipped { logLine(job.size > 1 ? "rank \(job.rank): skipped \(f.reason)" : "skipped \(f.reason)") }
             let minutes = Double(data.train.reduce(0) { $0 + $1.audio.count }) / Double(cfg.sampleRate) / 60
             say("corpus: \(data.train.count) training files\(job.size > 1 ? " in rank 0's part" : "") (\(String(format: "%.1f", minutes)) min), "

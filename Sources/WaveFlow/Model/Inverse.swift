@@ -153,7 +153,8 @@ extension WaveFlowModel {
         return x
     }
 
-    /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8).
+    /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8,
+    /// then the LPC front's synthesis filter of section 11 if there is one).
     public func synthesise(mel: [T], frames: Int, z: [T]) -> [T] {
         let h = config.nGroup, t = frames * config.hopLength, w = t / h
         precondition(z.count == t)
@@ -163,7 +164,15 @@ extension WaveFlowModel {
             let zk = permuteRows(x, config.permutation(k), batch: 1, width: w)
             x = invertFlow(k, z: zk, condition: condition, width: w)
         }
-        return unsqueezeAudio(x, batch: 1, width: w)
+        return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
+    }
+
+    /// x from the flows' output e through the LPC front's all-pole filter
+    /// (e itself when the model has no front).
+    func frontSynthesis(_ e: [T], mel: [T], frames: Int) -> [T] {
+        guard let front else { return e }
+        let env = front.envelope(logMel: mel.map { Float($0) }, frames: frames)
+        return front.synthesise(e.map { Float($0) }, envelope: env).map { T($0) }
     }
 
     /// The naive twin of `synthesise`: for every row, the whole network is
@@ -188,6 +197,6 @@ extension WaveFlowModel {
             }
             x = xk
         }
-        return unsqueezeAudio(x, batch: 1, width: w)
+        return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
     }
 }

@@ -20,11 +20,15 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// C, residual channels.
     public var channels = 64
     public var kernelSize = [3, 3]
+    /// p of the LPC front (MODEL-SPEC section 11); 0 = no front. Recorded
+    /// in the config JSON only when non-zero.
+    public var lpcOrder = 0
 
     enum CodingKeys: String, CodingKey {
         case sampleRate = "sample_rate", nFFT = "n_fft", hopLength = "hop_length", winLength = "win_length"
         case nMels = "n_mels", fmin, fmax, upsampleFactors = "upsample_factors", nGroup = "n_group"
         case nFlows = "n_flows", nLayers = "n_layers", channels, kernelSize = "kernel_size"
+        case lpcOrder = "lpc_order"
     }
 
     public init() {}
@@ -45,6 +49,18 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         nLayers = try c.decodeIfPresent(Int.self, forKey: .nLayers) ?? d.nLayers
         channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
         kernelSize = try c.decodeIfPresent([Int].self, forKey: .kernelSize) ?? d.kernelSize
+        lpcOrder = try c.decodeIfPresent(Int.self, forKey: .lpcOrder) ?? 0
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(sampleRate, forKey: .sampleRate); try c.encode(nFFT, forKey: .nFFT)
+        try c.encode(hopLength, forKey: .hopLength); try c.encode(winLength, forKey: .winLength)
+        try c.encode(nMels, forKey: .nMels); try c.encode(fmin, forKey: .fmin); try c.encode(fmax, forKey: .fmax)
+        try c.encode(upsampleFactors, forKey: .upsampleFactors); try c.encode(nGroup, forKey: .nGroup)
+        try c.encode(nFlows, forKey: .nFlows); try c.encode(nLayers, forKey: .nLayers)
+        try c.encode(channels, forKey: .channels); try c.encode(kernelSize, forKey: .kernelSize)
+        if lpcOrder != 0 { try c.encode(lpcOrder, forKey: .lpcOrder) }
     }
 
     /// The feature configuration the model is conditioned on.
@@ -94,6 +110,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         guard (1...8).contains(nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(nLayers)") }
         guard channels >= 1 else { throw WaveFlowError("channels must be positive") }
         guard kernelSize == [3, 3] else { throw WaveFlowError("kernel_size must be [3, 3]") }
+        guard (0...64).contains(lpcOrder), lpcOrder < nFFT / 2 else {
+            throw WaveFlowError("lpc_order must be 0 (no LPC front) to 64 and below n_fft/2, not \(lpcOrder)")
+        }
         guard !upsampleFactors.isEmpty, upsampleFactors.allSatisfy({ $0 >= 2 && $0 % 2 == 0 }),
               upsampleFactors.reduce(1, *) == hopLength else {
             throw WaveFlowError("upsample_factors \(upsampleFactors) must be even and multiply to hop_length \(hopLength)")
@@ -153,6 +172,12 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         var c32 = ModelConfig(); c32.channels = 32; c32.nFlows = 6; p["h16-c32"] = c32
         var c32k4 = ModelConfig(); c32k4.channels = 32; c32k4.nFlows = 4; p["h16-c32-k4"] = c32k4
         var tiny = ModelConfig(); tiny.channels = 8; tiny.nFlows = 2; tiny.nLayers = 3; p["tiny"] = tiny
+        // With the LPC front (MODEL-SPEC 11): the flows model the excitation.
+        for name in ["h16-c64", "h16-c48", "h16-c32", "tiny"] {
+            var c = p[name]!; c.lpcOrder = 16; p["lpc-" + name] = c
+        }
+        var h64 = c32; h64.nGroup = 64; h64.lpcOrder = 16; p["lpc-h64-c32"] = h64
+        var h32 = c32; h32.nGroup = 32; h32.lpcOrder = 16; p["lpc-h32-c32"] = h32
         return p
     }()
 

@@ -13,11 +13,15 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
     public let config: ModelConfig
     /// The inference tensors of MODEL-SPEC section 10, by name.
     public var params: ParameterSet<T>
+    /// The LPC front at the data end (MODEL-SPEC 11) when `lpc_order` > 0:
+    /// the flows then model its excitation, not the waveform.
+    public let front: LPCFront?
     /// Slope of the conditioner's leaky ReLU.
     public static var leakySlope: T { T(0.4) }
 
     public init(config: ModelConfig) {
         self.config = config
+        front = config.lpcOrder > 0 ? LPCFront(order: config.lpcOrder, mel: config.mel) : nil
         params = ParameterSet<T>()
         let c = config.channels, m = config.nMels
         for (u, f) in config.upsampleFactors.enumerated() {

@@ -45,7 +45,21 @@ public struct Utterance: Sendable {
     /// counts, loaded or not): data-parallel part p of n draws from the
     /// files with `trainIndex % n == p`.
     public var trainIndex = 0
+    /// With an LPC front: the excitation e of the whole file (MODEL-SPEC
+    /// 11, computed once at load from the file's own mel) and its envelope.
+    public var excitation: [Float]? = nil
+    public var envelope: LPCEnvelope? = nil
     public var frames: Int { mel.shape[1] }
+    /// What the flows model: the excitation with a front, else the audio.
+    public var flowSamples: [Float] { excitation ?? audio }
+
+    /// Adds the front's excitation and envelope (nothing without a front).
+    mutating func analyse(with front: LPCFront?) {
+        guard let front else { return }
+        let env = front.envelope(logMel: mel.values, frames: frames)
+        excitation = front.analyse(audio, envelope: env)
+        envelope = env
+    }
 }
 
 /// A training corpus: utterances loaded, split into training and validation.
@@ -76,9 +90,11 @@ public struct Corpus: Sendable {
     /// training files of part `part` are loaded (those whose training-list
     /// index is `part` modulo `parts`), and the validation files only if
     /// `loadValidation`.
+    ///
+    /// With an LPC `front`, each file's excitation is computed once here.
     public static func load(folder: String, config: MelConfig, cache: FeatureCache?, minSamples: Int,
                             maxValidation: Int = 8, part: Int = 0, of parts: Int = 1,
-                            loadValidation: Bool = true) throws -> Corpus {
+                            loadValidation: Bool = true, front: LPCFront? = nil) throws -> Corpus {
         let files = try AudioFile.list(in: folder)
         guard files.count >= 2 else {
             throw WaveFlowError("need at least 2 audio files (one is held out for validation), found \(files.count)", path: folder)
@@ -109,7 +125,9 @@ public struct Corpus: Sendable {
                             m = try mel.compute(audio.samples)
                             cache?.store(m!, for: path, config: config)
                         }
-                        o[i] = Utterance(path: path, audio: audio.samples, mel: m!, trainIndex: index)
+                        var u = Utterance(path: path, audio: audio.samples, mel: m!, trainIndex: index)
+                        u.analyse(with: front)
+                        o[i] = u
                     } catch {
                         f[i] = FileFailure(path: path, reason: error.describe(at: path))
                     }
@@ -126,18 +144,28 @@ public struct Corpus: Sendable {
     }
 }
 
-/// A batch of frame-aligned segments: audio [B, S] and mel [B, M, S/hop].
+/// A batch of frame-aligned segments: the flows' input [B, S] (audio, or
+/// with an LPC front its excitation) and mel [B, M, S/hop].
 public struct Batch {
     public var audio: [Float]
     public var mel: [Float]
     public var batch: Int
     public var frames: Int
+    /// [B] nats/sample added to each item's flow NLL: the LPC front's mean
+    /// log-gain over the segment (zeros without a front).
+    public var nllOffset: [Double]
+
+    public init(audio: [Float], mel: [Float], batch: Int, frames: Int, nllOffset: [Double]? = nil) {
+        self.audio = audio; self.mel = mel; self.batch = batch; self.frames = frames
+        self.nllOffset = nllOffset ?? [Double](repeating: 0, count: batch)
+    }
 
     /// Items of shard i when the batch is split into n nearly equal parts.
     public func shard(_ i: Int, of n: Int) -> Batch {
         let lo = batch * i / n, hi = batch * (i + 1) / n
         let a = audio.count / batch, m = mel.count / batch
-        return Batch(audio: Array(audio[lo * a ..< hi * a]), mel: Array(mel[lo * m ..< hi * m]), batch: hi - lo, frames: frames)
+        return Batch(audio: Array(audio[lo * a ..< hi * a]), mel: Array(mel[lo * m ..< hi * m]), batch: hi - lo, frames: frames,
+                     nllOffset: Array(nllOffset[lo..<hi]))
     }
 }
 
@@ -158,7 +186,8 @@ extension Corpus {
     /// The whole batch drawn as `parts` parts (see ``samplePart``).
     public func sampleBatch(parts: Int, batch: Int, segment: Int, hop: Int, seed: UInt64) -> Batch {
         let pieces = (0..<parts).map { samplePart($0, of: parts, batch: batch, segment: segment, hop: hop, seed: seed) }
-        return Batch(audio: pieces.flatMap(\.audio), mel: pieces.flatMap(\.mel), batch: batch, frames: pieces[0].frames)
+        return Batch(audio: pieces.flatMap(\.audio), mel: pieces.flatMap(\.mel), batch: batch, frames: pieces[0].frames,
+                     nllOffset: pieces.flatMap(\.nllOffset))
     }
 
     /// Draws `batch` random segments of `segment` samples (a multiple of hop)
@@ -169,6 +198,7 @@ extension Corpus {
         let m = files[0].mel.shape[0]
         var audio = [Float](repeating: 0, count: batch * segment)
         var mel = [Float](repeating: 0, count: batch * m * frames)
+        var offsets = [Double](repeating: 0, count: batch)
         // Longer utterances are drawn more often (proportional to length).
         let total = files.reduce(0) { $0 + $1.audio.count }
         for b in 0..<batch {
@@ -179,7 +209,8 @@ extension Corpus {
             let f0 = rng.int(below: maxFrame + 1)
             let s0 = f0 * hop
             let n = min(segment, utt.audio.count - s0)
-            audio.replaceSubrange(b * segment ..< b * segment + n, with: utt.audio[s0 ..< s0 + n])
+            audio.replaceSubrange(b * segment ..< b * segment + n, with: utt.flowSamples[s0 ..< s0 + n])
+            if let env = utt.envelope { offsets[b] = env.logGainSum(samples: s0 ..< s0 + n) / Double(segment) }
             for mi in 0..<m {
                 for f in 0..<frames {
                     let src = min(f0 + f, utt.frames - 1)
@@ -187,6 +218,6 @@ extension Corpus {
                 }
             }
         }
-        return Batch(audio: audio, mel: mel, batch: batch, frames: frames)
+        return Batch(audio: audio, mel: mel, batch: batch, frames: frames, nllOffset: offsets)
     }
 }

@@ -15,7 +15,31 @@ public enum Scorer {
         let h = model.config.nGroup
         let t = samples.count / h * h
         guard t >= h else { throw WaveFlowError("audio too short to score") }
-        let s = model.forward(audio: Array(samples[0..<t]), mel: m.values, batch: 1, frames: m.shape[1], keepCache: false)
-        return Double(s.nll[0])
+        return flowInput(samples: samples, logMel: m.values, frames: m.shape[1], model: model).nll(first: t, model: model)
+    }
+
+    /// What the flows score for audio with log-mel `[M, F]`: the audio itself,
+    /// or with an LPC front its excitation e and the front's constant.
+    public struct FlowInput {
+        public var values: [Float]
+        public var logMel: [Float]
+        public var frames: Int
+        /// The envelope of the LPC front (nil without one).
+        public var envelope: LPCEnvelope?
+
+        /// NLL (nats/sample of x) of the first `t` samples (t a multiple of h):
+        /// the flows' NLL of e plus the mean log-gain of the front.
+        public func nll(first t: Int, model: WaveFlowModel<Float>) -> Double {
+            let s = model.forward(audio: Array(values[0..<t]), mel: logMel, batch: 1, frames: frames, keepCache: false)
+            let front = envelope.map { $0.logGainSum(samples: 0..<t) / Double(t) } ?? 0
+            return Double(s.nll[0]) + front
+        }
+    }
+
+    /// The flows' input for `samples` (see ``FlowInput``).
+    public static func flowInput(samples: [Float], logMel: [Float], frames: Int, model: WaveFlowModel<Float>) -> FlowInput {
+        guard let front = model.front else { return FlowInput(values: samples, logMel: logMel, frames: frames) }
+        let env = front.envelope(logMel: logMel, frames: frames)
+        return FlowInput(values: front.analyse(samples, envelope: env), logMel: logMel, frames: frames, envelope: env)
     }
 }

@@ -228,7 +228,7 @@ public final class Trainer {
             model.params.zeroGrad()
             let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames)
             model.backward(state)
-            return state.nll.reduce(0) { $0 + Double($1) } / Double(batch.batch)
+            return (state.nll.reduce(0) { $0 + Double($1) } + batch.nllOffset.reduce(0, +)) / Double(batch.batch)
         }
         let reps = syncedReplicas(shards)
         for r in reps { r.params.zeroGrad() }
@@ -240,7 +240,7 @@ public final class Trainer {
                 let part = parts[i], m = reps[i]
                 let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames)
                 m.backward(state)
-                out[i] = state.nll.reduce(0) { $0 + Double($1) }
+                out[i] = state.nll.reduce(0) { $0 + Double($1) } + part.nllOffset.reduce(0, +)
             }
         }
         // Each replica holds the gradient of its shard's mean; the batch mean
@@ -274,8 +274,8 @@ public final class Trainer {
                     let frames = min(u.frames, (t + hop - 1) / hop)
                     var mel = [Float](repeating: 0, count: m * frames)
                     for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
-                    let s = reps[wk].forward(audio: Array(u.audio[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
-                    o[i] = Double(s.nll[0])
+                    let s = reps[wk].forward(audio: Array(u.flowSamples[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
+                    o[i] = Double(s.nll[0]) + (u.envelope.map { $0.logGainSum(samples: 0..<t) / Double(t) } ?? 0)
                     i += workers
                 }
             }
