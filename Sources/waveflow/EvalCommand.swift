@@ -2,15 +2,25 @@ import ArgumentParser
 import Foundation
 import WaveFlow
 
-/// `waveflow eval CHECKPOINT AUDIO...`: NLL and copy-synthesis quality.
+/// `waveflow eval CHECKPOINT AUDIO...`: NLL and copy-synthesis quality
+/// beside the no-learning baselines.
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score files and measure copy-synthesis quality (audio -> mel -> audio -> mel).")
+        abstract: "Score files and measure copy-synthesis quality (audio -> mel -> audio) beside two baselines.",
+        discussion: """
+            For each file: the NLL (nats/sample); then, for the model's copy synthesis and for two \
+            vocoders with no learning computed from the same mel (noise-excited LPC of order 16, \
+            Griffin-Lim with 32 iterations): mel_l1 (mean |log-mel difference|), lsd8k (multi-resolution \
+            STFT log-magnitude distance up to 8 kHz, FFT 512/1024/2048, hop n/4), mr_stft (spectral \
+            convergence + log-magnitude over all bins), rms (RMS ratio to the original); rtf is the \
+            model's real-time factor. --report DIR writes an HTML page with spectrograms and players.
+            """)
 
     @Argument(help: "Checkpoint (.safetensors).") var checkpoint: String
     @Argument(help: "Audio files (or one folder).") var audio: [String]
     @Option(help: "Temperature of the synthesis.") var sigma = Synth.defaultSigma
-    @Option(help: "Seed of the latent noise.") var seed: UInt64 = 0
+    @Option(help: "Seed of the latent noise (and of the baselines' noise and phase).") var seed: UInt64 = 0
+    @Option(help: "Write report.html, spectrogram PNGs and WAVs to this folder.") var report: String?
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -22,14 +32,22 @@ struct Eval: ParsableCommand {
             if audio.count == 1, FileManager.default.fileExists(atPath: audio[0], isDirectory: &isDir), isDir.boolValue {
                 files = try AudioFile.list(in: audio[0])
             }
-            print("file\tnll\tmel_l1\tmr_stft\trtf")
+            if let report { try makeDirectory(report) }
+            print("file\tnll\tmel_l1\tlsd8k\tmr_stft\trms\trtf\tlpc_mel_l1\tlpc_lsd8k\tlpc_rms\tgl_mel_l1\tgl_lsd8k\tgl_rms")
             var results: [EvaluationResult] = []
             var failed = 0
             for f in files {
                 do {
-                    let r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed)
+                    var r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed, keepAudio: report != nil)
+                    print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.4f\t%.4f\t%.3f\t%.4f\t%.4f\t%.3f", f, r.nll,
+                                 r.model.melDistance, r.model.logSpectralDistance, r.model.stftDistance, r.model.rmsRatio,
+                                 r.realTimeFactor, r.lpc.melDistance, r.lpc.logSpectralDistance, r.lpc.rmsRatio,
+                                 r.griffinLim.melDistance, r.griffinLim.logSpectralDistance, r.griffinLim.rmsRatio))
+                    if let report {
+                        try EvaluationReport.writeFiles(for: r, index: results.count, config: ck.config, to: report)
+                        r.audio = [:]
+                    }
                     results.append(r)
-                    print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.3f", f, r.nll, r.melDistance, r.stftDistance, r.realTimeFactor))
                 } catch {
                     failed += 1
                     logLine("waveflow: error: \(error.describe(at: f))")
@@ -37,9 +55,24 @@ struct Eval: ParsableCommand {
             }
             if !results.isEmpty {
                 let n = Double(results.count)
-                print(String(format: "mean (%d files, sigma %.2f)\t%.4f\t%.4f\t%.4f\t%.3f", results.count, sigma,
-                             results.map(\.nll).reduce(0, +) / n, results.map(\.melDistance).reduce(0, +) / n,
-                             results.map(\.stftDistance).reduce(0, +) / n, results.map(\.realTimeFactor).reduce(0, +) / n))
+                func mean(_ k: (EvaluationResult) -> Double) -> Double { results.map(k).reduce(0, +) / n }
+                print(String(format: "mean (%d files, sigma %.2f)\t%.4f\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.4f\t%.4f\t%.3f\t%.4f\t%.4f\t%.3f",
+                             results.count, sigma, mean(\.nll), mean(\.model.melDistance), mean(\.model.logSpectralDistance),
+                             mean(\.model.stftDistance), mean(\.model.rmsRatio), mean(\.realTimeFactor),
+                             mean(\.lpc.melDistance), mean(\.lpc.logSpectralDistance), mean(\.lpc.rmsRatio),
+                             mean(\.griffinLim.melDistance), mean(\.griffinLim.logSpectralDistance), mean(\.griffinLim.rmsRatio)))
+                print("")
+                print("system\tmel_l1\tlsd8k\tmr_stft\trms")
+                for (name, k) in [("model", \EvaluationResult.model), ("noise-excited LPC", \EvaluationResult.lpc),
+                                  ("Griffin-Lim 32", \EvaluationResult.griffinLim)] {
+                    print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.3f", name, mean { $0[keyPath: k].melDistance },
+                                 mean { $0[keyPath: k].logSpectralDistance }, mean { $0[keyPath: k].stftDistance },
+                                 mean { $0[keyPath: k].rmsRatio }))
+                }
+                if let report {
+                    let page = try EvaluationReport.writePage(results, checkpoint: checkpoint, sigma: sigma, to: report)
+                    logLine("wrote \(page)")
+                }
             }
             if failed > 0 { throw ExitCode.failure }
         }
