@@ -21,6 +21,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Temperature of the synthesis.") var sigma = Synth.defaultSigma
     @Option(help: "Seed of the latent noise (and of the baselines' noise and phase).") var seed: UInt64 = 0
     @Option(help: "Write report.html, spectrogram PNGs and WAVs to this folder.") var report: String?
+    @Flag(inversion: .prefixedNo, help: "Also score the two baselines (--no-baselines: the model only, faster).")
+    var baselines = true
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -38,7 +40,8 @@ struct Eval: ParsableCommand {
             var failed = 0
             for f in files {
                 do {
-                    var r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed, keepAudio: report != nil)
+                    var r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed, baselines: baselines,
+                                                   keepAudio: report != nil)
                     print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.4f\t%.4f\t%.3f\t%.4f\t%.4f\t%.3f", f, r.nll,
                                  r.model.melDistance, r.model.logSpectralDistance, r.model.stftDistance, r.model.rmsRatio,
                                  r.realTimeFactor, r.lpc.melDistance, r.lpc.logSpectralDistance, r.lpc.rmsRatio,

@@ -128,6 +128,13 @@ final class LPCFrontTests: XCTestCase {
         let back = try Checkpoint.load(path)
         XCTAssertEqual(back.config.lpcOrder, 4)
         XCTAssertNotNil(back.model.front)
+        // A family this build does not implement is refused, not misread.
+        let foreign = dir + "/glow.safetensors"
+        try Checkpoint.save(model: ModelTests.randomModel(cfg, seed: 2), extra: ["family": "waveglow"], to: foreign)
+        assertFails(["glow.safetensors", "family", "waveglow"]) { try Checkpoint.load(foreign) }
+        let explicit = dir + "/flow.safetensors"
+        try Checkpoint.save(model: ModelTests.randomModel(cfg, seed: 2), extra: ["family": "waveflow"], to: explicit)
+        XCTAssertNoThrow(try Checkpoint.load(explicit))
         cfg.lpcOrder = 16 // n_fft 32: order must stay below 16
         assertFails(["lpc_order"]) { try cfg.validate() }
         cfg.lpcOrder = -1

@@ -86,8 +86,9 @@ public enum Evaluator {
 
     /// NLL and copy-synthesis figures for one file, for the model and both
     /// baselines (all from the same mel, the baselines' noise from `seed`).
+    /// Without `baselines` their scores are NaN (faster: a training curve).
     public static func evaluate(file path: String, model: WaveFlowModel<Float>, sigma: Double, seed: UInt64,
-                                keepAudio: Bool = false) throws -> EvaluationResult {
+                                baselines: Bool = true, keepAudio: Bool = false) throws -> EvaluationResult {
         let cfg = model.config
         let mel = try MelSpectrogram(config: cfg.mel)
         let audio = try AudioFile.read(path, sampleRate: cfg.sampleRate)
@@ -98,15 +99,18 @@ public enum Evaluator {
             let t0 = Date()
             let synth = try Synthesizer(model: model).synthesise(mel: m, z: z)
             let elapsed = Date().timeIntervalSince(t0)
-            let lpc = Baselines.noiseExcitedLPC(logMel: m, config: cfg.mel, order: 16, seed: seed)
-            let gl = try Baselines.griffinLim(logMel: m, config: cfg.mel, iterations: 32, seed: seed)
+            let none = CopySynthesisScores(melDistance: .nan, logSpectralDistance: .nan, stftDistance: .nan, rmsRatio: .nan)
             var result = EvaluationResult(
-                path: path, nll: nll,
-                model: try scores(original: audio.samples, synthesised: synth, mel: mel),
-                lpc: try scores(original: audio.samples, synthesised: lpc, mel: mel),
-                griffinLim: try scores(original: audio.samples, synthesised: gl, mel: mel),
-                realTimeFactor: elapsed / (Double(synth.count) / Double(cfg.sampleRate)))
-            if keepAudio { result.audio = ["original": audio.samples, "model": synth, "lpc": lpc, "griffin-lim": gl] }
+                path: path, nll: nll, model: try scores(original: audio.samples, synthesised: synth, mel: mel),
+                lpc: none, griffinLim: none, realTimeFactor: elapsed / (Double(synth.count) / Double(cfg.sampleRate)))
+            if keepAudio { result.audio = ["original": audio.samples, "model": synth] }
+            if baselines {
+                let lpc = Baselines.noiseExcitedLPC(logMel: m, config: cfg.mel, order: 16, seed: seed)
+                let gl = try Baselines.griffinLim(logMel: m, config: cfg.mel, iterations: 32, seed: seed)
+                result.lpc = try scores(original: audio.samples, synthesised: lpc, mel: mel)
+                result.griffinLim = try scores(original: audio.samples, synthesised: gl, mel: mel)
+                if keepAudio { result.audio["lpc"] = lpc; result.audio["griffin-lim"] = gl }
+            }
             return result
         } catch let e as WaveFlowError { throw e.at(path) }
     }

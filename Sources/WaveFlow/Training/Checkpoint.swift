@@ -28,6 +28,9 @@ public struct Checkpoint {
               let configObject = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
             throw fail("metadata 'config' is missing or not a JSON object")
         }
+        if let family = configObject["family"], (family as? String) != "waveflow" {
+            throw fail("model family \(family) is not supported by this build (it reads \"waveflow\")")
+        }
         let config: ModelConfig
         do { config = try JSONDecoder().decode(ModelConfig.self, from: configData) } catch {
             throw fail("metadata 'config' has a value of the wrong type")
