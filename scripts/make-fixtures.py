@@ -63,6 +63,10 @@ open(path("empty.wav"), "wb").write(b"")
 sox("-n", "-r", "22050", "-b", "16", path("zero_length.wav"), "trim", "0", "0")
 full = open(path("sine_pcm16.wav"), "rb").read()
 open(path("truncated.wav"), "wb").write(full[: len(full) // 2])
+# A cut-off Ogg Vorbis stream (past its headers): libsndfile 1.2.0 reports its
+# length as INT64_MAX.
+clip = open(os.path.join(audio_dir, "tank__sv-v-chtel.ogg"), "rb").read()
+open(path("truncated.ogg"), "wb").write(clip[:8000])
 
 # --- Mel spectrograms from librosa ---------------------------------------
 def mel(y, sr, n_fft, hop, win, n_mels, fmin, fmax):

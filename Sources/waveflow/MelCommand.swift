@@ -38,7 +38,8 @@ struct Mel: ParsableCommand {
             let spec = try MelSpectrogram(config: mel.config)
             var isDir: ObjCBool = false
             if FileManager.default.fileExists(atPath: input, isDirectory: &isDir), isDir.boolValue {
-                let (done, failures) = try BatchMel.run(input: input, output: output, mel: spec)
+                let (done, failures, renamed) = try BatchMel.run(input: input, output: output, mel: spec)
+                for (path, target) in renamed { logLine("waveflow: \(path) shares its name with another audio file: wrote \(target)") }
                 print("wrote \(done) mel files to \(output)")
                 if !failures.isEmpty {
                     for f in failures { logLine("waveflow: error: \(f.reason)") }
@@ -46,6 +47,7 @@ struct Mel: ParsableCommand {
                     throw ExitCode.failure
                 }
             } else {
+                try AtomicFile.checkDistinct(output: output, from: [input])
                 let m = try spec.compute(file: input)
                 try NPY.write(m, to: output)
                 print("\(output): \(m.shape[0]) mels x \(m.shape[1]) frames")

@@ -100,6 +100,8 @@ struct Synth: ParsableCommand {
                     throw ExitCode.failure
                 }
             } else {
+                try AtomicFile.checkDistinct(output: output, from: [input] + (noise.map { [$0] } ?? []))
+                try AtomicFile.checkReplaceable(output)
                 let mel: NPYArray
                 do { mel = try synth.validated(try NPY.read(input), transpose: transpose) } catch let e as WaveFlowError { throw e.at(input) }
                 let t = mel.shape[1] * ck.config.hopLength
@@ -107,6 +109,9 @@ struct Synth: ParsableCommand {
                 if let noise {
                     z = try NPY.read(noise).values
                     guard z.count == t else { throw WaveFlowError("noise has \(z.count) values, frames*hop is \(t)", path: noise) }
+                    if let i = z.firstIndex(where: { !$0.isFinite }) {
+                        throw WaveFlowError("noise value \(i) is not finite", path: noise)
+                    }
                 } else {
                     z = Synthesizer.noise(count: t, sigma: sigma, seed: seed)
                 }

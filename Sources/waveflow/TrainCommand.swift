@@ -19,8 +19,8 @@ struct Train: ParsableCommand {
         """)
 
     @Argument(help: "Folder of audio files (searched recursively).") var corpus: String
-    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file.")
-    var config = "h16-c32"
+    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file (default: h16-c32; with --resume, the run's own).")
+    var config: String?
     @Option(help: "Train until this step.") var steps: Int?
     @Option(help: "Segments per batch (default 8).") var batch: Int?
     @Option(help: "Segment length in samples (default 16384).") var segment: Int?
@@ -40,6 +40,9 @@ struct Train: ParsableCommand {
             if let v, v < 1 { throw ValidationError("\(name) must be positive") }
         }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+        guard !runName.isEmpty, !runName.contains("/"), runName != ".", runName != ".." else {
+            throw ValidationError("--run must be a plain name (a folder directly under --checkpoints), not '\(runName)'")
+        }
     }
 
     func run() throws {
@@ -69,7 +72,26 @@ struct Train: ParsableCommand {
             var trainState: [String: Tensor] = [:]
             if resume {
                 let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
-                let ck = try Checkpoint.load(latest)
+                guard FileManager.default.fileExists(atPath: latest) else {
+                    throw WaveFlowError("no run to resume here (no latest.safetensors); start it without --resume", path: runFolder)
+                }
+                let ck: Checkpoint
+                do { ck = try Checkpoint.load(latest) } catch {
+                    let older = listFiles(in: runFolder) { ($0 as NSString).lastPathComponent.hasPrefix("step-") }.sorted()
+                    let hint = older.isEmpty ? "" : " (older checkpoints: \(older.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")); "
+                        + "point latest.safetensors at one of them to resume from it)"
+                    throw WaveFlowError(error.describe(at: latest) + hint)
+                }
+                guard ck.trainTensors["train.adam.m"] != nil else {
+                    throw WaveFlowError("has no training state (an inference-only file): cannot resume from it", path: latest)
+                }
+                if let config {
+                    let asked = try ModelConfig.named(config)
+                    guard asked == ck.config else {
+                        throw WaveFlowError("--config \(config) differs from the run's model (\(ck.config.json)); "
+                                            + "resume without --config, or start a new --run")
+                    }
+                }
                 model = ck.model
                 trainState = ck.trainTensors
                 if let saved = ck.configJSON["training"] as? [String: Any],
@@ -82,7 +104,7 @@ struct Train: ParsableCommand {
                 if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
                     throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: runFolder)
                 }
-                let cfg = try ModelConfig.named(config)
+                let cfg = try ModelConfig.named(config ?? "h16-c32")
                 model = WaveFlowModel<Float>(config: cfg)
                 model.initialise(seed: seed ?? options.seed)
             }
@@ -127,15 +149,20 @@ struct Train: ParsableCommand {
             try trainer.run(corpus: data)
             let best = trainer.bestValidation.isFinite
                 ? "best validation NLL \(String(format: "%.4f", trainer.bestValidation)) nats/sample" : "not validated yet"
+            if trainingStopRequested != 0 {
+                // Interrupted (the checkpoint is saved): the shell's convention, 128 + signal.
+                throw ExitCode(128 + trainingStopRequested)
+            }
             say("done at step \(trainer.step); \(best); checkpoints in \(runFolder)")
         }
     }
 }
 
-/// Ctrl-C and SIGTERM ask the training loop to save and stop.
+/// Ctrl-C and SIGTERM ask the training loop to save and stop; the signal's
+/// number is kept for the exit status.
 func installStopHandlers() {
-    signal(SIGINT) { _ in trainingStopRequested = 1 }
-    signal(SIGTERM) { _ in trainingStopRequested = 1 }
+    signal(SIGINT) { sig in trainingStopRequested = sig }
+    signal(SIGTERM) { sig in trainingStopRequested = sig }
 }
 
 /// `waveflow score CHECKPOINT AUDIO...`: NLL per file and the mean.

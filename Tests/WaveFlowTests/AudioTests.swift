@@ -87,6 +87,16 @@ final class AudioTests: XCTestCase {
         assertFails(["truncated.wav", "truncated"]) { try AudioFile.read(fixture("truncated.wav")) }
     }
 
+    /// A cut-off Ogg Vorbis stream, whose length libsndfile reports as
+    /// INT64_MAX, is read in bounded chunks: what it holds, no crash.
+    func testTruncatedOggReadsWhatItHolds() throws {
+        let cut = try AudioFile.read(fixture("truncated.ogg"))
+        let whole = try AudioFile.read(exampleAudio("tank__sv-v-chtel.ogg"))
+        XCTAssertGreaterThan(cut.samples.count, 0)
+        XCTAssertLessThan(cut.samples.count, whole.samples.count)
+        XCTAssertEqual(cut.samples, Array(whole.samples[0 ..< cut.samples.count]))
+    }
+
     func testWritingIntoMissingFolderFails() {
         assertFails(["/nonexistent/dir", "does not exist"]) {
             try AudioFile.write(Audio(samples: [0], sampleRate: 8000), to: "/nonexistent/dir/x.wav")

@@ -87,7 +87,7 @@ final class MelTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/in/sub", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: fixture("sine_pcm16.wav"), toPath: dir + "/in/sub/a.wav")
         try FileManager.default.copyItem(atPath: fixture("not_audio.wav"), toPath: dir + "/in/b.wav")
-        let (done, failures) = try BatchMel.run(input: dir + "/in", output: dir + "/out", mel: try MelSpectrogram())
+        let (done, failures, _) = try BatchMel.run(input: dir + "/in", output: dir + "/out", mel: try MelSpectrogram())
         XCTAssertEqual(done, 1)
         XCTAssertEqual(failures.count, 1)
         XCTAssertTrue(failures[0].reason.contains("b.wav"))

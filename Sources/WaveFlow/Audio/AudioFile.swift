@@ -27,6 +27,12 @@ public enum SampleFormat: String, CaseIterable, Sendable {
 /// Vorbis, AIFF and everything else it reads).
 public enum AudioFile {
     /// File name endings treated as audio when a folder is scanned.
+    /// Frames decoded per libsndfile call.
+    static let readChunkFrames = 1 << 16
+    /// The longest file read: 2^31 frames (27 hours at 22.05 kHz).
+    static let maxFrames = 1 << 31
+    /// More channels than this is a corrupt header.
+    static let maxChannels = 1024
     public static let extensions: Set<String> = ["wav", "flac", "ogg", "oga", "aiff", "aif", "aifc", "au", "snd", "caf", "w64", "opus", "mp3"]
 
     /// Reads `path`, averages its channels to mono and, if `sampleRate` is
@@ -44,24 +50,40 @@ public enum AudioFile {
         }
         defer { sf_close(file) }
         let channels = Int(info.channels)
-        let frames = Int(info.frames)
-        guard channels > 0, info.samplerate > 0 else {
-            throw WaveFlowError("audio header is invalid", path: path)
+        guard channels > 0, channels <= maxChannels, info.samplerate > 0 else {
+            throw WaveFlowError("audio header is invalid (\(info.channels) channels, \(info.samplerate) Hz)", path: path)
         }
-        guard frames > 0 else { throw WaveFlowError("audio file holds no samples", path: path) }
+        // The frame count in the header is a claim, not a fact: for a cut-off
+        // Ogg Vorbis file libsndfile 1.2.0 reports INT64_MAX. Read in bounded
+        // chunks until the decoder stops, and compare afterwards.
+        let claimed = Int(info.frames)
         if let (promised, present) = truncatedDataChunk(file) {
             throw WaveFlowError("truncated: header promises \(promised) bytes of audio, file holds \(present)", path: path)
         }
         // Float samples of integer files are scaled to [-1, 1] (16-bit PCM / 32768).
-        var interleaved = [Float](repeating: 0, count: frames * channels)
-        let got = interleaved.withUnsafeMutableBufferPointer {
-            Int(sf_readf_float(file, $0.baseAddress, sf_count_t(frames)))
+        var interleaved = [Float]()
+        var chunk = [Float](repeating: 0, count: readChunkFrames * channels)
+        while true {
+            let got = chunk.withUnsafeMutableBufferPointer {
+                Int(sf_readf_float(file, $0.baseAddress, sf_count_t(readChunkFrames)))
+            }
+            if got <= 0 { break }
+            guard interleaved.count / channels + got <= maxFrames else {
+                throw WaveFlowError("longer than \(maxFrames) frames: not read", path: path)
+            }
+            interleaved += chunk[0 ..< got * channels]
         }
-        if sf_error(file) != 0 && got == 0 {
-            throw WaveFlowError("cannot decode audio (\(String(cString: sf_strerror(file))))", path: path)
+        let frames = interleaved.count / channels
+        if frames == 0 {
+            if sf_error(file) != 0 {
+                throw WaveFlowError("cannot decode audio (\(String(cString: sf_strerror(file))))", path: path)
+            }
+            throw WaveFlowError("audio file holds no samples", path: path)
         }
-        guard got == frames else {
-            throw WaveFlowError("truncated: \(got) of \(frames) frames readable", path: path)
+        // A plausible claim that was not met is a truncated file; an absurd one
+        // (a cut-off stream's unknown length) is not a promise.
+        if claimed > frames && claimed <= maxFrames {
+            throw WaveFlowError("truncated: \(frames) of \(claimed) frames readable", path: path)
         }
         var mono: [Float]
         if channels == 1 {

@@ -70,8 +70,10 @@ public enum NPY {
         guard shape.count == 1 || shape.count == 2 else {
             throw WaveFlowError("expected a 1-D or 2-D array, found shape \(shape)")
         }
-        let count = shape.reduce(1, *)
         let body = headerStart + headerLength
+        guard let count = elementCount(shape), count <= (bytes.count - body) else {
+            throw WaveFlowError("shape \(shape) holds more values than the file's \(bytes.count - body) data bytes")
+        }
         let width: Int
         switch descr.dropFirst() {
         case "f4": width = 4

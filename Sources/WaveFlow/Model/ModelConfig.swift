@@ -106,14 +106,14 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try mel.validate()
         guard [8, 16, 32, 64, 128].contains(nGroup) else { throw WaveFlowError("n_group must be 8, 16, 32, 64 or 128, not \(nGroup)") }
         guard hopLength % nGroup == 0 else { throw WaveFlowError("n_group \(nGroup) must divide hop_length \(hopLength)") }
-        guard nFlows >= 2, nFlows % 2 == 0 else { throw WaveFlowError("n_flows must be even and positive, not \(nFlows)") }
+        guard (2...64).contains(nFlows), nFlows % 2 == 0 else { throw WaveFlowError("n_flows must be even, 2 to 64, not \(nFlows)") }
         guard (1...8).contains(nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(nLayers)") }
-        guard channels >= 1 else { throw WaveFlowError("channels must be positive") }
+        guard (1...1024).contains(channels) else { throw WaveFlowError("channels must be 1 to 1024, not \(channels)") }
         guard kernelSize == [3, 3] else { throw WaveFlowError("kernel_size must be [3, 3]") }
         guard (0...64).contains(lpcOrder), lpcOrder < nFFT / 2 else {
             throw WaveFlowError("lpc_order must be 0 (no LPC front) to 64 and below n_fft/2, not \(lpcOrder)")
         }
-        guard !upsampleFactors.isEmpty, upsampleFactors.allSatisfy({ $0 >= 2 && $0 % 2 == 0 }),
+        guard (1...8).contains(upsampleFactors.count), upsampleFactors.allSatisfy({ $0 >= 2 && $0 <= hopLength && $0 % 2 == 0 }),
               upsampleFactors.reduce(1, *) == hopLength else {
             throw WaveFlowError("upsample_factors \(upsampleFactors) must be even and multiply to hop_length \(hopLength)")
         }

@@ -23,25 +23,33 @@ public final class WaveFlowModel<T: Real>: @unchecked Sendable {
         self.config = config
         front = config.lpcOrder > 0 ? LPCFront(order: config.lpcOrder, mel: config.mel) : nil
         params = ParameterSet<T>()
+        for (name, shape) in Self.tensorShapes(config) { params.add(name, shape) }
+    }
+
+    /// The inference tensors of MODEL-SPEC section 10 for `config`, in arena
+    /// order: what a checkpoint must hold (checked before anything is allocated).
+    public static func tensorShapes(_ config: ModelConfig) -> [(String, [Int])] {
         let c = config.channels, m = config.nMels
+        var out: [(String, [Int])] = []
         for (u, f) in config.upsampleFactors.enumerated() {
-            params.add("upsample.\(u).weight", [1, 1, 3, 2 * f])
-            params.add("upsample.\(u).bias", [1])
+            out.append(("upsample.\(u).weight", [1, 1, 3, 2 * f]))
+            out.append(("upsample.\(u).bias", [1]))
         }
         for k in 0..<config.nFlows {
-            params.add("flows.\(k).input.weight", [c, 1, 1, 1])
-            params.add("flows.\(k).input.bias", [c])
+            out.append(("flows.\(k).input.weight", [c, 1, 1, 1]))
+            out.append(("flows.\(k).input.bias", [c]))
             for l in 0..<config.nLayers {
-                params.add("flows.\(k).layers.\(l).conv.weight", [2 * c, c, 3, 3])
-                params.add("flows.\(k).layers.\(l).conv.bias", [2 * c])
-                params.add("flows.\(k).layers.\(l).cond.weight", [2 * c, m, 1, 1])
-                params.add("flows.\(k).layers.\(l).cond.bias", [2 * c])
-                params.add("flows.\(k).layers.\(l).out.weight", [2 * c, c, 1, 1])
-                params.add("flows.\(k).layers.\(l).out.bias", [2 * c])
+                out.append(("flows.\(k).layers.\(l).conv.weight", [2 * c, c, 3, 3]))
+                out.append(("flows.\(k).layers.\(l).conv.bias", [2 * c]))
+                out.append(("flows.\(k).layers.\(l).cond.weight", [2 * c, m, 1, 1]))
+                out.append(("flows.\(k).layers.\(l).cond.bias", [2 * c]))
+                out.append(("flows.\(k).layers.\(l).out.weight", [2 * c, c, 1, 1]))
+                out.append(("flows.\(k).layers.\(l).out.bias", [2 * c]))
             }
-            params.add("flows.\(k).output.weight", [2, c, 1, 1])
-            params.add("flows.\(k).output.bias", [2])
+            out.append(("flows.\(k).output.weight", [2, c, 1, 1]))
+            out.append(("flows.\(k).output.bias", [2]))
         }
+        return out
     }
 
     /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for

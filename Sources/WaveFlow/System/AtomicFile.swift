@@ -21,6 +21,7 @@ public enum AtomicFile {
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw WaveFlowError("output folder does not exist", path: dir)
         }
+        try checkReplaceable(path)
         let tmp = temporaryPath(for: path)
         do {
             try body(tmp)
@@ -32,6 +33,38 @@ public enum AtomicFile {
             let reason = String(cString: strerror(errno))
             unlink(tmp)
             throw WaveFlowError("cannot write: \(reason)", path: path)
+        }
+    }
+
+    /// Throws unless `path` is absent or a regular file: a symbolic link, a
+    /// device, a pipe or a folder is never replaced by a regular file.
+    public static func checkReplaceable(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return } // absent
+        let kind = st.st_mode & S_IFMT
+        if kind == S_IFREG { return }
+        let what: String
+        switch kind {
+        case S_IFLNK: what = "a symbolic link"
+        case S_IFDIR: what = "a folder"
+        case S_IFCHR, S_IFBLK: what = "a device"
+        case S_IFIFO: what = "a pipe"
+        default: what = "not a regular file"
+        }
+        throw WaveFlowError("output is \(what): not replaced (remove it or choose another name)", path: path)
+    }
+
+    /// Throws if `output` is the same file as one of `inputs` (same device
+    /// and inode, however the paths are spelled): an output never clobbers
+    /// its own input.
+    public static func checkDistinct(output: String, from inputs: [String]) throws {
+        var o = stat()
+        guard stat(output, &o) == 0 else { return }
+        for input in inputs {
+            var i = stat()
+            if stat(input, &i) == 0, i.st_dev == o.st_dev, i.st_ino == o.st_ino {
+                throw WaveFlowError("output is the input file \(input): not overwritten", path: output)
+            }
         }
     }
 

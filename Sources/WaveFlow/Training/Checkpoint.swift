@@ -36,18 +36,28 @@ public struct Checkpoint {
             throw fail("metadata 'config' has a value of the wrong type")
         }
         do { try config.validate() } catch let e as WaveFlowError { throw e.at(path) }
-        let model = WaveFlowModel<Float>(config: config)
+        // The tensor table is checked against the config before the model is
+        // allocated (a config of a million flows is no reason to allocate
+        // gigabytes).
         var train: [String: Tensor] = [:]
-        for (name, t) in tensors {
+        let expected = Dictionary(WaveFlowModel<Float>.tensorShapes(config), uniquingKeysWith: { a, _ in a })
+        for name in tensors.keys.sorted() {
+            let t = tensors[name]!
             if name.hasPrefix("train.") { train[name] = t; continue }
-            guard model.params.contains(name) else { throw fail("unexpected tensor '\(name)'") }
-            let v = model.params.view(name)
-            guard v.shape == t.shape else { throw fail("tensor '\(name)' has shape \(t.shape), expected \(v.shape)") }
+            guard let shape = expected[name] else { throw fail("unexpected tensor '\(name)'") }
+            guard shape == t.shape else { throw fail("tensor '\(name)' has shape \(t.shape), expected \(shape)") }
         }
-        for v in model.params.views where tensors[v.name] == nil {
-            throw fail("missing tensor '\(v.name)'")
+        for (name, _) in WaveFlowModel<Float>.tensorShapes(config) where tensors[name] == nil {
+            throw fail("missing tensor '\(name)'")
         }
-        for v in model.params.views { model.params[v.name] = tensors[v.name]!.values }
+        let model = WaveFlowModel<Float>(config: config)
+        for v in model.params.views {
+            let values = tensors[v.name]!.values
+            if let i = values.firstIndex(where: { !$0.isFinite }) {
+                throw fail("tensor '\(v.name)' holds a value that is not finite (\(values[i]) at \(i))")
+            }
+            model.params[v.name] = values
+        }
         return Checkpoint(config: config, model: model, trainTensors: train, configJSON: configObject)
     }
 

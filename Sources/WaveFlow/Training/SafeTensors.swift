@@ -54,8 +54,14 @@ public enum SafeTensors {
 
     public static func decode(_ data: Data) throws -> (metadata: [String: String], tensors: [String: Tensor]) {
         guard data.count >= 8 else { throw WaveFlowError("truncated: \(data.count) bytes, no header length") }
+        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.first == 0x80 {
+            throw WaveFlowError("a PyTorch file (\(data.first == 0x80 ? "legacy pickle" : "zip archive")), not a safetensors checkpoint")
+        }
         let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard n <= UInt64(data.count - 8) else { throw WaveFlowError("truncated: header of \(n) bytes runs past the end") }
+        guard n <= UInt64(data.count - 8) else {
+            throw WaveFlowError("not a safetensors file, or truncated: its first 8 bytes announce a header of \(n) bytes, "
+                                + "the file has \(data.count)")
+        }
         let headerData = data.subdata(in: 8 ..< 8 + Int(n))
         guard let object = try? JSONSerialization.jsonObject(with: headerData), let header = object as? [String: Any] else {
             throw WaveFlowError("header is not valid JSON")
@@ -85,7 +91,9 @@ public enum SafeTensors {
             guard start >= 0, end >= start, end <= dataLength else {
                 throw WaveFlowError("tensor '\(name)' has offsets [\(start), \(end)] outside the \(dataLength) data bytes")
             }
-            let count = shape.reduce(1, *)
+            guard let count = elementCount(shape), count <= dataLength / 4 else {
+                throw WaveFlowError("tensor '\(name)' has shape \(shape), more values than the file holds")
+            }
             guard end - start == 4 * count else {
                 throw WaveFlowError("tensor '\(name)' holds \(end - start) bytes, shape \(shape) needs \(4 * count)")
             }
@@ -104,4 +112,17 @@ public enum SafeTensors {
         }
         return (metadata, tensors)
     }
+}
+
+/// The number of elements of `shape`, or nil if the product overflows or a
+/// dimension is negative (sizes read from files are checked with this).
+func elementCount(_ shape: [Int]) -> Int? {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, overflow) = n.multipliedReportingOverflow(by: d)
+        if overflow { return nil }
+        n = p
+    }
+    return n
 }

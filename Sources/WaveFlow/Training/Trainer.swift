@@ -365,6 +365,33 @@ public final class Trainer {
         lrScale = scale
     }
 
+    // MARK: - The run folder
+
+    /// Removes what an interrupted writer left in the run folder: atomic
+    /// writes' temporary files (`.NAME.PID.N.tmp`, Foundation's `.dat.nosync*`).
+    func removeLeftovers() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: runFolder)) ?? []
+        for name in names where (name.hasPrefix(".") && name.hasSuffix(".tmp")) || name.hasPrefix(".dat.nosync") {
+            try? FileManager.default.removeItem(atPath: (runFolder as NSString).appendingPathComponent(name))
+        }
+    }
+
+    /// After a hard stop (kill -9) the steps since the last checkpoint are
+    /// trained again on resume: their old rows in metrics.jsonl (step >
+    /// this trainer's step) are dropped so that every step appears once.
+    func dropReplayedMetrics(_ path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        let kept = lines.filter { line in
+            guard let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+                  let s = o["step"] as? Int else { return true }
+            return s <= step
+        }
+        if kept.count < lines.count {
+            try AtomicFile.write(Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: path)
+        }
+    }
+
     // MARK: - The loop
 
     /// Trains until `options.steps` (or a stop request, or step `pauseAt`),
@@ -380,6 +407,8 @@ public final class Trainer {
         var metrics: FileHandle?
         if root {
             try makeDirectory(runFolder)
+            removeLeftovers()
+            try dropReplayedMetrics(metricsPath)
             if !FileManager.default.fileExists(atPath: metricsPath) { _ = FileManager.default.createFile(atPath: metricsPath, contents: nil) }
             guard let m = FileHandle(forWritingAtPath: metricsPath) else { throw WaveFlowError("cannot write", path: metricsPath) }
             m.seekToEndOfFile()
