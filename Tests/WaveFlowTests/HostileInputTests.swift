@@ -155,3 +155,25 @@ final class HostileInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r/.step-0000004.safetensors.123.456.tmp"))
     }
 }
+
+/// Long audio is scored in chunks with exact context, so `score` and `eval`
+/// stay within bounded memory and still give the whole-utterance NLL.
+final class ChunkedScoringTests: XCTestCase {
+    func testChunkedNLLEqualsWhole() throws {
+        for lpc in [0, 4] {
+            var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 3)
+            cfg.lpcOrder = lpc
+            let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 12)
+            var rng = TestRNG(31)
+            let frames = 61, t = (frames - 1) * cfg.hopLength + 8 // T' not a multiple of hop
+            let mel: [Float] = (0 ..< cfg.nMels * frames).map { _ in rng.uniform(1) - 2 }
+            let x: [Float] = rng.array(t, scale: 0.3)
+            let input = Scorer.flowInput(samples: x, logMel: mel, frames: frames, model: model)
+            let whole = input.nll(first: t, model: model, chunkSamples: .max)
+            for chunk in [16, 48, 160, 400] {
+                let chunked = input.nll(first: t, model: model, chunkSamples: chunk)
+                XCTAssertEqual(chunked, whole, accuracy: 1e-5 * abs(whole), "lpc \(lpc), chunk \(chunk)")
+            }
+        }
+    }
+}

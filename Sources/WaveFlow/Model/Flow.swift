@@ -226,6 +226,8 @@ extension WaveFlowModel {
         public var z: [T]
         /// Sum of the flows' log-determinants per batch item.
         public var logdet: [T]
+        /// [B, w]: the same per column (only when asked for: chunked scoring).
+        public var columnLogdet: [T] = []
         var mel: [T]
         var upsampled: Upsampled
         var xs: [[T]]          // X_k [B, h, w] per flow
@@ -236,7 +238,8 @@ extension WaveFlowModel {
     /// Scores audio [B, T'] (T' = w*h <= frames*hop) against mel [B, M, F]:
     /// the negative log-likelihood per sample of each item, and what the
     /// backward pass needs when `keepCache`.
-    public func forward(audio: [T], mel: [T], batch: Int, frames: Int, keepCache: Bool = true) -> ForwardState {
+    public func forward(audio: [T], mel: [T], batch: Int, frames: Int, keepCache: Bool = true,
+                        columnLogdet: Bool = false) -> ForwardState {
         let h = config.nGroup
         let tPrime = audio.count / batch
         precondition(tPrime % h == 0 && tPrime <= frames * config.hopLength, "audio length must be w*h <= frames*hop")
@@ -245,6 +248,7 @@ extension WaveFlowModel {
         let cd = squeezeCondition(up.stages.last!, batch: batch, condWidth: frames * config.hopLength, width: w)
         var x = squeezeAudio(audio, batch: batch, width: w)
         var logdet = [T](repeating: 0, count: batch)
+        var columns = [T](repeating: 0, count: columnLogdet ? batch * w : 0)
         var xs: [[T]] = [], caches: [NetworkCache] = [], logSs: [[T]] = []
         for k in 0..<config.nFlows {
             let xin = networkAudioInput(x, batch: batch, width: w)
@@ -256,6 +260,9 @@ extension WaveFlowModel {
                 AffineCoupling.forward(x: x, logS: pp.baseAddress!, t: pp.baseAddress! + n, z: &z, batch: batch, h: h, w: w)
             }
             for b in 0..<batch { logdet[b] += ld[b] }
+            if columnLogdet {
+                for b in 0..<batch { for r in 0 ..< h - 1 { for j in 0..<w { columns[b * w + j] += p[(b * (h - 1) + r) * w + j] } } }
+            }
             if keepCache {
                 xs.append(x); caches.append(cache!); logSs.append(Array(p[0..<n]))
             }
@@ -263,8 +270,8 @@ extension WaveFlowModel {
         }
         let z = unsqueezeAudio(x, batch: batch, width: w)
         let nll = GaussianNLL.perSample(z: z, logdet: logdet, batch: batch, count: tPrime)
-        return ForwardState(batch: batch, frames: frames, width: w, nll: nll, z: z, logdet: logdet, mel: mel,
-                            upsampled: up, xs: xs, caches: caches, logS: logSs)
+        return ForwardState(batch: batch, frames: frames, width: w, nll: nll, z: z, logdet: logdet, columnLogdet: columns,
+                            mel: mel, upsampled: up, xs: xs, caches: caches, logS: logSs)
     }
 
     /// Accumulates the gradient of the batch-mean NLL into `params.grads`.

@@ -178,6 +178,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         }
         var h64 = c32; h64.nGroup = 64; h64.lpcOrder = 16; p["lpc-h64-c32"] = h64
         var h32 = c32; h32.nGroup = 32; h32.lpcOrder = 16; p["lpc-h32-c32"] = h32
+        var h128 = c32; h128.nGroup = 128; h128.lpcOrder = 16; p["lpc-h128-c32"] = h128
         return p
     }()
 
