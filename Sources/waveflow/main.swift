@@ -1,7 +1,13 @@
+import Foundation
 import WaveFlow
 
 // OpenBLAS picks its kernel when it is loaded, before this line runs; if it
 // would run a slow one, this re-executes the tool with the right one chosen.
 BLAS.ensureFastKernel()
 configureAllocator()
-Waveflow.main()
+switch Arguments.prepared(Array(CommandLine.arguments.dropFirst())) {
+case .success(let args): Waveflow.main(args)
+case .failure(let e):
+    logLine("waveflow: error: \(e.description)")
+    exit(64)
+}

@@ -177,3 +177,35 @@ final class ChunkedScoringTests: XCTestCase {
         }
     }
 }
+
+/// Mistakes on the command line get one clear line and a non-zero exit.
+final class CommandLineMessageTests: XCTestCase {
+    func run(_ args: [String]) throws -> CLITests.Result { try CLITests.run(executable: CLITests.toolPath, args) }
+
+    func testMessages() throws {
+        let typo = try run(["snyth", "a.npy", "b.wav"])
+        XCTAssertNotEqual(typo.status, 0)
+        XCTAssertTrue(typo.stderr.contains("did you mean 'synth'"), typo.stderr)
+        let help = try run(["help", "nosuch"])
+        XCTAssertNotEqual(help.status, 0)
+        XCTAssertTrue(help.stderr.contains("no command 'nosuch'"), help.stderr)
+        XCTAssertEqual(try run(["help", "synth"]).status, 0)
+        let sigma = try run(["synth", "a.npy", "b.wav", "--sigma", "-1"])
+        XCTAssertNotEqual(sigma.status, 0)
+        XCTAssertTrue(sigma.stderr.contains("--sigma must be non-negative"), sigma.stderr)
+        let mel = try run(["mel", exampleAudio("tank__sv-v-chtel.ogg"), "/tmp/m.npy", "--fmax", "20000"])
+        XCTAssertNotEqual(mel.status, 0)
+        XCTAssertTrue(mel.stderr.contains("fmax 20000") && !mel.stderr.contains("MelConfig("), mel.stderr)
+        let dir = temporaryFolder(self)
+        FileManager.default.createFile(atPath: dir + "/file", contents: Data([1]))
+        let folder = try run(["mel", exampleAudio(""), dir + "/file/sub"])
+        XCTAssertNotEqual(folder.status, 0)
+        XCTAssertTrue(folder.stderr.contains("cannot create folder: Not a directory"), folder.stderr)
+        // A corpus of bad files says why.
+        try makeDirectory(dir + "/bad")
+        for i in 0..<2 { FileManager.default.createFile(atPath: dir + "/bad/\(i).wav", contents: Data("not audio".utf8)) }
+        let train = try run(["train", dir + "/bad", "--config", "tiny", "--checkpoints", dir, "--steps", "1"])
+        XCTAssertNotEqual(train.status, 0)
+        XCTAssertTrue(train.stderr.contains("no usable training files") && train.stderr.contains("not a readable audio file"), train.stderr)
+    }
+}

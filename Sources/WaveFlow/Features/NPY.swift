@@ -36,7 +36,7 @@ public enum NPY {
     ///   unparsable header, unsupported dtype or rank, or too little data.
     public static func read(_ path: String) throws -> NPYArray {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw WaveFlowError(FileManager.default.fileExists(atPath: path) ? "cannot read file" : "no such file", path: path)
+            throw WaveFlowError(FileManager.default.fileExists(atPath: path) ? "cannot read file: \(readFailure(path))" : "no such file", path: path)
         }
         do { return try decode(data) } catch let e as WaveFlowError { throw e.at(path) }
     }
@@ -175,4 +175,14 @@ public enum NPY {
     public static func write(_ array: NPYArray, to path: String) throws {
         try AtomicFile.write(encode(array), to: path)
     }
+}
+
+/// Why `path` cannot be opened for reading, in the OS's words.
+func readFailure(_ path: String) -> String {
+    let fd = open(path, O_RDONLY)
+    if fd < 0 { return String(cString: strerror(errno)) }
+    close(fd)
+    var st = stat()
+    if stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR { return "it is a folder" }
+    return "read failed"
 }

@@ -80,9 +80,24 @@ public enum AtomicFile {
 
 /// Makes a folder and its parents; an existing folder is fine.
 public func makeDirectory(_ path: String) throws {
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+        if isDir.boolValue { return }
+        throw WaveFlowError("cannot create folder: a file of that name exists", path: path)
+    }
     do {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     } catch {
-        throw WaveFlowError("cannot create folder", path: path)
+        // The OS's reason for the first component that could not be made.
+        var reason = (error as NSError).localizedDescription
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if !FileManager.default.fileExists(atPath: prefix) {
+                if mkdir(prefix, 0o755) != 0 { reason = String(cString: strerror(errno)) }
+                break
+            }
+        }
+        throw WaveFlowError("cannot create folder: \(reason)", path: path)
     }
 }

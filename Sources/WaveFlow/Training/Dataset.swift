@@ -138,7 +138,10 @@ public struct Corpus: Sendable {
         let good = loaded.compactMap { $0 }
         let train = good.filter { $0.trainIndex >= 0 }
         guard !train.isEmpty else {
-            throw WaveFlowError(parts > 1 ? "no usable training files in part \(part) of \(parts)" : "no usable training files", path: folder)
+            let reasons = failures.compactMap { $0 }
+            let why = reasons.isEmpty ? "" : " (\(reasons.count) failed; first: \(reasons[0].reason))"
+            throw WaveFlowError((parts > 1 ? "no usable training files in part \(part) of \(parts)" : "no usable training files") + why,
+                                path: folder)
         }
         return Corpus(train: train, validation: good.filter { $0.trainIndex < 0 }, skipped: failures.compactMap { $0 })
     }
