@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 // SIMD loops only become FMA vector code when the compiler may assume the
@@ -58,3 +59,11 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// libFuzzer targets (scripts/fuzz.sh): built only when WAVEFLOW_FUZZ is set,
+// with -sanitize=fuzzer (their entry point comes from libFuzzer).
+if ProcessInfo.processInfo.environment["WAVEFLOW_FUZZ"] != nil {
+    package.targets.append(.executableTarget(
+        name: "waveflow-fuzz", dependencies: ["WaveFlow"], path: "Tests/Fuzz/Sources",
+        swiftSettings: [.unsafeFlags(archFlags + ["-parse-as-library"])]))
+}

@@ -16,7 +16,21 @@ public struct Checkpoint {
 
     /// Loads and validates `path` completely before returning anything.
     public static func load(_ path: String) throws -> Checkpoint {
-        let (metadata, tensors) = try SafeTensors.read(path)
+        try load(contents: try SafeTensors.read(path), path: path)
+    }
+
+    /// Loads a checkpoint from the bytes of a safetensors file (`name`
+    /// names it in errors), with every check of `load(_:)`.
+    public static func load(data: Data, name: String) throws -> Checkpoint {
+        let contents: (metadata: [String: String], tensors: [String: Tensor])
+        do { contents = try SafeTensors.decode(data) } catch let e as WaveFlowError { throw e.at(name) }
+        return try load(contents: contents, path: name)
+    }
+
+    /// Validates and builds a checkpoint from a decoded safetensors file
+    /// (`path` names it in errors).
+    static func load(contents: (metadata: [String: String], tensors: [String: Tensor]), path: String) throws -> Checkpoint {
+        let (metadata, tensors) = contents
         func fail(_ m: String) -> WaveFlowError { WaveFlowError(m, path: path) }
         guard metadata["format"] == format else {
             throw fail("not a waveflow checkpoint (metadata format is \(metadata["format"].map { "'\($0)'" } ?? "missing"))")
