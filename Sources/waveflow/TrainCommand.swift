@@ -19,7 +19,7 @@ struct Train: ParsableCommand {
         """)
 
     @Argument(help: "Folder of audio files (searched recursively).") var corpus: String
-    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file (default: h16-c32; with --resume, the run's own).")
+    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file (default: lpc-h64-c32; with --resume, the run's own).")
     var config: String?
     @Option(help: "Train until this step.") var steps: Int?
     @Option(help: "Segments per batch (default 8).") var batch: Int?
@@ -104,7 +104,7 @@ struct Train: ParsableCommand {
                 if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
                     throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: runFolder)
                 }
-                let cfg = try ModelConfig.named(config ?? "h16-c32")
+                let cfg = try ModelConfig.named(config ?? "lpc-h64-c32")
                 model = WaveFlowModel<Float>(config: cfg)
                 model.initialise(seed: seed ?? options.seed)
             }
