@@ -7,18 +7,15 @@
 #
 # Idempotent: a DIR that already holds the clips is left as it is.
 set -euo pipefail
+CALLER=get-corpus
+. "$(dirname "$0")/fillets-voice.sh"
 dir=${1:-corpus}
 mkdir -p "$dir"
 count() { find "$dir" -name '*-v-*.ogg' | wc -l; }
 if [ "$(count)" -lt 500 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && { apt-get download fillets-ng-data-cs >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get download fillets-ng-data-cs >/dev/null 2>&1; }; }) || {
-        echo "get-corpus: 'apt-get download fillets-ng-data-cs' failed (run 'apt-get update' first?)" >&2
-        exit 1
-    }
-    dpkg -x "$work"/fillets-ng-data-cs_*.deb "$work/x"
+    unpack_voice fillets-ng-data-cs "$work"
     for f in "$work"/x/usr/share/games/fillets-ng/sound/*/cs/*-v-*.ogg; do
         level=$(basename "$(dirname "$(dirname "$f")")")
         cp "$f" "$dir/${level}__$(basename "$f")"

@@ -8,18 +8,15 @@
 #
 # Idempotent: a DIR that already holds the clips is left as it is.
 set -euo pipefail
+CALLER=get-heldout
+. "$(dirname "$0")/fillets-voice.sh"
 dir=${1:-heldout}
 mkdir -p "$dir"
 count() { find "$dir" -name '*-v-*.ogg' | wc -l; }
 if [ "$(count)" -lt 8 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && { apt-get download fillets-ng-data-nl >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get download fillets-ng-data-nl >/dev/null 2>&1; }; }) || {
-        echo "get-heldout: 'apt-get download fillets-ng-data-nl' failed (run 'apt-get update' first?)" >&2
-        exit 1
-    }
-    dpkg -x "$work"/fillets-ng-data-nl_*.deb "$work/x"
+    unpack_voice fillets-ng-data-nl "$work"
     find "$work"/x/usr/share/games/fillets-ng/sound/*/nl -name '*-v-*.ogg' | LC_ALL=C sort |
         awk 'NR % 70 == 35' | head -8 | while read -r f; do
         level=$(basename "$(dirname "$(dirname "$f")")")

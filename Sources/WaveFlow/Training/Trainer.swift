@@ -274,8 +274,8 @@ public final class Trainer {
                     let frames = min(u.frames, (t + hop - 1) / hop)
                     var mel = [Float](repeating: 0, count: m * frames)
                     for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
-                    let s = reps[wk].forward(audio: Array(u.flowSamples[0..<t]), mel: mel, batch: 1, frames: frames, keepCache: false)
-                    o[i] = Double(s.nll[0]) + (u.envelope.map { $0.logGainSum(samples: 0..<t) / Double(t) } ?? 0)
+                    let input = Scorer.FlowInput(values: u.flowSamples, logMel: mel, frames: frames, envelope: u.envelope)
+                    o[i] = input.nll(first: t, model: reps[wk])
                     i += workers
                 }
             }
