@@ -19,7 +19,7 @@ struct Train: ParsableCommand {
         """)
 
     @Argument(help: "Folder of audio files (searched recursively).") var corpus: String
-    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file (default: lpc-h64-c32; with --resume, the run's own).")
+    @Option(help: "Preset (\(ModelConfig.presets.keys.sorted().joined(separator: ", "))) or a JSON config file (default: \(TrainingRun.defaultConfig); with --resume, the run's own).")
     var config: String?
     @Option(help: "Train until this step.") var steps: Int?
     @Option(help: "Segments per batch (default 8).") var batch: Int?
@@ -67,55 +67,11 @@ struct Train: ParsableCommand {
         func say(_ text: String) { if root { logLine(text) } }
         try runReportingErrors {
             let runFolder = (checkpoints as NSString).appendingPathComponent(runName)
-            var options = TrainOptions()
-            let model: WaveFlowModel<Float>
-            var trainState: [String: Tensor] = [:]
-            if resume {
-                let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
-                guard FileManager.default.fileExists(atPath: latest) else {
-                    throw WaveFlowError("no run to resume here (no latest.safetensors); start it without --resume", path: runFolder)
-                }
-                let ck: Checkpoint
-                do { ck = try Checkpoint.load(latest) } catch {
-                    let older = listFiles(in: runFolder) { ($0 as NSString).lastPathComponent.hasPrefix("step-") }.sorted()
-                    let hint = older.isEmpty ? "" : " (older checkpoints: \(older.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")); "
-                        + "point latest.safetensors at one of them to resume from it)"
-                    throw WaveFlowError(error.describe(at: latest) + hint)
-                }
-                guard ck.trainTensors["train.adam.m"] != nil else {
-                    throw WaveFlowError("has no training state (an inference-only file): cannot resume from it", path: latest)
-                }
-                if let config {
-                    let asked = try ModelConfig.named(config)
-                    guard asked == ck.config else {
-                        throw WaveFlowError("--config \(config) differs from the run's model (\(ck.config.json)); "
-                                            + "resume without --config, or start a new --run")
-                    }
-                }
-                model = ck.model
-                trainState = ck.trainTensors
-                if let saved = ck.configJSON["training"] as? [String: Any],
-                   let data = try? JSONSerialization.data(withJSONObject: saved),
-                   let o = try? JSONDecoder().decode(TrainOptions.self, from: data) {
-                    options = o
-                }
-                say("resuming \(latest)")
-            } else {
-                if FileManager.default.fileExists(atPath: (runFolder as NSString).appendingPathComponent("latest.safetensors")) {
-                    throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: runFolder)
-                }
-                let cfg = try ModelConfig.named(config ?? "lpc-h64-c32")
-                model = WaveFlowModel<Float>(config: cfg)
-                model.initialise(seed: seed ?? options.seed)
-            }
-            if let steps { options.steps = steps }
-            if let batch { options.batch = batch }
-            if let segment { options.segment = segment }
-            if let lr { options.lr = lr }
-            if let warmup { options.warmup = warmup }
-            if let seed, !resume { options.seed = seed }
-            if let checkpointEvery { options.checkpointEvery = checkpointEvery }
-            if let validateEvery { options.validateEvery = validateEvery }
+            let overrides = TrainOverrides(steps: steps, batch: batch, segment: segment, lr: lr, warmup: warmup, seed: seed,
+                                           checkpointEvery: checkpointEvery, validateEvery: validateEvery)
+            let training = try TrainingRun(folder: runFolder, resume: resume, config: config, overrides: overrides)
+            if let latest = training.resumedFrom { say("resuming \(latest)") }
+            let options = training.options, model = training.model
             guard options.batch >= job.size else {
                 throw WaveFlowError("--batch \(options.batch) is smaller than the job's \(job.size) ranks: each rank needs at least one segment")
             }
@@ -136,15 +92,8 @@ struct Train: ParsableCommand {
             let minutes = Double(data.train.reduce(0) { $0 + $1.audio.count }) / Double(cfg.sampleRate) / 60
             say("corpus: \(data.train.count) training files\(job.size > 1 ? " in rank 0's part" : "") (\(String(format: "%.1f", minutes)) min), "
                     + "\(data.validation.count) validation files, \(data.skipped.count) skipped")
-            if root {
-                try makeDirectory(runFolder)
-                try AtomicFile.write(Data((data.validation.map(\.path).joined(separator: "\n") + "\n").utf8),
-                                     to: (runFolder as NSString).appendingPathComponent("validation.txt"))
-            }
-            let trainer = Trainer(model: model, options: options, runFolder: runFolder, communicator: job)
-            try trainer.restore(trainState)
-            let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]
-            trainer.recordedInfo = ["training": optionsJSON, "corpus": corpus]
+            if root { try training.recordValidationFiles(data.validation.map(\.path)) }
+            let trainer = try training.makeTrainer(corpus: corpus, communicator: job)
             installStopHandlers()
             try trainer.run(corpus: data)
             let best = trainer.bestValidation.isFinite

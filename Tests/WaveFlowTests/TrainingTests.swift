@@ -99,3 +99,53 @@ final class TrainingRobustnessTests: XCTestCase {
         XCTAssertNil(cache.lookup(wav, config: config))
     }
 }
+
+/// Opening a run in the library: a new run's options are the defaults with
+/// the overrides; a resumed one keeps its saved options (and seed) under
+/// new overrides; what cannot be resumed is refused.
+final class TrainingRunTests: XCTestCase {
+    func testNewAndResumedRunOptions() throws {
+        let folder = temporaryFolder(self) + "/r"
+        assertFails(["no run to resume here"]) { try TrainingRun(folder: folder, resume: true, config: nil, overrides: TrainOverrides()) }
+        let fresh = try TrainingRun(folder: folder, resume: false, config: "tiny",
+                                    overrides: TrainOverrides(steps: 4, batch: 2, seed: 9, validateEvery: 7))
+        XCTAssertNil(fresh.resumedFrom)
+        XCTAssertTrue(fresh.trainState.isEmpty)
+        XCTAssertEqual([fresh.options.steps, fresh.options.batch, fresh.options.validateEvery], [4, 2, 7])
+        XCTAssertEqual(fresh.options.segment, TrainOptions().segment)
+        XCTAssertEqual(fresh.options.seed, 9)
+        let initial = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        initial.initialise(seed: 9)
+        XCTAssertEqual(fresh.model.params.values, initial.params.values)
+        try fresh.makeTrainer(corpus: "somewhere", communicator: SingleProcess()).saveCheckpoint()
+
+        assertFails(["run already exists"]) { try TrainingRun(folder: folder, resume: false, config: "tiny", overrides: TrainOverrides()) }
+        assertFails(["differs from the run's model"]) {
+            try TrainingRun(folder: folder, resume: true, config: "lpc-tiny", overrides: TrainOverrides())
+        }
+        let resumed = try TrainingRun(folder: folder, resume: true, config: "tiny", overrides: TrainOverrides(steps: 6, seed: 3))
+        XCTAssertEqual(resumed.resumedFrom, folder + "/latest.safetensors")
+        XCTAssertNotNil(resumed.trainState["train.adam.m"])
+        XCTAssertEqual([resumed.options.steps, resumed.options.batch, resumed.options.validateEvery], [6, 2, 7])
+        XCTAssertEqual(resumed.options.seed, 9)
+        XCTAssertEqual(resumed.model.params.values, initial.params.values)
+        XCTAssertEqual(try Checkpoint.load(folder + "/latest.safetensors").configJSON["corpus"] as? String, "somewhere")
+    }
+
+    /// Step checkpoints rotate to the newest `keep`; a `latest.safetensors`
+    /// that cannot be replaced is a warning, not a failed checkpoint.
+    func testRunFolderRotatesAndSurvivesABadLatest() throws {
+        let run = RunFolder(temporaryFolder(self) + "/r")
+        for step in 1...4 { _ = try run.saveStep(step, keep: 2) { try Data([UInt8(step)]).write(to: URL(fileURLWithPath: $0)) } }
+        XCTAssertEqual(run.stepFiles().map { ($0 as NSString).lastPathComponent }, ["step-0000003.safetensors", "step-0000004.safetensors"])
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: run.latest), "step-0000004.safetensors")
+        try FileManager.default.removeItem(atPath: run.latest)
+        try makeDirectory(run.latest + "/in-the-way")
+        let path = try run.saveStep(5, keep: 2) { try Data([5]).write(to: URL(fileURLWithPath: $0)) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: path))
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: run.path).contains { $0.hasSuffix(".tmp") })
+        assertFails(["disk full"]) {
+            try RunFolder(run.path + "/file").saveStep(1, keep: 2) { _ in throw WaveFlowError("disk full") }
+        }
+    }
+}
