@@ -50,6 +50,14 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
+        // The QuickStart tutorial: the library used from Swift (README,
+        // "Using waveflow from Swift"); VocoderTests runs it.
+        .executableTarget(
+            name: "waveflow-example",
+            dependencies: ["WaveFlow"],
+            path: "Examples/QuickStart",
+            swiftSettings: [.unsafeFlags(archFlags)]
+        ),
         .testTarget(
             name: "WaveFlowTests",
             dependencies: ["WaveFlow"],
