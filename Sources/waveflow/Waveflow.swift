@@ -37,7 +37,7 @@ struct ComputeOptions: ParsableArguments {
         switch precision ?? choice {
         case .fp32: return .fp32
         case .bf16: return .bf16
-        case .auto: if case .success = OneDNN.bf16 { return .bf16 } else { return .fp32 }
+        case .auto: return .automatic
         }
     }
 

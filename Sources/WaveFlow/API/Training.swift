@@ -24,7 +24,8 @@ public struct TrainingSummary: Sendable {
 /// Training from Swift: the library form of `waveflow train` on one
 /// process (no MPI, no resumption).
 ///
-/// A thin wrapper over ``Corpus/load(folder:config:cache:minSamples:maxValidation:part:of:loadValidation:front:)``
+/// A thin wrapper over ``TrainingRun`` (a new run),
+/// ``Corpus/load(folder:config:cache:minSamples:maxValidation:part:of:loadValidation:front:)``
 /// and ``Trainer``, doing what the command does: a new model of the preset
 /// or JSON config, initialised from `options.seed`; the corpus split into
 /// training and validation files; `validation.txt`; the options and corpus
@@ -59,24 +60,19 @@ public enum Training {
             throw WaveFlowError("\(name) must be positive (got \(v))")
         }
         guard options.lr > 0 else { throw WaveFlowError("lr must be positive (got \(options.lr))") }
-        let latest = (runFolder as NSString).appendingPathComponent("latest.safetensors")
-        if FileManager.default.fileExists(atPath: latest) {
+        let folder = RunFolder(runFolder)
+        if folder.hasLatest {
             throw WaveFlowError("run already exists; choose another run folder (or continue it with waveflow train --resume)", path: runFolder)
         }
-        let cfg = try ModelConfig.named(config)
-        let model = WaveFlowModel<Float>(config: cfg)
-        model.initialise(seed: options.seed)
+        let run = try TrainingRun(folder: runFolder, resume: false, config: config, overrides: TrainOverrides(), defaults: options)
         let cache = try featureCache.map { try FeatureCache(folder: $0) }
-        let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment, front: model.front)
-        try makeDirectory(runFolder)
-        try AtomicFile.write(Data((data.validation.map(\.path).joined(separator: "\n") + "\n").utf8),
-                             to: (runFolder as NSString).appendingPathComponent("validation.txt"))
-        let trainer = Trainer(model: model, options: options, runFolder: runFolder)
-        let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]
-        trainer.recordedInfo = ["training": optionsJSON, "corpus": corpus]
+        let data = try Corpus.load(folder: corpus, config: run.model.config.mel, cache: cache, minSamples: options.segment,
+                                   front: run.model.front)
+        try run.recordValidationFiles(data.validation.map(\.path))
+        let trainer = try run.makeTrainer(corpus: corpus, communicator: SingleProcess())
         try trainer.run(corpus: data)
         return TrainingSummary(step: trainer.step, stoppedEarly: trainer.step < options.steps,
-                               bestValidationNLL: trainer.bestValidation, runFolder: runFolder, latestCheckpoint: latest,
+                               bestValidationNLL: trainer.bestValidation, runFolder: runFolder, latestCheckpoint: folder.latest,
                                trainingFiles: data.train.count, validationFiles: data.validation.count, skipped: data.skipped)
     }
 }

@@ -57,13 +57,15 @@ public struct TrainingRun {
     /// and options of its `latest.safetensors` (`config`, when given, must
     /// name the same model). Without: a new model of `config` (default
     /// ``defaultConfig``) initialised with the seed, in a folder that holds
-    /// no run yet. `overrides` are applied to the options either way.
+    /// no run yet, with the options `defaults`. `overrides` are applied to
+    /// the options either way.
     /// - Throws: `WaveFlowError` for a run that is missing or unreadable
     ///   (naming the older step checkpoints), an inference-only checkpoint,
     ///   a `config` other than the run's, or a new run over an existing one.
-    public init(folder: String, resume: Bool, config: String?, overrides: TrainOverrides) throws {
+    public init(folder: String, resume: Bool, config: String?, overrides: TrainOverrides,
+                defaults: TrainOptions = TrainOptions()) throws {
         let run = RunFolder(folder)
-        var options = TrainOptions()
+        var options = defaults
         self.folder = folder
         if resume {
             let ck = try Self.loadLatest(run, config: config)
