@@ -22,10 +22,11 @@ BLAS.ensureFastKernel()
 // Keeps large freed blocks in the heap (the model allocates and frees big
 // scratch buffers; without this, glibc returns them to the kernel each time).
 configureAllocator()
-// The matrix products' precision is process-wide. `.automatic` is what
-// `waveflow synth` uses by default: bf16 where the CPU and oneDNN (libdnnl2)
-// offer it, fp32 otherwise. Leave it at `.fp32` for the reference numbers.
-matrixPrecision = .automatic
+// How the numerics run is a value passed to what computes. Precision
+// `.automatic` is what `waveflow synth` uses by default: bf16 where the CPU
+// and oneDNN (libdnnl2) offer it, fp32 otherwise. Use `.fp32` for the
+// reference numbers.
+let context = ComputeContext(precision: .automatic)
 
 let arguments = CommandLine.arguments.dropFirst()
 if arguments.contains(where: { $0.hasPrefix("-") }) || arguments.count > 1 {
@@ -61,7 +62,7 @@ do {
     guard let checkpoint = Checkpoint.defaultPath() ?? repositoryPath("Checkpoints/shipped/model.safetensors") else {
         throw WaveFlowError("no checkpoint found (run from the repository, or pass one to Vocoder(checkpoint:))")
     }
-    let vocoder = try Vocoder(checkpoint: checkpoint)
+    let vocoder = try Vocoder(checkpoint: checkpoint, context: context)
     print("model: \(checkpoint) (\(vocoder.bands) mel bands, \(vocoder.sampleRate) Hz, hop \(vocoder.hopLength))")
 
     // MARK: 2. A mel spectrogram
@@ -128,7 +129,8 @@ do {
     options.lr = 3e-3
     options.warmup = 1
     options.validationSeconds = 1
-    let summary = try Training.train(corpus: corpus, config: "tiny", runFolder: runFolder, steps: 3, options: options)
+    let summary = try Training.train(corpus: corpus, config: "tiny", runFolder: runFolder, steps: 3, options: options,
+                                       context: context)
     print("trained to step \(summary.step) on \(summary.trainingFiles) files; validation NLL "
           + String(format: "%.3f", summary.bestValidationNLL) + " nats/sample on \(summary.validationFiles) file(s)")
     let files = (try? FileManager.default.contentsOfDirectory(atPath: runFolder))?.sorted() ?? []
@@ -136,7 +138,7 @@ do {
 
     // A checkpoint of your own run loads like the shipped one. After 3 steps
     // this model is still nearly the identity flow: it gives noise-like audio.
-    let mine = try Vocoder(checkpoint: summary.latestCheckpoint)
+    let mine = try Vocoder(checkpoint: summary.latestCheckpoint, context: context)
     let tinyWav = (output as NSString).appendingPathComponent("tiny-model.wav")
     try mine.write(try mine.synthesise(mel: mel), to: tinyWav)
     print("wrote \(tinyWav) (the 3-step model)")

@@ -27,7 +27,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
+        let context = compute.apply()
         try runReportingErrors {
             var melRow: String?
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
@@ -48,8 +48,8 @@ struct Bench: ParsableCommand {
                 Threads.count = all
             }
             if layer {
-                let sg = Benchmark.sgemmRate(channels: 64, n: 2 * 15 * 1024)
-                let r = Benchmark.residualLayer(channels: 64, h: 16, width: 1024, batch: 2)
+                let sg = Benchmark.sgemmRate(channels: 64, n: 2 * 15 * 1024, precision: context.precision)
+                let r = Benchmark.residualLayer(channels: 64, h: 16, width: 1024, batch: 2, context: context)
                 let f = 2 * r.macs / r.forward / 1e9, b = 2 * 2 * r.macs / r.backward / 1e9
                 print(String(format: "residual layer C=64 h=16 w=1024 B=2: forward %.2f ms (%.1f GFLOP/s, %.0f%% of sgemm %.1f), backward %.2f ms (%.1f GFLOP/s, %.0f%%)",
                              r.forward * 1e3, f, 100 * f / sg, sg, r.backward * 1e3, b, 100 * b / sg))
@@ -61,7 +61,7 @@ struct Bench: ParsableCommand {
             let names = presets.split(separator: ",").map(String.init)
             for name in names { _ = try ModelConfig.named(name) }
             if rowOnly || (names.count == 1 && wanted.count == 1) {
-                for name in names { for phase in wanted { try measureRow(name, phase) } }
+                for name in names { for phase in wanted { try measureRow(name, phase, context) } }
                 return
             }
             // Each row in a fresh process, so that its peak memory is its own.
@@ -72,7 +72,7 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds), "--repeats", String(repeats)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
-                    args += ["--precision", matrixPrecision.rawValue]
+                    args += ["--precision", context.precision.rawValue]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out
@@ -87,29 +87,29 @@ struct Bench: ParsableCommand {
     }
 
     /// Measures one row of the table in this process.
-    func measureRow(_ name: String, _ phase: String) throws {
+    func measureRow(_ name: String, _ phase: String, _ context: ComputeContext) throws {
         let cfg = try ModelConfig.named(name)
         // This machine's speed drifts: the sgemm rate is measured before and
         // after the phase and the higher taken (a conservative percentage).
         let sgemmColumns = batch * (segment / cfg.nGroup) * (cfg.nGroup - 1)
-        let before = Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns)
-        var sg: Double { max(before, Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns)) }
+        let before = Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns, precision: context.precision)
+        var sg: Double { max(before, Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns, precision: context.precision)) }
         switch phase {
         case "train":
-            let tr = Benchmark.training(cfg, batch: batch, segment: segment, repeats: repeats)
-            print(row(name, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg,
+            let tr = Benchmark.training(cfg, batch: batch, segment: segment, repeats: repeats, context: context)
+            print(row(name, context, "train", tr.samplesPerSecond, Double(cfg.sampleRate) / tr.samplesPerSecond, tr.gflops, sg,
                       perSample: Benchmark.peakMemoryMB * 1024 / Double(batch * segment)))
         case "synth":
-            let sy = Benchmark.synthesis(cfg, seconds: seconds, repeats: repeats)
-            print(row(name, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil))
+            let sy = Benchmark.synthesis(cfg, seconds: seconds, repeats: repeats, context: context)
+            print(row(name, context, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil))
         default:
             throw ValidationError("unknown phase \(phase) (train, synth)")
         }
     }
 
-    func row(_ preset: String, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double, perSample: Double?) -> String {
+    func row(_ preset: String, _ context: ComputeContext, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double, perSample: Double?) -> String {
         String(format: "%@ %@      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
-               preset.padding(toLength: 11, withPad: " ", startingAt: 0), matrixPrecision.rawValue, phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
+               preset.padding(toLength: 11, withPad: " ", startingAt: 0), context.precision.rawValue, phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
             + (perSample.map { String(format: "  (%.0f)", $0) } ?? "")
     }
 }

@@ -26,7 +26,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply(defaultPrecision: .auto)
+        let context = compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try Checkpoint.load(checkpoint)
             var files = audio
@@ -40,7 +40,7 @@ struct Eval: ParsableCommand {
             var failed = 0
             for f in files {
                 do {
-                    var r = try Evaluator.evaluate(file: f, model: ck.model, sigma: sigma, seed: seed, baselines: baselines,
+                    var r = try Evaluator.evaluate(file: f, model: ck.model, context: context, sigma: sigma, seed: seed, baselines: baselines,
                                                    keepAudio: report != nil)
                     print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.4f\t%.4f\t%.3f\t%.4f\t%.4f\t%.3f", f, r.nll,
                                  r.model.melDistance, r.model.logSpectralDistance, r.model.stftDistance, r.model.rmsRatio,

@@ -46,11 +46,11 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply(defaultPrecision: .auto)
+        let context = compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try model.load()
-            let synth = Synthesizer(model: ck.model)
-            let denoiser = denoise > 0 ? try Denoiser(model: ck.model) : nil
+            let synth = Synthesizer(model: ck.model, context: context)
+            let denoiser = denoise > 0 ? try Denoiser(model: ck.model, context: context) : nil
             /// Synthesis followed by the optional denoiser.
             func vocode(_ mel: NPYArray, _ z: [Float]) throws -> [Float] {
                 let audio = try synth.synthesise(mel: mel, z: z)
@@ -121,7 +121,7 @@ struct Synth: ParsableCommand {
                 let clipped = try AudioFile.write(Audio(samples: audio, sampleRate: rate), to: output, format: fmt)
                 let dur = Double(audio.count) / Double(rate)
                 print("\(output): \(String(format: "%.2f", dur)) s of audio in \(String(format: "%.2f", elapsed)) s "
-                      + "(real-time factor \(String(format: "%.2f", elapsed / dur)), \(matrixPrecision.rawValue))" + (clipped > 0 ? ", \(clipped) samples clipped" : ""))
+                      + "(real-time factor \(String(format: "%.2f", elapsed / dur)), \(context.precision.rawValue))" + (clipped > 0 ? ", \(clipped) samples clipped" : ""))
             }
         }
     }

@@ -47,9 +47,9 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let job = try runReportingErrors { try joinJob() }
-        compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1, defaultPrecision: .auto)
+        let context = compute.apply(ranksOnThisMachine: job.size > 1 ? MPICommunicator.localRanks : 1, defaultPrecision: .auto)
         do {
-            try train(job)
+            try train(job, context)
         } catch {
             // One rank failing must not leave the others waiting in an allreduce.
             if job.size > 1 {
@@ -61,7 +61,7 @@ struct Train: ParsableCommand {
         (job as? MPICommunicator)?.finalize()
     }
 
-    func train(_ job: Communicator) throws {
+    func train(_ job: Communicator, _ context: ComputeContext) throws {
         let root = job.isRoot
         ProgressLine.enabled = root
         func say(_ text: String) { if root { logLine(text) } }
@@ -82,9 +82,9 @@ struct Train: ParsableCommand {
             say("model: \(cfg.channels) channels, \(cfg.nFlows) flows x \(cfg.nLayers) layers, h = \(cfg.nGroup)"
                     + (cfg.lpcOrder > 0 ? ", LPC front of order \(cfg.lpcOrder)" : "") + "; "
                     + "\(cfg.parameterCount) parameters, \(String(format: "%.2f", cfg.macsPerSample / 1e6)) M multiply-adds per sample; "
-                    + "\(matrixPrecision.description) products"
-                    + (matrixPrecision == .fp32 && WeightGradients.runOnOneDNN
-                        ? " (weight gradients: \(WeightGradients.description))" : ""))
+                    + "\(context.precision.description) products"
+                    + (context.precision == .fp32 && WeightGradients.runOnOneDNN(context)
+                        ? " (weight gradients: \(WeightGradients.description(context)))" : ""))
             let cache = try FeatureCache(folder: (checkpoints as NSString).appendingPathComponent("feature-cache"))
             let data = try Corpus.load(folder: corpus, config: cfg.mel, cache: cache, minSamples: options.segment,
                                        part: job.rank, of: job.size, loadValidation: root, front: model.front)
@@ -93,7 +93,7 @@ struct Train: ParsableCommand {
             say("corpus: \(data.train.count) training files\(job.size > 1 ? " in rank 0's part" : "") (\(String(format: "%.1f", minutes)) min), "
                     + "\(data.validation.count) validation files, \(data.skipped.count) skipped")
             if root { try training.recordValidationFiles(data.validation.map(\.path)) }
-            let trainer = try training.makeTrainer(corpus: corpus, communicator: job)
+            let trainer = try training.makeTrainer(corpus: corpus, communicator: job, context: context)
             installStopHandlers()
             try trainer.run(corpus: data)
             let best = trainer.bestValidation.isFinite
@@ -123,14 +123,14 @@ struct Score: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
+        let context = compute.apply()
         try runReportingErrors {
             let ck = try Checkpoint.load(checkpoint)
             let mel = try MelSpectrogram(config: ck.config.mel)
             var total = 0.0, failed = 0
             for path in audio {
                 do {
-                    let nll = try Scorer.score(file: path, model: ck.model, mel: mel)
+                    let nll = try Scorer.score(file: path, model: ck.model, mel: mel, context: context)
                     total += nll
                     print("\(path)\t\(String(format: "%.5f", nll))")
                 } catch {

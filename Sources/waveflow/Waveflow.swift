@@ -44,9 +44,11 @@ struct ComputeOptions: ParsableArguments {
     /// Applies the thread count to BLAS and our own loops (by default the
     /// machine's cores are shared among the job's ranks on it) and the
     /// precision (`defaultPrecision` when none was asked for).
-    func apply(ranksOnThisMachine: Int = 1, defaultPrecision: PrecisionChoice = .fp32) {
+    /// - Returns: the compute context the command passes to the library.
+    @discardableResult
+    func apply(ranksOnThisMachine: Int = 1, defaultPrecision: PrecisionChoice = .fp32) -> ComputeContext {
         Threads.count = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisMachine))
-        matrixPrecision = resolvedPrecision(default: defaultPrecision)
+        return ComputeContext(precision: resolvedPrecision(default: defaultPrecision), threads: Threads.count)
     }
 }
 

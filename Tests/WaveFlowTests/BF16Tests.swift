@@ -87,13 +87,16 @@ final class BF16Tests: XCTestCase {
         }
         // dW [64, 96] += dY [64, K] x E [96, K]^T, K = 5000: oneDNN via Float.gemm against OpenBLAS.
         let (m, n, k) = (64, 96, 5000)
-        XCTAssertTrue(WeightGradients.onOneDNN(transA: false, transB: true, m: m, n: n, k: k, lda: k, ldb: k))
+        XCTAssertTrue(WeightGradients.shape(transA: false, transB: true, m: m, n: n, k: k, lda: k, ldb: k))
         let a: [Float] = rng.array(m * k), b: [Float] = rng.array(n * k), c0: [Float] = rng.array(m * n)
         var routed = c0, blas = c0
-        Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 1, c: &routed, ldc: n)
-        WeightGradients.useOneDNN = false
-        defer { WeightGradients.useOneDNN = true }
-        Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: n)
+        var onOneDNN = ComputeContext.fp32, onOpenBLAS = ComputeContext.fp32
+        onOneDNN.weightGradientsOnOneDNN = true
+        onOpenBLAS.weightGradientsOnOneDNN = false
+        Float.product(onOneDNN, transA: false, transB: true, m: m, n: n, k: k, a: a, a16: nil, lda: k, b: b, b16: nil, ldb: k,
+                      accumulate: true, c: &routed, ldc: n)
+        Float.product(onOpenBLAS, transA: false, transB: true, m: m, n: n, k: k, a: a, a16: nil, lda: k, b: b, b16: nil, ldb: k,
+                      accumulate: true, c: &blas, ldc: n)
         XCTAssertLessThan(normRelativeError(routed, blas), 1e-5)
     }
 
@@ -110,15 +113,23 @@ final class BF16Tests: XCTestCase {
         var reference = [Float](repeating: 0, count: m * n)
         try dnnl.gemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &reference, ldc: n)
         var outs = [[Float]](repeating: [Float](repeating: 0, count: m * n), count: 8)
+        var failures = [String?](repeating: nil, count: 8)
         outs.withUnsafeMutableBufferPointer { op in
-            let o = op.baseAddress!
-            Threads.parallelFor(8) { i in
-                try? dnnl.gemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &o[i], ldc: n)
+            failures.withUnsafeMutableBufferPointer { fp in
+                let (o, f) = (op.baseAddress!, fp.baseAddress!)
+                Threads.parallelFor(8) { i in
+                    do {
+                        try dnnl.gemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &o[i], ldc: n)
+                    } catch {
+                        f[i] = error.describe()
+                    }
+                }
             }
         }
+        XCTAssertEqual(failures.compactMap { $0 }, [], "a concurrent product failed")
         for out in outs {
             let diff = zip(out, reference).map { abs($0 - $1) }.max()!
-            XCTAssertFalse(!(diff == 0), "a concurrent product differs from the single one by \(diff)")
+            XCTAssertEqual(diff, 0, "a concurrent product differs from the single one by \(diff)")
         }
     }
 
@@ -139,16 +150,14 @@ final class BF16Tests: XCTestCase {
         var rng = TestRNG(9)
         let mel: [Float] = rng.array(cfg.nMels * frames)
         let x: [Float] = rng.array(t, scale: 0.3)
-        func nllAndGradient() -> (Float, [Float]) {
+        func nllAndGradient(_ context: ComputeContext) -> (Float, [Float]) {
             model.params.zeroGrad()
-            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames)
-            model.backward(s)
+            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, context: context)
+            model.backward(s, context: context)
             return (s.nll[0], model.params.grads)
         }
-        let (nll32, g32) = nllAndGradient()
-        matrixPrecision = .bf16
-        defer { matrixPrecision = .fp32 }
-        let (nll16, g16) = nllAndGradient()
+        let (nll32, g32) = nllAndGradient(.fp32)
+        let (nll16, g16) = nllAndGradient(ComputeContext(precision: .bf16))
         XCTAssertLessThan(abs(nll16 - nll32), 0.02, "NLL fp32 \(nll32) bf16 \(nll16), \(bands) bands")
         XCTAssertLessThan(normRelativeError(g16, g32), 0.05, "\(bands) bands")
         XCTAssertGreaterThan(normRelativeError(g16, g32), 0, "the bf16 path was taken")
@@ -165,21 +174,19 @@ final class BF16Tests: XCTestCase {
         let x: [Float] = rng.array(s.cin * n), w: [Float] = rng.array(s.cout * s.cin * 9), b: [Float] = rng.array(s.cout)
         let dOut: [Float] = rng.array(s.cout * n)
         let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
-        func run() -> [[Float]] {
+        func run(_ context: ComputeContext) -> [[Float]] {
             var e = [Float](repeating: 0, count: 3 * s.cin * n), de = e, col = [Float](repeating: 0, count: g.k * g.nOut)
             var out = [Float](repeating: 0, count: s.cout * n), ref = out
-            CausalConv.forward(s, input: x, taps: taps, bias: b, output: &out, e: &e)
-            Conv2D.forward(g, input: x, weight: w, bias: b, output: &ref, col: &col)
+            CausalConv.forward(context, s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            Conv2D.forward(context, g, input: x, weight: w, bias: b, output: &ref, col: &col)
             var (dw, db, dx) = ([Float](repeating: 0, count: w.count), [Float](repeating: 0, count: s.cout), [Float](repeating: 0, count: x.count))
             var (rdw, rdb, rdx) = (dw, db, dx)
-            CausalConv.backward(s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
-            Conv2D.backward(g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
+            CausalConv.backward(context, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            Conv2D.backward(context, g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
             return [out, ref, dw, rdw, dx, rdx]
         }
-        let fp32 = run()
-        matrixPrecision = .bf16
-        defer { matrixPrecision = .fp32 }
-        let bf16 = run()
+        let fp32 = run(.fp32)
+        let bf16 = run(ComputeContext(precision: .bf16))
         for (i, name) in [(0, "forward"), (2, "dW"), (4, "dInput")] {
             XCTAssertLessThanOrEqual(normRelativeError(bf16[i], bf16[i + 1]), 1e-5, "\(name): bf16 causal vs bf16 im2col")
             XCTAssertGreaterThan(normRelativeError(bf16[i], fp32[i]), 1e-4, "\(name): the bf16 path was taken")
@@ -198,14 +205,12 @@ final class BF16Tests: XCTestCase {
         var rng = TestRNG(13)
         let mel: [Float] = rng.array(cfg.nMels * frames)
         let z: [Float] = rng.array(t)
-        let saved = synthesisBlockColumns
-        defer { synthesisBlockColumns = saved }
-        synthesisBlockColumns = 16 // w = 96: six blocks
-        let fp32 = model.synthesise(mel: mel, frames: frames, z: z)
-        matrixPrecision = .bf16
-        defer { matrixPrecision = .fp32 }
-        let bf16 = model.synthesise(mel: mel, frames: frames, z: z)
-        let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z)
+        var blocks = ComputeContext.fp32
+        blocks.synthesisBlockColumns = 16 // w = 96: six blocks
+        let fp32 = model.synthesise(mel: mel, frames: frames, z: z, context: blocks)
+        let bf16Context = blocks.with(precision: .bf16)
+        let bf16 = model.synthesise(mel: mel, frames: frames, z: z, context: bf16Context)
+        let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: bf16Context)
         XCTAssertLessThanOrEqual(normRelativeError(bf16, naive), 1e-5, "bf16 synthesis vs the naive inverse in bf16")
         XCTAssertGreaterThan(normRelativeError(bf16, fp32), 1e-4, "the bf16 path was taken")
     }
@@ -222,10 +227,8 @@ final class BF16Tests: XCTestCase {
         let frames = min(full.shape[1], 86) // about a second
         let mel = (0 ..< model.config.nMels).flatMap { full.values[$0 * full.shape[1] ..< $0 * full.shape[1] + frames] }
         let z = Synthesizer.noise(count: frames * model.config.hopLength, sigma: 0.9, seed: 3)
-        let fp32 = model.synthesise(mel: mel, frames: frames, z: z)
-        matrixPrecision = .bf16
-        defer { matrixPrecision = .fp32 }
-        let bf16 = model.synthesise(mel: mel, frames: frames, z: z)
+        let fp32 = model.synthesise(mel: mel, frames: frames, z: z, context: .fp32)
+        let bf16 = model.synthesise(mel: mel, frames: frames, z: z, context: ComputeContext(precision: .bf16))
         let apart = normRelativeError(bf16, fp32)
         XCTAssertGreaterThan(apart, 0)
         XCTAssertLessThan(apart, 0.02, "bf16 synthesis vs fp32 from the same latent")

@@ -184,7 +184,7 @@ final class LPCFrontCLITests: XCTestCase {
         let nll = try XCTUnwrap(Double(score.stdout.split(separator: "\n")[0].split(separator: "\t")[1]))
         let model = try Checkpoint.load(ck).model
         let audio = try AudioFile.read(clip, sampleRate: 22050).samples
-        XCTAssertEqual(nll, try Scorer.score(samples: audio, model: model, mel: MelSpectrogram()), accuracy: 1e-4)
+        XCTAssertEqual(nll, try Scorer.score(samples: audio, model: model, mel: MelSpectrogram(), context: .fp32), accuracy: 1e-4)
         // Synthesis: F frames give F*hop samples, at a level near the original's
         // (the front's envelope carries the level even for an untrained flow).
         let mel = dir + "/m.npy", wav = dir + "/o.wav"

@@ -64,7 +64,7 @@ final class DistributedTests: XCTestCase {
         var o = TrainOptions()
         o.steps = steps; o.batch = Self.batch; o.segment = Self.segment; o.lr = 3e-3; o.warmup = 2; o.seed = Self.seed
         o.checkpointEvery = 1000; o.validateEvery = 1000
-        let trainer = Trainer(model: model, options: o, runFolder: temporaryFolder(self))
+        let trainer = Trainer(model: model, options: o, runFolder: temporaryFolder(self), context: .fp32)
         trainer.dataParts = parts
         try trainer.run(corpus: data)
         return model.params.values

@@ -169,9 +169,9 @@ final class ChunkedScoringTests: XCTestCase {
             let mel: [Float] = (0 ..< cfg.nMels * frames).map { _ in rng.uniform(1) - 2 }
             let x: [Float] = rng.array(t, scale: 0.3)
             let input = Scorer.flowInput(samples: x, logMel: mel, frames: frames, model: model)
-            let whole = input.nll(first: t, model: model, chunkSamples: .max)
+            let whole = input.nll(first: t, model: model, context: .fp32, chunkSamples: .max)
             for chunk in [16, 48, 160, 400] {
-                let chunked = input.nll(first: t, model: model, chunkSamples: chunk)
+                let chunked = input.nll(first: t, model: model, context: .fp32, chunkSamples: chunk)
                 XCTAssertEqual(chunked, whole, accuracy: 1e-5 * abs(whole), "lpc \(lpc), chunk \(chunk)")
             }
         }

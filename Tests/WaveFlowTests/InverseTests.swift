@@ -13,10 +13,10 @@ final class InverseTests: XCTestCase {
             var rng = TestRNG(11)
             let mel: [Float] = rng.array(cfg.nMels * frames)
             let x: [Float] = rng.array(t, scale: 0.5)
-            let z = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false).z
-            let back = model.synthesise(mel: mel, frames: frames, z: z)
+            let z = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+            let back = model.synthesise(mel: mel, frames: frames, z: z, context: .fp32)
             XCTAssertLessThanOrEqual(normRelativeError(back, x), 1e-4, "h=\(h)")
-            let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z)
+            let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)
             XCTAssertLessThanOrEqual(normRelativeError(back, naive), 1e-5, "h=\(h) cached vs naive")
         }
     }
@@ -34,11 +34,10 @@ final class InverseBlockTests: XCTestCase {
         var rng = TestRNG(5)
         let mel: [Float] = rng.array(cfg.nMels * frames)
         let z: [Float] = rng.array(t)
-        let saved = synthesisBlockColumns
-        defer { synthesisBlockColumns = saved }
-        synthesisBlockColumns = 5 // blocks of 5, 5, 4 columns; width dilation 4 reaches across blocks
-        let blocked = model.synthesise(mel: mel, frames: frames, z: z)
-        XCTAssertLessThanOrEqual(normRelativeError(blocked, model.synthesiseNaive(mel: mel, frames: frames, z: z)), 1e-5)
+        var blocks = ComputeContext.fp32
+        blocks.synthesisBlockColumns = 5 // blocks of 5, 5, 4 columns; width dilation 4 reaches across blocks
+        let blocked = model.synthesise(mel: mel, frames: frames, z: z, context: blocks)
+        XCTAssertLessThanOrEqual(normRelativeError(blocked, model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)), 1e-5)
         let full = model.upsample(mel: mel, batch: 1, frames: frames).stages.last!
         let cond = model.synthesisCondition(mel: mel, frames: frames)
         for i in 0..<8 {
@@ -89,9 +88,9 @@ final class DenoiserTests: XCTestCase {
     func testDenoiserRemovesTheBiasTone() throws {
         var cfg = ModelConfig(); cfg.channels = 4; cfg.nFlows = 2; cfg.nLayers = 2
         let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
-        let d = try Denoiser(model: model)
+        let d = try Denoiser(model: model, context: .fp32)
         let silent = [Float](repeating: log(1e-5), count: 80 * 16)
-        let bias = model.synthesise(mel: silent, frames: 16, z: [Float](repeating: 0, count: 16 * 256))
+        let bias = model.synthesise(mel: silent, frames: 16, z: [Float](repeating: 0, count: 16 * 256), context: .fp32)
         let energy = { (x: [Float]) in x.reduce(0) { $0 + Double($1 * $1) } }
         XCTAssertGreaterThan(energy(bias), 0)
         XCTAssertLessThanOrEqual(normRelativeError(try d.apply(bias, strength: 0), bias), 1e-5)

@@ -107,12 +107,12 @@ final class LPCFrontTests: XCTestCase {
         let x: [Float] = rng.array(t, scale: 0.2)
         let input = Scorer.flowInput(samples: x, logMel: mel, frames: frames, model: model)
         let env = try XCTUnwrap(input.envelope)
-        let flowOnly = model.forward(audio: input.values, mel: mel, batch: 1, frames: frames, keepCache: false)
-        XCTAssertEqual(input.nll(first: t, model: model), Double(flowOnly.nll[0]) + env.logGainSum(samples: 0..<t) / Double(t),
+        let flowOnly = model.forward(audio: input.values, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32)
+        XCTAssertEqual(input.nll(first: t, model: model, context: .fp32), Double(flowOnly.nll[0]) + env.logGainSum(samples: 0..<t) / Double(t),
                        accuracy: 1e-6)
-        let back = model.synthesise(mel: mel, frames: frames, z: flowOnly.z)
+        let back = model.synthesise(mel: mel, frames: frames, z: flowOnly.z, context: .fp32)
         XCTAssertLessThanOrEqual(normRelativeError(back, x), 1e-4)
-        XCTAssertLessThanOrEqual(normRelativeError(model.synthesiseNaive(mel: mel, frames: frames, z: flowOnly.z), x), 1e-4)
+        XCTAssertLessThanOrEqual(normRelativeError(model.synthesiseNaive(mel: mel, frames: frames, z: flowOnly.z, context: .fp32), x), 1e-4)
     }
 
     /// `lpc_order` round-trips through a checkpoint, is absent from plain

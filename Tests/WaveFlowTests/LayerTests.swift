@@ -73,15 +73,15 @@ final class LayerTests: XCTestCase {
             var e = [Double](repeating: 0, count: 3 * s.cin * n), de = e
             var out = [Double](repeating: 0, count: s.cout * n), ref = out
             var col = [Double](repeating: 0, count: g.k * g.nOut)
-            CausalConv.forward(s, input: x, taps: taps, bias: b, output: &out, e: &e)
-            Conv2D.forward(g, input: x, weight: w, bias: b, output: &ref, col: &col)
+            CausalConv.forward(.fp32, s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &ref, col: &col)
             XCTAssertLessThanOrEqual(normRelativeError(out, ref), 1e-12, "forward \(s)")
             // Accumulating gradients, starting from the same non-zero values.
             let dw0: [Double] = rng.array(w.count), db0: [Double] = rng.array(s.cout), dx0: [Double] = rng.array(x.count)
             var (dw, db, dx) = (dw0, db0, dx0)
             var (rdw, rdb, rdx) = (dw0, db0, dx0)
-            CausalConv.backward(s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
-            Conv2D.backward(g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
+            CausalConv.backward(.fp32, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            Conv2D.backward(.fp32, g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
             XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), 1e-12, "dW \(s)")
             XCTAssertLessThanOrEqual(normRelativeError(db, rdb), 1e-12, "dBias \(s)")
             XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), 1e-12, "dInput \(s)")
@@ -96,7 +96,7 @@ final class LayerTests: XCTestCase {
             let x: [Float] = rng.array(g.cin * g.nIn), w: [Float] = rng.array(g.cout * g.k), b: [Float] = rng.array(g.cout)
             var out = [Float](repeating: 0, count: g.cout * g.nOut)
             var col = [Float](repeating: 0, count: g.k * g.nOut)
-            Conv2D.forward(g, input: x, weight: w, bias: b, output: &out, col: &col)
+            Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &out, col: &col)
             let naive = Conv2D.forwardNaive(g, input: x, weight: w, bias: b)
             XCTAssertLessThanOrEqual(normRelativeError(out, naive), 1e-5, "\(g)")
         }
@@ -109,12 +109,12 @@ final class LayerTests: XCTestCase {
             let r: [Double] = rng.array(g.cout * g.nOut)
             func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
                 var out = [Double](repeating: 0, count: g.cout * g.nOut), col = [Double](repeating: 0, count: g.k * g.nOut)
-                Conv2D.forward(g, input: x, weight: w, bias: b, output: &out, col: &col)
+                Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &out, col: &col)
                 return dot(out, r)
             }
             var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
             var db = [Double](repeating: 0, count: b.count), col = [Double](repeating: 0, count: g.k * g.nOut)
-            Conv2D.backward(g, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx, col: &col)
+            Conv2D.backward(.fp32, g, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx, col: &col)
             GradientCheck.check(&x, analytic: dx, label: "conv dx") { loss($0, w, b) }
             GradientCheck.check(&w, analytic: dw, label: "conv dw") { loss(x, $0, b) }
             GradientCheck.check(&b, analytic: db, label: "conv db") { loss(x, w, $0) }
@@ -128,12 +128,12 @@ final class LayerTests: XCTestCase {
         let r: [Double] = rng.array(cout * n)
         func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
             var out = [Double](repeating: 0, count: cout * n)
-            Conv1x1.forward(cin: cin, cout: cout, n: n, input: x, weight: w, bias: b, output: &out)
+            Conv1x1.forward(.fp32, cin: cin, cout: cout, n: n, input: x, weight: w, bias: b, output: &out)
             return dot(out, r)
         }
         var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
         var db = [Double](repeating: 0, count: b.count)
-        Conv1x1.backward(cin: cin, cout: cout, n: n, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx)
+        Conv1x1.backward(.fp32, cin: cin, cout: cout, n: n, input: x, weight: w, dOutput: r, dWeight: &dw, dBias: &db, dInput: &dx)
         GradientCheck.check(&x, analytic: dx, label: "1x1 dx") { loss($0, w, b) }
         GradientCheck.check(&w, analytic: dw, label: "1x1 dw") { loss(x, $0, b) }
         GradientCheck.check(&b, analytic: db, label: "1x1 db") { loss(x, w, $0) }

@@ -73,15 +73,15 @@ final class ModelTests: XCTestCase {
             var rng = TestRNG(3)
             let mel: [Double] = rng.array(cfg.nMels * frames)
             let x: [Double] = rng.array(tPrime, scale: 0.5)
-            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false)
+            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32)
             // Jacobian dz/dx, one column per input sample.
             var jac = [Double](repeating: 0, count: tPrime * tPrime)
             let eps = 1e-6
             for j in 0..<tPrime {
                 var xp = x, xm = x
                 xp[j] += eps; xm[j] -= eps
-                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false).z
-                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false).z
+                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
                 for i in 0..<tPrime { jac[i * tPrime + j] = (zp[i] - zm[i]) / (2 * eps) }
             }
             XCTAssertEqual(logAbsDeterminant(jac, tPrime), s.logdet[0], accuracy: 1e-6, "h=\(h)")
@@ -99,11 +99,11 @@ final class ModelTests: XCTestCase {
         let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
         func loss(_ p: [Double]) -> Double {
             model.params.values = p
-            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false).nll.reduce(0, +) / Double(batch)
+            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32).nll.reduce(0, +) / Double(batch)
         }
         let p0 = model.params.values
         model.params.zeroGrad()
-        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames))
+        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
         let analytic = model.params.grads
         var p = p0
         // A few entries of every tensor.
@@ -124,7 +124,7 @@ final class ModelTests: XCTestCase {
         var rng = TestRNG(2)
         let mel: [Float] = rng.array(cfg.nMels * 2)
         let x: [Float] = rng.array(32)
-        let s = model.forward(audio: x, mel: mel, batch: 1, frames: 2, keepCache: false)
+        let s = model.forward(audio: x, mel: mel, batch: 1, frames: 2, keepCache: false, context: .fp32)
         // Rows end permuted by perm_{K-1} o ... o perm_0: the row map after the last flow.
         var rows = Array(0..<cfg.nGroup)
         for k in 0..<cfg.nFlows { let p = cfg.permutation(k); rows = (0..<cfg.nGroup).map { rows[p[$0]] } }

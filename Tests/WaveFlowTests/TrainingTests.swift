@@ -24,7 +24,7 @@ final class TrainingTests: XCTestCase {
         XCTAssertTrue(data.skipped.isEmpty)
         let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         model.initialise(seed: 1)
-        let trainer = Trainer(model: model, options: Self.options(steps: 80), runFolder: temporaryFolder(self))
+        let trainer = Trainer(model: model, options: Self.options(steps: 80), runFolder: temporaryFolder(self), context: .fp32)
         let before = trainer.validate(data.validation)
         try trainer.run(corpus: data)
         let after = trainer.validate(data.validation)
@@ -42,7 +42,7 @@ final class TrainingTests: XCTestCase {
         func fresh(_ folder: String) -> Trainer {
             let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
             model.initialise(seed: 1)
-            return Trainer(model: model, options: Self.options(steps: 6), runFolder: folder)
+            return Trainer(model: model, options: Self.options(steps: 6), runFolder: folder, context: .fp32)
         }
         let straight = fresh(temporaryFolder(self))
         try straight.run(corpus: data)
@@ -52,7 +52,7 @@ final class TrainingTests: XCTestCase {
         try first.run(corpus: data, pauseAt: 3)
         XCTAssertEqual(first.step, 3)
         let ck = try Checkpoint.load(folder + "/latest.safetensors")
-        let second = Trainer(model: ck.model, options: Self.options(steps: 6), runFolder: folder)
+        let second = Trainer(model: ck.model, options: Self.options(steps: 6), runFolder: folder, context: .fp32)
         try second.restore(ck.trainTensors)
         XCTAssertEqual(second.step, 3)
         try second.run(corpus: data)
@@ -66,7 +66,7 @@ final class TrainingRobustnessTests: XCTestCase {
     func testNonFiniteStepIsSkipped() throws {
         let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         model.initialise(seed: 1)
-        let trainer = Trainer(model: model, options: TrainingTests.options(steps: 10), runFolder: temporaryFolder(self))
+        let trainer = Trainer(model: model, options: TrainingTests.options(steps: 10), runFolder: temporaryFolder(self), context: .fp32)
         let before = model.params.values
         var audio = [Float](repeating: 0.1, count: 2 * 4096)
         audio[100] = .nan
@@ -117,7 +117,7 @@ final class TrainingRunTests: XCTestCase {
         let initial = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         initial.initialise(seed: 9)
         XCTAssertEqual(fresh.model.params.values, initial.params.values)
-        try fresh.makeTrainer(corpus: "somewhere", communicator: SingleProcess()).saveCheckpoint()
+        try fresh.makeTrainer(corpus: "somewhere", communicator: SingleProcess(), context: .fp32).saveCheckpoint()
 
         assertFails(["run already exists"]) { try TrainingRun(folder: folder, resume: false, config: "tiny", overrides: TrainOverrides()) }
         assertFails(["differs from the run's model"]) {

@@ -19,14 +19,6 @@ final class VocoderTests: XCTestCase {
                          env: [BLAS.coreVariable: BLAS.coreName])
     }
 
-    /// Runs `body` with `precision` in force, then restores the previous one.
-    func with<R>(_ precision: Precision, _ body: () throws -> R) rethrows -> R {
-        let saved = matrixPrecision
-        matrixPrecision = precision
-        defer { matrixPrecision = saved }
-        return try body()
-    }
-
     /// A short real mel (the first `frames` frames of the clip's), written
     /// to `dir/m.npy`; the Vocoder's mel is checked against `waveflow mel`.
     func shortMel(in dir: String, frames: Int = 48) throws -> NPYArray {
@@ -68,7 +60,7 @@ final class VocoderTests: XCTestCase {
         XCTAssertEqual(vocoder.sampleRate, 22050)
         XCTAssertEqual(vocoder.bands, 80)
         XCTAssertEqual(vocoder.melConfig, MelConfig())
-        try with(.fp32) {
+        do { // the Vocoder's default context: fp32
             let cli = try toolSynth(dir + "/m.npy", dir + "/a.wav", ["--sigma", "0.7", "--seed", "5", "--precision", "fp32"])
             let audio = try vocoder.synthesise(mel: mel, sigma: 0.7, seed: 5)
             XCTAssertEqual(audio.count, mel.shape[1] * 256)
@@ -94,13 +86,13 @@ final class VocoderTests: XCTestCase {
         }
     }
 
-    /// With the tool's default precision (`auto`) in force: bit-identical to
+    /// In the tool's default precision (`auto`): bit-identical to
     /// `waveflow synth` without --precision (bf16 where it is available).
     func testBitIdenticalToToolDefaultPrecision() throws {
         let dir = temporaryFolder(self)
         let mel = try shortMel(in: dir)
-        let vocoder = try Vocoder(checkpoint: Self.shippedCheckpoint)
-        try with(.automatic) {
+        let vocoder = try Vocoder(checkpoint: Self.shippedCheckpoint, context: ComputeContext(precision: .automatic))
+        do {
             let cli = try toolSynth(dir + "/m.npy", dir + "/a.wav", ["--seed", "2", "--denoise", "0.02"])
             assertIdentical(try vocoder.synthesise(mel: mel, seed: 2, denoise: 0.02), cli, "auto (\(Precision.automatic))")
         }

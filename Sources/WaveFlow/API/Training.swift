@@ -33,8 +33,8 @@ public struct TrainingSummary: Sendable {
 /// --checkpoints PARENT --resume` can continue a run whose `runFolder` is
 /// `PARENT/NAME`).
 ///
-/// The matrix products follow the process-wide ``matrixPrecision`` (the
-/// tool's `train` defaults to `.automatic`); threads follow `Threads.count`.
+/// The matrix products run as `context` says (fp32 by default; the tool's
+/// `train` defaults to ``Precision/automatic``); kernels use `Threads.count` cores.
 /// No signal handlers are installed: set ``trainingStopRequested`` to a
 /// non-zero value (from a signal handler, say) to make the run save and stop.
 /// Progress lines go to standard error (``ProgressLine/enabled``).
@@ -49,10 +49,12 @@ public enum Training {
     ///     and validation intervals (defaults as `waveflow train`'s).
     ///   - featureCache: a folder caching the corpus's mels between runs
     ///     (the tool uses `Checkpoints/feature-cache`); nil computes them afresh.
+    ///   - context: precision and threads of the training passes.
     /// - Throws: `WaveFlowError` for a bad option, an unknown config, an
     ///   existing run in `runFolder`, or a corpus without usable training files.
     public static func train(corpus: String, config: String = "lpc-h64-c32", runFolder: String, steps: Int,
-                             options: TrainOptions = TrainOptions(), featureCache: String? = nil) throws -> TrainingSummary {
+                             options: TrainOptions = TrainOptions(), featureCache: String? = nil,
+                             context: ComputeContext = .fp32) throws -> TrainingSummary {
         var options = options
         options.steps = steps
         for (name, v) in [("steps", options.steps), ("batch", options.batch), ("segment", options.segment),
@@ -69,7 +71,7 @@ public enum Training {
         let data = try Corpus.load(folder: corpus, config: run.model.config.mel, cache: cache, minSamples: options.segment,
                                    front: run.model.front)
         try run.recordValidationFiles(data.validation.map(\.path))
-        let trainer = try run.makeTrainer(corpus: corpus, communicator: SingleProcess())
+        let trainer = try run.makeTrainer(corpus: corpus, communicator: SingleProcess(), context: context)
         try trainer.run(corpus: data)
         return TrainingSummary(step: trainer.step, stoppedEarly: trainer.step < options.steps,
                                bestValidationNLL: trainer.bestValidation, runFolder: runFolder, latestCheckpoint: folder.latest,

@@ -19,11 +19,11 @@ import Foundation
 /// OpenBLAS kernel and thread count (see *Matching the command line*).
 ///
 /// ## Precision
-/// The matrix products run in the process-wide ``matrixPrecision`` (fp32 by
+/// The matrix products run as the `context` given at `init` says (fp32 by
 /// default in the library). `waveflow synth` defaults to `--precision auto`;
-/// to get its default output, set `matrixPrecision = .automatic` once at
-/// start-up. The denoiser's bias spectrum is estimated (once per precision)
-/// at the precision in force when it is first needed.
+/// to get its default output, pass
+/// `ComputeContext(precision: .automatic)`. The denoiser's bias spectrum is
+/// estimated once, in that context, when it is first needed.
 ///
 /// ## Matching the command line
 /// The tool re-executes itself with a fast OpenBLAS kernel before it does
@@ -40,15 +40,14 @@ import Foundation
 ///
 /// ## Threads
 /// One `Vocoder` may be used from several threads at once: after `init`
-/// nothing in it is written except the denoiser cache, which a lock guards
-/// (hence `@unchecked Sendable`; the model's weights are only read).
+/// nothing in it is written except the denoiser, made once under a lock
+/// (hence `@unchecked Sendable`; the model's weights and its per-flow
+/// offsets are only read, and nothing the products use is process-wide).
 public final class Vocoder: @unchecked Sendable {
     // Sendable by hand: `synthesizer`, `mel` and `config` are never mutated
     // after init (`MelSpectrogram.compute` is documented thread-safe, the
     // model's weights are only read by synthesis); `denoisers` is only
-    // touched under `lock`. Note: WaveFlowModel's `flowOffsets` is still a
-    // `lazy var` filled on first synthesis, so the very first calls on a
-    // fresh model, if concurrent, race there until it becomes immutable.
+    // touched under `lock`.
 
     /// The `waveflow synth` default temperature (chosen with `waveflow eval`).
     public static let defaultSigma = 0.9
@@ -58,21 +57,25 @@ public final class Vocoder: @unchecked Sendable {
     let synthesizer: Synthesizer
     let mel: MelSpectrogram
     private let lock = NSLock()
-    private var denoisers: [Precision: Denoiser] = [:]
+    private var madeDenoiser: Denoiser?
+    /// Precision, threads and block width of every synthesis.
+    public let context: ComputeContext
 
     /// Loads and validates a checkpoint (`.safetensors`) completely, as
     /// `waveflow synth --checkpoint` does.
     /// - Throws: `WaveFlowError` naming the file.
-    public convenience init(checkpoint path: String) throws {
-        try self.init(checkpoint: try Checkpoint.load(path))
+    /// - Parameter context: precision and threads of synthesis (fp32 by default).
+    public convenience init(checkpoint path: String, context: ComputeContext = .fp32) throws {
+        try self.init(checkpoint: try Checkpoint.load(path), context: context)
     }
 
     /// A vocoder for a checkpoint already loaded (``Checkpoint/load(_:)``).
     /// - Throws: if the checkpoint's mel configuration is invalid (a loaded
     ///   checkpoint's never is).
-    public init(checkpoint: Checkpoint) throws {
+    public init(checkpoint: Checkpoint, context: ComputeContext = .fp32) throws {
         config = checkpoint.config
-        synthesizer = Synthesizer(model: checkpoint.model)
+        self.context = context
+        synthesizer = Synthesizer(model: checkpoint.model, context: context)
         mel = try MelSpectrogram(config: checkpoint.config.mel)
     }
 
@@ -157,15 +160,14 @@ public final class Vocoder: @unchecked Sendable {
         return try denoiser().apply(audio, strength: denoise)
     }
 
-    /// The denoiser for the precision in force, made on first use (its bias
-    /// estimate is one synthesis of a silent mel).
+    /// The denoiser, made on first use (its bias estimate is one synthesis
+    /// of a silent mel, in this vocoder's context).
     func denoiser() throws -> Denoiser {
-        let precision = matrixPrecision
         lock.lock()
         defer { lock.unlock() }
-        if let d = denoisers[precision] { return d }
-        let d = try Denoiser(model: synthesizer.model)
-        denoisers[precision] = d
+        if let d = madeDenoiser { return d }
+        let d = try Denoiser(model: synthesizer.model, context: context)
+        madeDenoiser = d
         return d
     }
 

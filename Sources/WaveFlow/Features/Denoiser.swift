@@ -11,14 +11,17 @@ public final class Denoiser {
     public let biasSpectrum: [Float]
     let window: [Float]
 
-    /// - Parameter model: the vocoder whose bias is removed.
-    public init(model: WaveFlowModel<Float>, nFFT: Int = 1024, hop: Int = 256) throws {
+    /// - Parameters:
+    ///   - model: the vocoder whose bias is removed.
+    ///   - context: how its synthesis runs (the bias differs a little between fp32 and bf16).
+    public init(model: WaveFlowModel<Float>, context: ComputeContext, nFFT: Int = 1024, hop: Int = 256) throws {
         self.nFFT = nFFT
         self.hop = hop
         window = (0..<nFFT).map { Float(0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(nFFT))) }
         let frames = 32
         let silent = [Float](repeating: log(MelSpectrogram.logFloor), count: model.config.nMels * frames)
-        let bias = model.synthesise(mel: silent, frames: frames, z: [Float](repeating: 0, count: frames * model.config.hopLength))
+        let bias = model.synthesise(mel: silent, frames: frames, z: [Float](repeating: 0, count: frames * model.config.hopLength),
+                                   context: context)
         let spec = try STFT(nFFT: nFFT, hop: hop, window: window).forward(bias)
         var mean = [Float](repeating: 0, count: nFFT / 2 + 1)
         for f in 0..<spec.frames { for k in mean.indices { mean[k] += spec.magnitude(f, k) / Float(spec.frames) } }

@@ -87,17 +87,17 @@ public enum Evaluator {
     /// NLL and copy-synthesis figures for one file, for the model and both
     /// baselines (all from the same mel, the baselines' noise from `seed`).
     /// Without `baselines` their scores are NaN (faster: a training curve).
-    public static func evaluate(file path: String, model: WaveFlowModel<Float>, sigma: Double, seed: UInt64,
+    public static func evaluate(file path: String, model: WaveFlowModel<Float>, context: ComputeContext, sigma: Double, seed: UInt64,
                                 baselines: Bool = true, keepAudio: Bool = false) throws -> EvaluationResult {
         let cfg = model.config
         let mel = try MelSpectrogram(config: cfg.mel)
         let audio = try AudioFile.read(path, sampleRate: cfg.sampleRate)
         do {
-            let nll = try Scorer.score(samples: audio.samples, model: model, mel: mel)
+            let nll = try Scorer.score(samples: audio.samples, model: model, mel: mel, context: context)
             let m = try mel.compute(audio.samples)
             let z = Synthesizer.noise(count: m.shape[1] * cfg.hopLength, sigma: sigma, seed: seed)
             let t0 = Date()
-            let synth = try Synthesizer(model: model).synthesise(mel: m, z: z)
+            let synth = try Synthesizer(model: model, context: context).synthesise(mel: m, z: z)
             let elapsed = Date().timeIntervalSince(t0)
             let none = CopySynthesisScores(melDistance: .nan, logSpectralDistance: .nan, stftDistance: .nan, rmsRatio: .nan)
             var result = EvaluationResult(

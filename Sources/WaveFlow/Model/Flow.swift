@@ -17,7 +17,7 @@ extension WaveFlowModel {
     /// Runs flow k's network on Xin [1, B, H, w] and Cin [M, B, H, w];
     /// returns p [2, B, H, w] (log_s then t) and, if asked, the cache.
     public func network(flow k: Int, xin: [T], cin: [T], batch: Int, height: Int, width: Int,
-                        keepCache: Bool) -> (p: [T], cache: NetworkCache?) {
+                        keepCache: Bool, context: ComputeContext) -> (p: [T], cache: NetworkCache?) {
         let c = config.channels, m = config.nMels
         let n = batch * height * width
         let fo = flowOffsets[k]
@@ -33,13 +33,13 @@ extension WaveFlowModel {
         var p = uninitializedArray(T.self, 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
         // Cin as bf16 operands once for every layer's projection (bf16 products only).
-        let cin16 = cin.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: m * n, forProductsOf: 2 * c, n, m) }
+        let cin16 = cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
         params.values.withUnsafeBufferPointer { wp in
         cin.withUnsafeBufferPointer { cp in
             let w = wp.baseAddress!
             // a = input(Xin): 1 -> C.
-            Conv1x1.forward(cin: 1, cout: c, n: n, input: xin, weight: w + fo.input, bias: w + fo.inputB, output: &a)
+            Conv1x1.forward(context, cin: 1, cout: c, n: n, input: xin, weight: w + fo.input, bias: w + fo.inputB, output: &a)
             for l in 0..<config.nLayers {
                 let lo = fo.layers[l]
                 let shape = convShape(layer: l, batch: batch, height: height, width: width)
@@ -48,22 +48,22 @@ extension WaveFlowModel {
                 a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
-                            CausalConv.forward(shape, input: ap.baseAddress!, taps: taps, bias: w + lo.convB,
+                            CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: w + lo.convB,
                                                output: yp.baseAddress!, e: ep.baseAddress!)
                         }
                     }
                 }
                 // y += cond(Cin): M -> 2C.
                 y.withUnsafeMutableBufferPointer { yp in
-                    gemm(transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, lda: m,
-                         b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: yp.baseAddress!, ldc: n)
+                    T.product(context, transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, a16: nil, lda: m,
+                              b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: yp.baseAddress!, ldc: n)
                     addBias(yp.baseAddress!, w + lo.condB, rows: 2 * c, cols: n)
                 }
                 if keepCache { cacheY.append(y) }
                 y.withUnsafeBufferPointer { yp in
                     g.withUnsafeMutableBufferPointer { gp in Gate.forward(yp.baseAddress!, gp.baseAddress!, channels: c, n: n) }
                 }
-                Conv1x1.forward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, bias: w + lo.outB, output: &o)
+                Conv1x1.forward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, bias: w + lo.outB, output: &o)
                 // a' = a + o[0:C] (a new array when a is cached), skip += o[C:2C].
                 var next = keepCache ? uninitializedArray(T.self, c * n) : []
                 o.withUnsafeBufferPointer { op in
@@ -84,7 +84,7 @@ extension WaveFlowModel {
                 }
                 if keepCache { cacheA.append(a); a = next }
             }
-            Conv1x1.forward(cin: c, cout: 2, n: n, input: skip, weight: w + fo.output, bias: w + fo.outputB, output: &p)
+            Conv1x1.forward(context, cin: c, cout: 2, n: n, input: skip, weight: w + fo.output, bias: w + fo.outputB, output: &p)
         }}
         let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, y: cacheY, skip: skip,
                                              batch: batch, height: height, width: width) : nil
@@ -93,7 +93,7 @@ extension WaveFlowModel {
 
     /// Backpropagates dp [2, N] through flow k's network into params.grads;
     /// returns dXin [1, N] and dCin [M, N].
-    public func networkBackward(flow k: Int, cache: NetworkCache, dp: [T]) -> (dXin: [T], dCin: [T]) {
+    public func networkBackward(flow k: Int, cache: NetworkCache, dp: [T], context: ComputeContext) -> (dXin: [T], dCin: [T]) {
         let c = config.channels, m = config.nMels
         let n = cache.batch * cache.height * cache.width
         let fo = flowOffsets[k]
@@ -110,7 +110,7 @@ extension WaveFlowModel {
         // being modified would be an overlapping access to `params`.
         let weights = params.values
         // Cin, and each layer's dy, as bf16 operands once for all the products reading them (bf16 only).
-        let cin16 = cache.cin.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: m * n, forProductsOf: 2 * c, n, m) }
+        let cin16 = cache.cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
         weights.withUnsafeBufferPointer { wp in
         params.grads.withUnsafeMutableBufferPointer { gp in
@@ -119,7 +119,7 @@ extension WaveFlowModel {
         dCin.withUnsafeMutableBufferPointer { dcp in
             let w = wp.baseAddress!, gr = gp.baseAddress!
             let da = dop.baseAddress!, dSkip = da + c * n
-            Conv1x1.backward(cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,
+            Conv1x1.backward(context, cin: c, cout: 2, n: n, input: cache.skip, weight: w + fo.output, dOutput: dp,
                              dWeight: gr + fo.output, dBias: gr + fo.outputB, dInput: dSkip)
             for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
                 let lo = fo.layers[l]
@@ -130,25 +130,25 @@ extension WaveFlowModel {
                         dy.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, gp.baseAddress!, kept: $0.baseAddress!, channels: c, n: n) }
                     }
                 }
-                Conv1x1.backward(cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
+                Conv1x1.backward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
                                  dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
                 dg.withUnsafeBufferPointer { dgp in
                     dy.withUnsafeMutableBufferPointer { Gate.backward(kept: $0.baseAddress!, dg: dgp.baseAddress!, channels: c, n: n) }
                 }
-                let dy16 = dy.withUnsafeBufferPointer { bf16Copy(of: $0.baseAddress!, count: 2 * c * n, forProductsOf: 2 * c, n) }
+                let dy16 = dy.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: 2 * c * n, forProductsOf: [2 * c, n]) }
                 defer { dy16?.deallocate() }
                 // The condition projection: dW += dy Cin^T, dBias, dCin += W^T dy.
                 dy.withUnsafeBufferPointer { dyp in
                     let dyv = dyp.baseAddress!
-                    gemm(transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
-                         b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
+                    T.product(context, transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
+                              b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
                     // The condition's and the convolution's biases both add
                     // onto y: one row sum serves both gradients.
                     var rowSums = [T](repeating: 0, count: 2 * c)
                     accumulateRowSums(dyv, into: &rowSums, rows: 2 * c, cols: n)
                     for i in 0 ..< 2 * c { gr[lo.condB + i] += rowSums[i]; gr[lo.convB + i] += rowSums[i] }
-                    gemm(transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, lda: m,
-                         b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
+                    T.product(context, transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, a16: nil, lda: m,
+                              b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
                 }
                 // da (holding the residual path's gradient) += conv^T dy.
                 let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
@@ -156,14 +156,14 @@ extension WaveFlowModel {
                 cache.a[l].withUnsafeBufferPointer { ap in
                     e.withUnsafeMutableBufferPointer { ep in
                         de.withUnsafeMutableBufferPointer { dep in
-                            CausalConv.backward(shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
+                            CausalConv.backward(context, shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
                                                 dWeight: gr + lo.conv, dBias: nil, dInput: da,
                                                 e: ep.baseAddress!, de: dep.baseAddress!)
                         }
                     }
                 }
             }
-            Conv1x1.backward(cin: 1, cout: c, n: n, input: cache.xin, weight: w + fo.input, dOutput: da,
+            Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: w + fo.input, dOutput: da,
                              dWeight: gr + fo.input, dBias: gr + fo.inputB, dInput: &dXin)
         }}}}}
         return (dXin, dCin)
@@ -239,7 +239,7 @@ extension WaveFlowModel {
     /// the negative log-likelihood per sample of each item, and what the
     /// backward pass needs when `keepCache`.
     public func forward(audio: [T], mel: [T], batch: Int, frames: Int, keepCache: Bool = true,
-                        columnLogdet: Bool = false) -> ForwardState {
+                        columnLogdet: Bool = false, context: ComputeContext) -> ForwardState {
         let h = config.nGroup
         let tPrime = audio.count / batch
         precondition(tPrime % h == 0 && tPrime <= frames * config.hopLength, "audio length must be w*h <= frames*hop")
@@ -253,7 +253,8 @@ extension WaveFlowModel {
         for k in 0..<config.nFlows {
             let xin = networkAudioInput(x, batch: batch, width: w)
             let cin = networkConditionInput(cd, flow: k, batch: batch, width: w)
-            let (p, cache) = network(flow: k, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: keepCache)
+            let (p, cache) = network(flow: k, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: keepCache,
+                                      context: context)
             let n = batch * (h - 1) * w
             var z = [T](repeating: 0, count: x.count)
             let ld = p.withUnsafeBufferPointer { pp in
@@ -275,7 +276,7 @@ extension WaveFlowModel {
     }
 
     /// Accumulates the gradient of the batch-mean NLL into `params.grads`.
-    public func backward(_ s: ForwardState) {
+    public func backward(_ s: ForwardState, context: ComputeContext) {
         let h = config.nGroup, w = s.width, batch = s.batch
         let n = batch * (h - 1) * w
         var dzFlat = [T](repeating: 0, count: s.z.count)
@@ -291,7 +292,7 @@ extension WaveFlowModel {
                 AffineCoupling.backward(x: s.xs[k], logS: s.logS[k], dZ: dZ, dLogdet: dLogdet, dX: &dX,
                                         dLogS: dpp.baseAddress!, dT: dpp.baseAddress! + n, batch: batch, h: h, w: w)
             }
-            let (dXin, dCin) = networkBackward(flow: k, cache: s.caches[k], dp: dp)
+            let (dXin, dCin) = networkBackward(flow: k, cache: s.caches[k], dp: dp, context: context)
             for b in 0..<batch {
                 for i in 0 ..< (h - 1) * w { dX[b * h * w + i] += dXin[b * (h - 1) * w + i] }
             }

@@ -27,15 +27,11 @@ extension WaveFlowModel {
 
     /// Inverts flow k on Z [h, w] (its own row order) with the condition as
     /// flow k saw it; returns X [h, w]. Each network row is computed once.
-    /// With `matrixPrecision` bf16 (and oneDNN present, C >= 16) the products
-    /// take bf16 operands; otherwise `T.gemm`'s.
-    public func invertFlow(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int) -> [T] {
-        if T.self == Float.self, matrixPrecision == .bf16, config.channels >= 16, case .success = OneDNN.bf16 {
-            let model = self as! WaveFlowModel<Float>
-            return model.invertFlow(k, z: z as! [Float], condition: condition as! SynthesisCondition<Float>, width: w,
-                                    operands: BF16Operands.self) as! [T]
-        }
-        return invertFlow(k, z: z, condition: condition, width: w, operands: NativeOperands<T>.self)
+    /// The products take bf16 operands when `context` asks for bf16 (and
+    /// oneDNN runs it, C >= 16); otherwise Float32 (or Float64) operands.
+    public func invertFlow(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int, context: ComputeContext) -> [T] {
+        T.withOperands(context, forProductsOf: [config.channels],
+                       FlowInversion(model: self, flow: k, z: z, condition: condition, width: w, context: context))
     }
 
     /// `invertFlow` with the products' operands held as `O.Element`.
@@ -53,13 +49,14 @@ extension WaveFlowModel {
     /// block keeps its operand matrix [3C + M, block] (expanded row over the
     /// condition row, which all layers of a row share).
     func invertFlow<O: ProductOperands>(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int,
-                                        operands: O.Type) -> [T] where O.Scalar == T {
+                                        context: ComputeContext, operands: O.Type) -> [T] where O.Scalar == T {
         let h = config.nGroup, c = config.channels, m = config.nMels, L = config.nLayers
         let fo = flowOffsets[k], map = config.rowMaps[k]
-        let nBlocks = max(min(Threads.count, w), (w + synthesisBlockColumns - 1) / synthesisBlockColumns)
+        let blockColumns = context.synthesisBlockColumns
+        let nBlocks = max(min(context.threads, w), (w + blockColumns - 1) / blockColumns)
         let bounds = (0...nBlocks).map { w * $0 / nBlocks }
         let widest = (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] }.max()!
-        let workers = min(nBlocks, Threads.count)
+        let workers = min(nBlocks, context.threads)
         let scratch = (0..<workers).map { _ in SynthesisScratch<O>(channels: c, bands: m, block: widest) }
         let kOp = 3 * c + m // rows of a block's operand matrix
         let operandsOfBlocks = UnsafeMutablePointer<O.Element>.allocate(capacity: kOp * w)
@@ -119,11 +116,11 @@ extension WaveFlowModel {
                         let nb = j1 - j0
                         // y = [W_tap2 | W_cond] x [E(r); cond].
                         _ = cache.expand(r, columns: j0..<j1, into: e)
-                        O.gemm(m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
+                        O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
                                accumulate: false, c: s.y, ldc: nb)
                         // + W_tap x E(row r - (2 - tap) dh) for the taps whose row exists.
                         for tap in 0..<2 where cache.expand(r - (2 - tap) * dh, columns: j0..<j1, into: e) {
-                            O.gemm(m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
+                            O.gemm(context, m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
                                    b: e, ldb: nb, accumulate: true, c: s.y, ldc: nb)
                         }
                         if native {
@@ -134,7 +131,7 @@ extension WaveFlowModel {
                             O.convert(s.g, count: c * nb, into: s.gOperand)
                         }
                         // [a; skip] += [W_res; W_skip] x g (in place, row stride w).
-                        O.gemm(m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
+                        O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
                                accumulate: true, c: aa + j0, ldc: w)
                     }
                 }
@@ -155,14 +152,14 @@ extension WaveFlowModel {
 
     /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8,
     /// then the LPC front's synthesis filter of section 11 if there is one).
-    public func synthesise(mel: [T], frames: Int, z: [T]) -> [T] {
+    public func synthesise(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
         let h = config.nGroup, t = frames * config.hopLength, w = t / h
         precondition(z.count == t)
         let condition = synthesisCondition(mel: mel, frames: frames)
         var x = squeezeAudio(z, batch: 1, width: w) // X_K, the last flow's permuted output
         for k in stride(from: config.nFlows - 1, through: 0, by: -1) {
             let zk = permuteRows(x, config.permutation(k), batch: 1, width: w)
-            x = invertFlow(k, z: zk, condition: condition, width: w)
+            x = invertFlow(k, z: zk, condition: condition, width: w, context: context)
         }
         return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
     }
@@ -177,7 +174,7 @@ extension WaveFlowModel {
 
     /// The naive twin of `synthesise`: for every row, the whole network is
     /// run again on the rows produced so far (O(h^2)). Test oracle only.
-    public func synthesiseNaive(mel: [T], frames: Int, z: [T]) -> [T] {
+    public func synthesiseNaive(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
         let h = config.nGroup, t = frames * config.hopLength, w = t / h
         let up = upsample(mel: mel, batch: 1, frames: frames)
         let cd = squeezeCondition(up.stages.last!, batch: 1, condWidth: t, width: w)
@@ -188,7 +185,7 @@ extension WaveFlowModel {
             let cin = networkConditionInput(cd, flow: k, batch: 1, width: w)
             for i in 1..<h {
                 let (p, _) = network(flow: k, xin: networkAudioInput(xk, batch: 1, width: w), cin: cin,
-                                     batch: 1, height: h - 1, width: w, keepCache: false)
+                                     batch: 1, height: h - 1, width: w, keepCache: false, context: context)
                 let n = (h - 1) * w
                 for j in 0..<w {
                     let ls = p[(i - 1) * w + j], tt = p[n + (i - 1) * w + j]
@@ -198,5 +195,15 @@ extension WaveFlowModel {
             x = xk
         }
         return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
+    }
+}
+
+/// `invertFlow` for the operand storage `Real.withOperands` picks.
+private struct FlowInversion<T: Real>: OperandsVisitor {
+    typealias Scalar = T
+    typealias Result = [T]
+    let model: WaveFlowModel<T>, flow: Int, z: [T], condition: SynthesisCondition<T>, width: Int, context: ComputeContext
+    func visit<O: ProductOperands>(_ o: O.Type) -> [T] where O.Scalar == T {
+        model.invertFlow(flow, z: z, condition: condition, width: width, context: context, operands: o)
     }
 }

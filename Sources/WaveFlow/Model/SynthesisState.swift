@@ -59,14 +59,6 @@ public final class LayerRowCache<O: ProductOperands> {
     }
 }
 
-/// Columns per block in synthesis: the per-row work (expansion, GEMMs, gate)
-/// runs on blocks of this many columns, so its scratch stays small whatever
-/// the duration; only the layers' row caches and the blocks' operand
-/// matrices span the full width. 1024 keeps a block's products and gate in
-/// the core's cache: 30 s of h16-c64 went from 19.0-21.1k (4096) to 25.6k
-/// samples/s in bf16 (512: 23.8k), with 4 s unchanged. (Settable for tests.)
-nonisolated(unsafe) public var synthesisBlockColumns = 1024
-
 /// One worker's scratch for a column block of synthesis (`block` columns):
 /// the pre-gate activations [2C, block], the gate [C, block] and as
 /// operands, and the condition row [M, block] before conversion.

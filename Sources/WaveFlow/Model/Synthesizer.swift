@@ -4,8 +4,13 @@ import Foundation
 /// latent noise, the inverse flow.
 public struct Synthesizer {
     public let model: WaveFlowModel<Float>
+    /// Precision, threads and block width of the inverse flow.
+    public let context: ComputeContext
 
-    public init(model: WaveFlowModel<Float>) { self.model = model }
+    public init(model: WaveFlowModel<Float>, context: ComputeContext) {
+        self.model = model
+        self.context = context
+    }
 
     /// Checks a mel read from a file: 2-D, `[n_mels, frames]` (or
     /// `[frames, n_mels]` with `transpose`), the model's band count, finite.
@@ -38,6 +43,6 @@ public struct Synthesizer {
     public func synthesise(mel: NPYArray, z: [Float]) throws -> [Float] {
         let frames = mel.shape[1], t = frames * model.config.hopLength
         guard z.count == t else { throw WaveFlowError("noise has \(z.count) samples, frames*hop is \(t)") }
-        return model.synthesise(mel: mel.values, frames: frames, z: z)
+        return model.synthesise(mel: mel.values, frames: frames, z: z, context: context)
     }
 }

@@ -126,24 +126,21 @@ public enum CausalConv {
         }
     }
 
-    /// out [Cout, N] = conv(input) + bias.
+    /// out [Cout, N] = conv(input) + bias, with the products' operands in
+    /// the storage `context` chooses (bf16 or native).
     /// - Parameters:
     ///   - taps: `regroup(weight)`.
     ///   - e: scratch of 3 * Cin * N values.
-    public static func forward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
-                                        bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
+    public static func forward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+                                        taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                         e: UnsafeMutablePointer<T>) {
-        if T.self == Float.self, BF16Operands.chosen(s.cout, 3 * s.cin) {
-            forward(s, input: asFloat(input), taps: asFloat(taps), bias: bias.map { asFloat($0) }, output: asFloat(output),
-                    e: asFloat(e), operands: BF16Operands.self)
-        } else {
-            forward(s, input: input, taps: taps, bias: bias, output: output, e: e, operands: NativeOperands<T>.self)
-        }
+        T.withOperands(context, forProductsOf: [s.cout, 3 * s.cin],
+                       CausalConvForward(context: context, s: s, input: input, taps: taps, bias: bias, output: output, e: e))
     }
 
     /// `forward` with the products' operands converted to `O.Element` once
     /// each (the input before its expansion, not once per tap product).
-    static func forward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
+    static func forward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
                                             e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
@@ -152,10 +149,10 @@ public enum CausalConv {
         withExpandedOperands(s, input, scratch: e, O.self) { eo in forEachTap(s) { ky, shift, b in
             let wk = to + ky * s.cout * k
             if b < 0 {
-                O.gemm(m: s.cout, n: n, k: k, a: wk, lda: k, b: eo, ldb: n, accumulate: false, c: output, ldc: n)
+                O.gemm(context, m: s.cout, n: n, k: k, a: wk, lda: k, b: eo, ldb: n, accumulate: false, c: output, ldc: n)
             } else {
                 let cols = (s.height - shift) * s.width
-                O.gemm(m: s.cout, n: cols, k: k, a: wk, lda: k, b: eo + b * hw, ldb: n, accumulate: true,
+                O.gemm(context, m: s.cout, n: cols, k: k, a: wk, lda: k, b: eo + b * hw, ldb: n, accumulate: true,
                        c: output + b * hw + shift * s.width, ldc: n)
             }
         } }
@@ -169,25 +166,19 @@ public enum CausalConv {
     ///   - de: scratch of 3 * Cin * N values.
     ///   - dOutput16: dOutput already rounded to bf16 (`bf16Copy`), used
     ///     when the products run in bf16.
-    public static func backward<T: Real>(_ s: CausalConvShape, input: UnsafePointer<T>, taps: UnsafePointer<T>,
-                                         dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>? = nil,
+    public static func backward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+                                         taps: UnsafePointer<T>, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>? = nil,
                                          dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                          e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
-        if T.self == Float.self, BF16Operands.chosen(s.cout, 3 * s.cin) {
-            backward(s, input: asFloat(input), taps: asFloat(taps), dOutput: asFloat(dOutput), dOutputOperands: dOutput16,
-                     dWeight: asFloat(dWeight),
-                     dBias: dBias.map { asFloat($0) }, dInput: dInput.map { asFloat($0) }, e: asFloat(e), de: asFloat(de),
-                     operands: BF16Operands.self)
-        } else {
-            backward(s, input: input, taps: taps, dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput,
-                     e: e, de: de, operands: NativeOperands<T>.self)
-        }
+        T.withOperands(context, forProductsOf: [s.cout, 3 * s.cin],
+                       CausalConvBackward(context: context, s: s, input: input, taps: taps, dOutput: dOutput, dOutput16: dOutput16,
+                             dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de))
     }
 
     /// `backward` with the products' operands (input before its expansion,
     /// dOut, taps) converted to `O.Element` once each.
-    static func backward<O: ProductOperands>(_ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
+    static func backward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                              dOutput: UnsafePointer<O.Scalar>, dOutputOperands: UnsafePointer<O.Element>? = nil,
                                              dWeight: UnsafeMutablePointer<O.Scalar>,
                                              dBias: UnsafeMutablePointer<O.Scalar>?, dInput: UnsafeMutablePointer<O.Scalar>?,
@@ -202,11 +193,11 @@ public enum CausalConv {
             withExpandedOperands(s, input, scratch: e, O.self) { eo in forEachTap(s) { ky, shift, b in
                 let dw = dt.baseAddress! + ky * s.cout * k
                 if b < 0 {
-                    O.gemm(transA: false, transB: true, m: s.cout, n: k, k: n, a: dyo, lda: n, b: eo, ldb: n,
+                    O.gemm(context, transA: false, transB: true, m: s.cout, n: k, k: n, a: dyo, lda: n, b: eo, ldb: n,
                            accumulate: true, c: dw, ldc: k)
                 } else {
                     let cols = (s.height - shift) * s.width
-                    O.gemm(transA: false, transB: true, m: s.cout, n: k, k: cols, a: dyo + b * hw + shift * s.width, lda: n,
+                    O.gemm(context, transA: false, transB: true, m: s.cout, n: k, k: cols, a: dyo + b * hw + shift * s.width, lda: n,
                            b: eo + b * hw, ldb: n, accumulate: true, c: dw, ldc: k)
                 }
             } }
@@ -221,11 +212,11 @@ public enum CausalConv {
         forEachTap(s) { ky, shift, b in
             let wk = to + ky * s.cout * k
             if b < 0 {
-                O.gemm(transA: true, transB: false, m: k, n: n, k: s.cout, a: wk, lda: k, b: dyo, ldb: n,
+                O.gemm(context, transA: true, transB: false, m: k, n: n, k: s.cout, a: wk, lda: k, b: dyo, ldb: n,
                        accumulate: false, c: de, ldc: n)
             } else {
                 let cols = (s.height - shift) * s.width
-                O.gemm(transA: true, transB: false, m: k, n: cols, k: s.cout, a: wk, lda: k,
+                O.gemm(context, transA: true, transB: false, m: k, n: cols, k: s.cout, a: wk, lda: k,
                        b: dyo + b * hw + shift * s.width, ldb: n, accumulate: true, c: de + b * hw, ldc: n)
             }
         }
@@ -233,10 +224,32 @@ public enum CausalConv {
     }
 }
 
-/// A pointer to T's memory as Float (for dispatching to the bf16 path when T is Float).
-@inline(__always) func asFloat<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
-    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+
+/// `CausalConv.forward` for the operand storage `Real.withOperands` picks.
+private struct CausalConvForward<T: Real>: OperandsVisitor {
+    typealias Scalar = T
+    typealias Result = Void
+    let context: ComputeContext, s: CausalConvShape
+    let input, taps: UnsafePointer<T>, bias: UnsafePointer<T>?
+    let output, e: UnsafeMutablePointer<T>
+    func visit<O: ProductOperands>(_ o: O.Type) where O.Scalar == T {
+        CausalConv.forward(context, s, input: input, taps: taps, bias: bias, output: output, e: e, operands: o)
+    }
 }
-@inline(__always) func asFloat<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
-    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+
+/// `CausalConv.backward` for the operand storage `Real.withOperands` picks.
+private struct CausalConvBackward<T: Real>: OperandsVisitor {
+    typealias Scalar = T
+    typealias Result = Void
+    let context: ComputeContext, s: CausalConvShape
+    let input, taps, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?
+    let dWeight: UnsafeMutablePointer<T>, dBias, dInput: UnsafeMutablePointer<T>?
+    let e, de: UnsafeMutablePointer<T>
+    func visit<O: ProductOperands>(_ o: O.Type) where O.Scalar == T {
+        // The bf16 copy of dOut (made by the caller for its own products) is
+        // the operand only when the operands are bf16; native operands are dOut itself.
+        let given = O.Element.self == UInt16.self ? dOutput16.map { UnsafeRawPointer($0).assumingMemoryBound(to: O.Element.self) } : nil
+        CausalConv.backward(context, s, input: input, taps: taps, dOutput: dOutput, dOutputOperands: given,
+                            dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de, operands: o)
+    }
 }

@@ -93,29 +93,29 @@ public enum Conv2D {
 
     /// out [Cout, B, Hout, Wout] = weight [Cout, K] x im2col(input) + bias.
     /// - Parameter col: scratch of K * nOut values.
-    public static func forward<T: Real>(_ g: ConvGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-                                        bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
+    public static func forward<T: Real>(_ context: ComputeContext, _ g: ConvGeometry, input: UnsafePointer<T>,
+                                        weight: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                         col: UnsafeMutablePointer<T>) {
         im2col(g, input, col)
-        T.gemm(transA: false, transB: false, m: g.cout, n: g.nOut, k: g.k, alpha: 1,
-               a: weight, lda: g.k, b: col, ldb: g.nOut, beta: 0, c: output, ldc: g.nOut)
+        T.product(context, transA: false, transB: false, m: g.cout, n: g.nOut, k: g.k, a: weight, a16: nil, lda: g.k,
+                  b: col, b16: nil, ldb: g.nOut, accumulate: false, c: output, ldc: g.nOut)
         if let bias { addBias(output, bias, rows: g.cout, cols: g.nOut) }
     }
 
     /// Accumulates dWeight += dOut x col^T, dBias += row sums of dOut and, if
     /// `dInput` is given, dInput += col2im(weight^T x dOut).
     /// - Parameter col: scratch of K * nOut values (overwritten).
-    public static func backward<T: Real>(_ g: ConvGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-                                         dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+    public static func backward<T: Real>(_ context: ComputeContext, _ g: ConvGeometry, input: UnsafePointer<T>,
+                                         weight: UnsafePointer<T>, dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                          col: UnsafeMutablePointer<T>) {
         im2col(g, input, col)
-        T.gemm(transA: false, transB: true, m: g.cout, n: g.k, k: g.nOut, alpha: 1,
-               a: dOutput, lda: g.nOut, b: col, ldb: g.nOut, beta: 1, c: dWeight, ldc: g.k)
+        T.product(context, transA: false, transB: true, m: g.cout, n: g.k, k: g.nOut, a: dOutput, a16: nil, lda: g.nOut,
+                  b: col, b16: nil, ldb: g.nOut, accumulate: true, c: dWeight, ldc: g.k)
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: g.cout, cols: g.nOut) }
         if let dInput {
-            T.gemm(transA: true, transB: false, m: g.k, n: g.nOut, k: g.cout, alpha: 1,
-                   a: weight, lda: g.k, b: dOutput, ldb: g.nOut, beta: 0, c: col, ldc: g.nOut)
+            T.product(context, transA: true, transB: false, m: g.k, n: g.nOut, k: g.cout, a: weight, a16: nil, lda: g.k,
+                      b: dOutput, b16: nil, ldb: g.nOut, accumulate: false, c: col, ldc: g.nOut)
             col2im(g, col, dInput)
         }
     }
@@ -158,19 +158,10 @@ public enum Conv2D {
     }
 }
 
-/// out[r] += sum over columns of x[r, :]: for Float32 a vector kernel per
-/// row (VectorKernels.sum), rows spread over the cores (a plain loop cannot
-/// be vectorised, reordering a floating-point sum is not allowed; the
-/// earlier product x [rows, cols] x ones on OpenBLAS copied all of x into
-/// its packing buffers first: 4.6% of a bf16 training step); otherwise the
-/// naive loop.
-public func accumulateRowSums<T: Real>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, rows: Int, cols: Int) {
-    if T.self == Float.self {
-        let xf = asFloat(x), of = asFloat(out)
-        Threads.parallelFor(rows) { r in of[r] += VectorKernels.sum(xf + r * cols, count: cols) }
-        return
-    }
-    accumulateRowSumsNaive(x, into: out, rows: rows, cols: cols)
+/// out[r] += sum over columns of x[r, :] (`Real.accumulateRowSums`: a
+/// vector kernel per row for Float32, the naive loop for Float64).
+@inlinable public func accumulateRowSums<T: Real>(_ x: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, rows: Int, cols: Int) {
+    T.accumulateRowSums(x, into: out, rows: rows, cols: cols)
 }
 
 /// The naive twin of `accumulateRowSums` (test oracle).

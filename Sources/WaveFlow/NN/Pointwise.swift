@@ -4,28 +4,28 @@
 public enum Conv1x1 {
     /// out [Cout, N] = weight [Cout, Cin] x input [Cin, N] + bias, with
     /// `beta` = 1 adding onto what `out` holds.
-    public static func forward<T: Real>(cin: Int, cout: Int, n: Int, input: UnsafePointer<T>, ldInput: Int? = nil,
-                                        weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+    public static func forward<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, input: UnsafePointer<T>,
+                                        ldInput: Int? = nil, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
                                         output: UnsafeMutablePointer<T>, accumulate: Bool = false) {
-        T.gemm(transA: false, transB: false, m: cout, n: n, k: cin, alpha: 1, a: weight, lda: cin,
-               b: input, ldb: ldInput ?? n, beta: accumulate ? 1 : 0, c: output, ldc: n)
+        T.product(context, transA: false, transB: false, m: cout, n: n, k: cin, a: weight, a16: nil, lda: cin,
+                  b: input, b16: nil, ldb: ldInput ?? n, accumulate: accumulate, c: output, ldc: n)
         if let bias { addBias(output, bias, rows: cout, cols: n) }
     }
 
     /// dWeight += dOut x input^T, dBias += row sums, dInput (+)= weight^T x dOut.
     /// With bf16 products dOut is rounded once for both products.
-    public static func backward<T: Real>(cin: Int, cout: Int, n: Int, input: UnsafePointer<T>, ldInput: Int? = nil,
-                                         weight: UnsafePointer<T>, dOutput: UnsafePointer<T>,
+    public static func backward<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, input: UnsafePointer<T>,
+                                         ldInput: Int? = nil, weight: UnsafePointer<T>, dOutput: UnsafePointer<T>,
                                          dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
                                          dInput: UnsafeMutablePointer<T>?, accumulateInput: Bool = true) {
-        let d16 = dInput == nil ? nil : bf16Copy(of: dOutput, count: cout * n, forProductsOf: cout, cin, n)
+        let d16 = dInput == nil ? nil : T.operandCopy(context, of: dOutput, count: cout * n, forProductsOf: [cout, cin, n])
         defer { d16?.deallocate() }
-        gemm(transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: d16, lda: n,
-             b: input, ldb: ldInput ?? n, accumulate: true, c: dWeight, ldc: cin)
+        T.product(context, transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: d16, lda: n,
+                  b: input, b16: nil, ldb: ldInput ?? n, accumulate: true, c: dWeight, ldc: cin)
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: cout, cols: n) }
         if let dInput {
-            gemm(transA: true, transB: false, m: cin, n: n, k: cout, a: weight, lda: cin,
-                 b: dOutput, b16: d16, ldb: n, accumulate: accumulateInput, c: dInput, ldc: n)
+            T.product(context, transA: true, transB: false, m: cin, n: n, k: cout, a: weight, a16: nil, lda: cin,
+                      b: dOutput, b16: d16, ldb: n, accumulate: accumulateInput, c: dInput, ldc: n)
         }
     }
 }
@@ -44,20 +44,15 @@ public enum LeakyReLU {
 }
 
 /// The WaveNet gate: g = tanh(y[0:C]) * sigmoid(y[C:2C]) for y [2C, N].
+/// Each entry point runs the type's kernel (`Real.gateForward` …: the
+/// vectorised C for Float32); the `…Naive` functions are their twins
+/// (libm), which Float64 runs and the tests compare with.
 public enum Gate {
     @inlinable static func sigmoid<T: Real>(_ x: T) -> T { 1 / (1 + T.exp(-x)) }
 
-    /// g [C, N] from y [2C, N]. Float32 takes the vectorised path.
+    /// g [C, N] from y [2C, N].
     public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
-        if T.self == Float.self {
-            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
-            let gf = UnsafeMutableRawPointer(g).assumingMemoryBound(to: Float.self)
-            Threads.parallelFor(c) { ch in
-                VectorKernels.gateForward(yf + ch * n, gf + ch * n, count: n, total: c * n, biasTanh: 0, biasSigmoid: 0)
-            }
-            return
-        }
-        forwardNaive(y, g, channels: c, n: n)
+        T.gateForward(y, g, channels: c, n: n)
     }
 
     /// g [C, N] = tanh(y[0:C] + bias[0:C]) * sigmoid(y[C:2C] + bias[C:2C])
@@ -65,21 +60,31 @@ public enum Gate {
     /// column blocks already spread over the cores.
     public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int,
                                         bias: UnsafePointer<T>) {
-        if T.self == Float.self {
-            let yf = asFloat(y), gf = asFloat(g), bf = asFloat(bias)
-            for ch in 0..<c {
-                VectorKernels.gateForward(yf + ch * n, gf + ch * n, count: n, total: c * n, biasTanh: bf[ch], biasSigmoid: bf[c + ch])
-            }
-            return
-        }
-        for ch in 0..<c {
-            for i in ch * n ..< (ch + 1) * n {
-                g[i] = T.tanh(y[i] + bias[ch]) * sigmoid(y[c * n + i] + bias[c + ch])
-            }
-        }
+        T.gateForward(y, g, channels: c, n: n, bias: bias)
     }
 
-    /// The libm twin of `forward`, used for Float64 and as the test oracle.
+    /// g [C, N] from y [2C, N], keeping tanh(y[0:C]) and sigmoid(y[C:2C]) in
+    /// `kept` [2C, N] for `backward(kept:dg:channels:n:)`: the backward pass
+    /// then evaluates the exponentials once instead of twice.
+    public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, kept: UnsafeMutablePointer<T>,
+                                        channels c: Int, n: Int) {
+        T.gateForward(y, g, kept: kept, channels: c, n: n)
+    }
+
+    /// dy [2C, N], written over `kept` (the values `forward(_:_:kept:)` left
+    /// there), from dg [C, N].
+    public static func backward<T: Real>(kept: UnsafeMutablePointer<T>, dg: UnsafePointer<T>, channels c: Int, n: Int) {
+        T.gateBackward(kept: kept, dg: dg, channels: c, n: n)
+    }
+
+    /// dy [2C, N] from dg [C, N] and the gate's input y (the recomputing
+    /// backward: the twin of the kept-values pair above).
+    public static func backward<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
+                                         channels c: Int, n: Int) {
+        T.gateBackward(y, dg, dy, channels: c, n: n)
+    }
+
+    /// The libm twin of `forward`.
     public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
         let count = c * n
         Threads.parallelFor(c) { ch in
@@ -90,30 +95,19 @@ public enum Gate {
         }
     }
 
-    /// dy [2C, N] from dg [C, N] and the gate's input y. Float32 takes the
-    /// vectorised path.
-    public static func backward<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
-                                         channels c: Int, n: Int) {
-        if T.self == Float.self {
-            let yf = UnsafeRawPointer(y).assumingMemoryBound(to: Float.self)
-            let dgf = UnsafeRawPointer(dg).assumingMemoryBound(to: Float.self)
-            let dyf = UnsafeMutableRawPointer(dy).assumingMemoryBound(to: Float.self)
-            Threads.parallelFor(c) { ch in FastMath.gateBackward(yf, dgf, dyf, count: n, offset: ch * n, total: c * n) }
-            return
+    /// The libm twin of `forward(_:_:channels:n:bias:)`.
+    public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int,
+                                             bias: UnsafePointer<T>) {
+        for ch in 0..<c {
+            for i in ch * n ..< (ch + 1) * n {
+                g[i] = T.tanh(y[i] + bias[ch]) * sigmoid(y[c * n + i] + bias[c + ch])
+            }
         }
-        backwardNaive(y, dg, dy, channels: c, n: n)
     }
 
-    /// g [C, N] from y [2C, N], keeping tanh(y[0:C]) and sigmoid(y[C:2C]) in
-    /// `kept` [2C, N] for `backward(kept:dg:channels:n:)`: the backward pass
-    /// then evaluates the exponentials once instead of twice.
-    public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, kept: UnsafeMutablePointer<T>,
-                                        channels c: Int, n: Int) {
-        if T.self == Float.self {
-            let yf = asFloat(y), gf = asFloat(g), kf = asFloat(kept)
-            Threads.parallelFor(c) { ch in VectorKernels.gateForwardKeeping(yf + ch * n, gf + ch * n, kf + ch * n, count: n, total: c * n) }
-            return
-        }
+    /// The libm twin of `forward(_:_:kept:channels:n:)`.
+    public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, kept: UnsafeMutablePointer<T>,
+                                             channels c: Int, n: Int) {
         let count = c * n
         Threads.parallelFor(c) { ch in
             for i in ch * n ..< (ch + 1) * n {
@@ -123,20 +117,8 @@ public enum Gate {
         }
     }
 
-    /// dy [2C, N], written over `kept` (the values `forward(_:_:kept:)` left
-    /// there), from dg [C, N].
-    public static func backward<T: Real>(kept: UnsafeMutablePointer<T>, dg: UnsafePointer<T>, channels c: Int, n: Int) {
-        if T.self == Float.self {
-            let kf = asFloat(kept), dgf = asFloat(dg)
-            Threads.parallelFor(c) { ch in VectorKernels.gateBackwardKept(kf + ch * n, dgf + ch * n, count: n, total: c * n) }
-            return
-        }
-        Threads.parallelFor(c) { ch in backwardFromKept(kept + ch * n, dg + ch * n, count: n, total: c * n) }
-    }
-
     /// The loop of `backward(kept:dg:channels:n:)` on one span: kept[i] = dg s (1 - t^2),
-    /// kept[total + i] = dg t s (1 - s), i < count. No exp. (Float64, and
-    /// Float32 where the C kernels do not run.)
+    /// kept[total + i] = dg t s (1 - s), i < count. No exp.
     static func backwardFromKept<T: Real>(_ kept: UnsafeMutablePointer<T>, _ dg: UnsafePointer<T>, count: Int, total: Int) {
         for i in 0..<count {
             let t = kept[i], s = kept[total + i], d = dg[i]

@@ -16,13 +16,13 @@ public func machineReport() -> [(String, String)] {
         ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, row sums, bf16 rounding)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),
-        ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description)"),
+        ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description(.fp32))"),
     ]
 }
 
 /// sgemm throughput in GFLOP/s for C[m,n] = A[m,k] B[k,n] on `threads`
 /// BLAS threads: the best of `repeats` timed calls after one warm-up.
-public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5) -> Double {
+public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5, precision: Precision = .fp32) -> Double {
     let a = (0..<(m * k)).map { Float($0 % 13) * 0.01 }
     let b = (0..<(k * n)).map { Float($0 % 7) * 0.01 }
     var c = [Float](repeating: 0, count: m * n)
@@ -33,7 +33,8 @@ public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5)
     // already in bf16 (the rate of the products alone, as the model's
     // synthesis and convolutions use them).
     var a16 = [UInt16](), b16 = [UInt16]()
-    let bf16 = BF16Operands.chosen(m, n, k)
+    let context = ComputeContext(precision: precision)
+    let bf16 = context.bf16Products(m, n, k)
     if bf16 {
         a16 = [UInt16](repeating: 0, count: m * k); b16 = [UInt16](repeating: 0, count: k * n)
         BF16Operands.convert(a, count: m * k, into: &a16)
@@ -43,7 +44,7 @@ public func measureSgemm(m: Int, k: Int, n: Int, threads: Int, repeats: Int = 5)
     for r in 0...repeats {
         let t0 = DispatchTime.now().uptimeNanoseconds
         if bf16 {
-            BF16Operands.gemm(m: m, n: n, k: k, a: a16, lda: k, b: b16, ldb: n, accumulate: false, c: &c, ldc: n)
+            BF16Operands.gemm(context, m: m, n: n, k: k, a: a16, lda: k, b: b16, ldb: n, accumulate: false, c: &c, ldc: n)
         } else {
             Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0, c: &c, ldc: n)
         }

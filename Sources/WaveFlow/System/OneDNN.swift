@@ -18,9 +18,6 @@ extension Precision: CustomStringConvertible {
     public var description: String { self == .fp32 ? "fp32 (OpenBLAS)" : "bf16 (oneDNN)" }
 }
 
-/// The products' precision for the whole process (set once, by the CLI).
-nonisolated(unsafe) public var matrixPrecision = Precision.fp32
-
 /// bf16 matrix products on Intel's oneDNN (Debian: libdnnl2), loaded at run
 /// time with `dlopen`, so that building and running waveflow never needs it.
 ///

@@ -17,9 +17,9 @@ public enum Benchmark {
     }
 
     /// sgemm GFLOP/s on the shape of a model's dilated convolution
-    /// ([2C, 9C] x [9C, n]) with the process's threads.
-    public static func sgemmRate(channels c: Int, n: Int) -> Double {
-        measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count, repeats: 10)
+    /// ([2C, 9C] x [9C, n]) with the process's threads; for bf16, oneDNN's bf16 matmul on rounded operands.
+    public static func sgemmRate(channels c: Int, n: Int, precision: Precision) -> Double {
+        measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count, repeats: 10, precision: precision)
     }
 
     /// Wall time of the fastest of `repeats` runs of `body` (after one warm-up).
@@ -36,7 +36,7 @@ public enum Benchmark {
 
     /// One residual layer (C, h-1 rows, w columns, batch B): forward and
     /// backward seconds and multiply-adds, on random data.
-    public static func residualLayer(channels c: Int, h: Int, width w: Int, batch: Int, mels m: Int = 80)
+    public static func residualLayer(channels c: Int, h: Int, width w: Int, batch: Int, mels m: Int = 80, context: ComputeContext)
         -> (forward: Double, backward: Double, macs: Double) {
         var cfg = ModelConfig(); cfg.channels = c; cfg.nGroup = h; cfg.nFlows = 2; cfg.nLayers = 1
         let model = WaveFlowModel<Float>(config: cfg)
@@ -47,10 +47,11 @@ public enum Benchmark {
         let cin = (0..<(m * n)).map { _ in Float(rng.uniform(-1, 1)) }
         var cache: WaveFlowModel<Float>.NetworkCache?
         let fwd = time(repeats: 3) {
-            cache = model.network(flow: 0, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: true).cache
+            cache = model.network(flow: 0, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: true,
+                                  context: context).cache
         }
         let dp = [Float](repeating: 0.01, count: 2 * n)
-        let bwd = time(repeats: 3) { _ = model.networkBackward(flow: 0, cache: cache!, dp: dp) }
+        let bwd = time(repeats: 3) { _ = model.networkBackward(flow: 0, cache: cache!, dp: dp, context: context) }
         return (fwd, bwd, Double(cfg.macsPerPositionPerFlow) * Double(n))
     }
 
@@ -58,11 +59,11 @@ public enum Benchmark {
     /// `repeats` whole optimizer steps after a warm-up, FLOPs counted as
     /// three forward passes (forward, and the backward's weight and input
     /// products).
-    public static func training(_ config: ModelConfig, batch: Int, segment: Int, repeats: Int = 2) -> (samplesPerSecond: Double, gflops: Double) {
+    public static func training(_ config: ModelConfig, batch: Int, segment: Int, repeats: Int = 2, context: ComputeContext) -> (samplesPerSecond: Double, gflops: Double) {
         let model = WaveFlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var o = TrainOptions(); o.batch = batch; o.segment = segment
-        let trainer = Trainer(model: model, options: o, runFolder: NSTemporaryDirectory())
+        let trainer = Trainer(model: model, options: o, runFolder: NSTemporaryDirectory(), context: context)
         var rng = SplitMix64(seed: 3)
         let frames = segment / config.hopLength
         let b = Batch(audio: (0..<(batch * segment)).map { _ in Float(0.1 * rng.normal()) },
@@ -79,14 +80,14 @@ public enum Benchmark {
     /// Synthesis of `seconds` of audio from a random mel (the fastest of
     /// `repeats` runs after a warm-up); FLOPs counted as the multiply-adds it
     /// performs.
-    public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2) -> (samplesPerSecond: Double, gflops: Double) {
+    public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2, context: ComputeContext) -> (samplesPerSecond: Double, gflops: Double) {
         let model = WaveFlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var rng = SplitMix64(seed: 4)
         let frames = Int(seconds * Double(config.sampleRate)) / config.hopLength
         let mel = (0..<(config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) }
         let z = Synthesizer.noise(count: frames * config.hopLength, sigma: 0.7, seed: 1)
-        let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z) }
+        let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z, context: context) }
         let samples = Double(frames * config.hopLength)
         return (samples / t, 2 * config.performedMacsPerSample * samples / t / 1e9)
     }

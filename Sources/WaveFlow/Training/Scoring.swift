@@ -5,17 +5,19 @@ public enum Scorer {
     /// NLL in nats per sample of the audio file at `path` under `model`: the
     /// mel is computed from the audio itself (resampled to the model's rate),
     /// audio and condition are trimmed to T' = floor(T/h)*h.
-    public static func score(file path: String, model: WaveFlowModel<Float>, mel: MelSpectrogram) throws -> Double {
+    public static func score(file path: String, model: WaveFlowModel<Float>, mel: MelSpectrogram,
+                             context: ComputeContext) throws -> Double {
         let audio = try AudioFile.read(path, sampleRate: model.config.sampleRate)
-        do { return try score(samples: audio.samples, model: model, mel: mel) } catch let e as WaveFlowError { throw e.at(path) }
+        do { return try score(samples: audio.samples, model: model, mel: mel, context: context) } catch let e as WaveFlowError { throw e.at(path) }
     }
 
-    public static func score(samples: [Float], model: WaveFlowModel<Float>, mel: MelSpectrogram) throws -> Double {
+    public static func score(samples: [Float], model: WaveFlowModel<Float>, mel: MelSpectrogram,
+                             context: ComputeContext) throws -> Double {
         let m = try mel.compute(samples)
         let h = model.config.nGroup
         let t = samples.count / h * h
         guard t >= h else { throw WaveFlowError("audio too short to score") }
-        return flowInput(samples: samples, logMel: m.values, frames: m.shape[1], model: model).nll(first: t, model: model)
+        return flowInput(samples: samples, logMel: m.values, frames: m.shape[1], model: model).nll(first: t, model: model, context: context)
     }
 
     /// What the flows score for audio with log-mel `[M, F]`: the audio itself,
@@ -32,14 +34,16 @@ public enum Scorer {
         /// audio is scored in chunks of about `chunkSamples` (see
         /// ``Scorer/chunkedLogLikelihood``), so memory stays bounded; the
         /// result is the whole-utterance NLL.
-        public func nll(first t: Int, model: WaveFlowModel<Float>, chunkSamples: Int? = nil) -> Double {
+        public func nll(first t: Int, model: WaveFlowModel<Float>, context: ComputeContext, chunkSamples: Int? = nil) -> Double {
             let chunkSamples = chunkSamples ?? Scorer.chunkSamples(for: model.config)
             let front = envelope.map { $0.logGainSum(samples: 0..<t) / Double(t) } ?? 0
             if t <= chunkSamples {
-                let s = model.forward(audio: Array(values[0..<t]), mel: logMel, batch: 1, frames: frames, keepCache: false)
+                let s = model.forward(audio: Array(values[0..<t]), mel: logMel, batch: 1, frames: frames, keepCache: false,
+                                        context: context)
                 return Double(s.nll[0]) + front
             }
-            return -Scorer.chunkedLogLikelihood(self, samples: t, model: model, chunkSamples: chunkSamples) / Double(t) + front
+            return -Scorer.chunkedLogLikelihood(self, samples: t, model: model, context: context,
+                                                     chunkSamples: chunkSamples) / Double(t) + front
         }
     }
 
@@ -58,7 +62,8 @@ public enum Scorer {
     /// those of the whole utterance: the flows' receptive field in columns
     /// plus 4 mel frames for the upsampler's transposed convolutions.
     /// Summed in Float64.
-    static func chunkedLogLikelihood(_ input: FlowInput, samples t: Int, model: WaveFlowModel<Float>, chunkSamples: Int) -> Double {
+    static func chunkedLogLikelihood(_ input: FlowInput, samples t: Int, model: WaveFlowModel<Float>, context: ComputeContext,
+                                     chunkSamples: Int) -> Double {
         let c = model.config, h = c.nGroup, hop = c.hopLength, m = c.nMels
         let halo = (receptiveColumns(c) * h + hop - 1) / hop * hop + 4 * hop
         let step = max(hop, chunkSamples / hop * hop)
@@ -75,7 +80,7 @@ public enum Scorer {
                 for f in f0..<f1 { mel[mi * (f1 - f0) + f - f0] = input.logMel[mi * input.frames + f] }
             }
             let s = model.forward(audio: Array(input.values[a..<b]), mel: mel, batch: 1, frames: f1 - f0,
-                                  keepCache: false, columnLogdet: true)
+                                  keepCache: false, columnLogdet: true, context: context)
             for i in (s0 - a)..<(s1 - a) { total -= 0.5 * Double(s.z[i]) * Double(s.z[i]) + GaussianNLL.halfLog2Pi }
             for j in (s0 - a) / h ..< (s1 - a) / h { total += Double(s.columnLogdet[j]) }
             s0 = s1

@@ -60,9 +60,13 @@ public final class Trainer {
     /// The lowest validation NLL so far (infinity before any validation).
     public var bestValidation: Double { counters.bestValidation }
 
+    /// Precision and threads of the forward and backward passes.
+    public let context: ComputeContext
+
     public init(model: WaveFlowModel<Float>, options: TrainOptions, runFolder: String,
-                communicator: Communicator = SingleProcess()) {
+                communicator: Communicator = SingleProcess(), context: ComputeContext) {
         self.model = model
+        self.context = context
         self.options = options
         folder = RunFolder(runFolder)
         self.communicator = communicator
@@ -160,11 +164,11 @@ public final class Trainer {
 
     /// Loss (batch mean of nats/sample) and its gradient in `model.params.grads`.
     func forwardBackward(_ batch: Batch) -> Double {
-        let shards = max(1, min(Threads.count, batch.batch))
+        let shards = max(1, min(context.threads, batch.batch))
         if shards == 1 {
             model.params.zeroGrad()
-            let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames)
-            model.backward(state)
+            let state = model.forward(audio: batch.audio, mel: batch.mel, batch: batch.batch, frames: batch.frames, context: context)
+            model.backward(state, context: context)
             return (state.nll.reduce(0) { $0 + Double($1) } + batch.nllOffset.reduce(0, +)) / Double(batch.batch)
         }
         let reps = syncedReplicas(shards)
@@ -175,8 +179,8 @@ public final class Trainer {
             let out = lp.baseAddress!
             Threads.parallelFor(shards) { i in
                 let part = parts[i], m = reps[i]
-                let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames)
-                m.backward(state)
+                let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames, context: context)
+                m.backward(state, context: context)
                 out[i] = state.nll.reduce(0) { $0 + Double($1) } + part.nllOffset.reduce(0, +)
             }
         }
@@ -197,7 +201,7 @@ public final class Trainer {
     public func validate(_ utterances: [Utterance]) -> Double {
         let h = model.config.nGroup, hop = model.config.hopLength, m = model.config.nMels
         let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
-        let workers = max(1, min(Threads.count, utterances.count))
+        let workers = max(1, min(context.threads, utterances.count))
         let reps = syncedReplicas(workers)
         var nll = [Double](repeating: 0, count: utterances.count)
         nll.withUnsafeMutableBufferPointer { out in
@@ -212,7 +216,7 @@ public final class Trainer {
                     var mel = [Float](repeating: 0, count: m * frames)
                     for mi in 0..<m { for f in 0..<frames { mel[mi * frames + f] = u.mel.values[mi * u.frames + f] } }
                     let input = Scorer.FlowInput(values: u.flowSamples, logMel: mel, frames: frames, envelope: u.envelope)
-                    o[i] = input.nll(first: t, model: reps[wk])
+                    o[i] = input.nll(first: t, model: reps[wk], context: context)
                     i += workers
                 }
             }

@@ -124,8 +124,8 @@ public struct TrainingRun {
 
     /// The trainer of this rank of the job: the training state restored, and
     /// the options and `corpus` recorded in every checkpoint it writes.
-    public func makeTrainer(corpus: String, communicator: Communicator) throws -> Trainer {
-        let trainer = Trainer(model: model, options: options, runFolder: folder, communicator: communicator)
+    public func makeTrainer(corpus: String, communicator: Communicator, context: ComputeContext) throws -> Trainer {
+        let trainer = Trainer(model: model, options: options, runFolder: folder, communicator: communicator, context: context)
         try trainer.restore(trainState)
         let optionsJSON = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) ?? [:]
         trainer.recordedInfo = ["training": optionsJSON, "corpus": corpus]

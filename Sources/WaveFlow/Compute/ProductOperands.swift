@@ -17,16 +17,19 @@ public protocol ProductOperands {
     static func convert(_ src: UnsafePointer<Scalar>, count: Int, into dst: UnsafeMutablePointer<Element>)
     /// C [m, n] = op(A) op(B) (+ C when `accumulate`), row-major with row
     /// strides lda, ldb, ldc as stored (cblas_sgemm's conventions).
-    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Element>, lda: Int,
-                     b: UnsafePointer<Element>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int)
+    /// `context` decides the backend of Float32 products (`Real.product`).
+    static func gemm(_ context: ComputeContext, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                     a: UnsafePointer<Element>, lda: Int, b: UnsafePointer<Element>, ldb: Int,
+                     accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int)
 }
 
 extension ProductOperands {
     /// C [m, n] = A [m, k] x B [k, n] (+ C when `accumulate`).
     @inline(__always)
-    static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Element>, lda: Int, b: UnsafePointer<Element>, ldb: Int,
-                     accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int) {
-        gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
+    static func gemm(_ context: ComputeContext, m: Int, n: Int, k: Int, a: UnsafePointer<Element>, lda: Int,
+                     b: UnsafePointer<Element>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Scalar>, ldc: Int) {
+        gemm(context, transA: false, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+             accumulate: accumulate, c: c, ldc: ldc)
     }
 
     /// `count` Scalars as operands in new memory (the caller deallocates), or
@@ -39,7 +42,7 @@ extension ProductOperands {
     }
 }
 
-/// Operands as the values themselves; products by `T.gemm` (OpenBLAS).
+/// Operands as the values themselves; products by `T.product`.
 public enum NativeOperands<T: Real>: ProductOperands {
     public typealias Scalar = T
     public typealias Element = T
@@ -49,28 +52,18 @@ public enum NativeOperands<T: Real>: ProductOperands {
         dst.update(from: src, count: count)
     }
     @inline(__always)
-    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int,
-                            b: UnsafePointer<T>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
-        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
-               beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+    public static func gemm(_ context: ComputeContext, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                            a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                            accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
+        T.product(context, transA: transA, transB: transB, m: m, n: n, k: k, a: a, a16: nil, lda: lda, b: b, b16: nil, ldb: ldb,
+                  accumulate: accumulate, c: c, ldc: ldc)
     }
 }
 
 /// Operands as bf16 bit patterns (rounded to nearest even); products on
-/// oneDNN with Float32 accumulation. Use only when `OneDNN.bf16` succeeded.
+/// oneDNN with Float32 accumulation. Chosen by `Float.withOperands` when
+/// the context asks for bf16 and `OneDNN.bf16` succeeded.
 public enum BF16Operands: ProductOperands {
-    /// Whether products of these sizes take bf16 operands now: bf16 chosen,
-    /// oneDNN loaded, and every size at least 16 (smaller products gain
-    /// nothing and stay on OpenBLAS).
-    @inlinable
-    public static func chosen(_ sizes: Int...) -> Bool { chosen(sizes) }
-
-    @inlinable
-    public static func chosen(_ sizes: [Int]) -> Bool {
-        guard matrixPrecision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.bf16 else { return false }
-        return true
-    }
-
     public typealias Scalar = Float
     public typealias Element = UInt16
     public static var zero: UInt16 { 0 }
@@ -78,8 +71,9 @@ public enum BF16Operands: ProductOperands {
     public static func convert(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt16>) {
         OneDNN.toBF16(src, rows: 1, cols: count, ld: count, into: dst)
     }
-    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<UInt16>, lda: Int,
-                            b: UnsafePointer<UInt16>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func gemm(_ context: ComputeContext, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                            a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
+                            accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if case .success(let dnnl) = OneDNN.bf16,
            (try? dnnl.gemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                                accumulate: accumulate, c: c, ldc: ldc)) != nil {
@@ -103,28 +97,3 @@ extension OneDNN {
     }
 }
 
-/// A bf16 copy of `count` values that several products will read, when
-/// products of at least `sizes` run in bf16 (T is Float, bf16 chosen);
-/// nil otherwise. The caller deallocates it.
-func bf16Copy<T: Real>(of values: UnsafePointer<T>, count: Int, forProductsOf sizes: Int...) -> UnsafeMutablePointer<UInt16>? {
-    guard T.self == Float.self, BF16Operands.chosen(sizes) else { return nil }
-    let copy = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
-    BF16Operands.convert(asFloat(values), count: count, into: copy)
-    return copy
-}
-
-/// `T.gemm` (alpha 1, beta 0 or 1) where either operand may come with a bf16
-/// copy made by `bf16Copy` (dense, same layout): when the product runs in
-/// bf16 the copy is used instead of rounding that operand again.
-func gemm<T: Real>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
-                   a: UnsafePointer<T>, a16: UnsafePointer<UInt16>? = nil, lda: Int,
-                   b: UnsafePointer<T>, b16: UnsafePointer<UInt16>? = nil, ldb: Int,
-                   accumulate: Bool, c: UnsafeMutablePointer<T>, ldc: Int) {
-    if T.self == Float.self, a16 != nil || b16 != nil, BF16Operands.chosen(m, n, k), case .success(let dnnl) = OneDNN.bf16,
-       (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: asFloat(a), a16: a16, lda: lda,
-                       b: asFloat(b), b16: b16, ldb: ldb, beta: accumulate ? 1 : 0, c: asFloat(c), ldc: ldc)) != nil {
-        return
-    }
-    T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb,
-           beta: accumulate ? 1 : 0, c: c, ldc: ldc)
-}

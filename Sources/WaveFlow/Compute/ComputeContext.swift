@@ -1,0 +1,68 @@
+import Foundation
+
+/// How the numerics run: passed explicitly to the model, the trainer and
+/// the synthesiser instead of being read from process-wide variables, so
+/// that two callers (say two requests of a service) can use different
+/// settings on one loaded model at the same time.
+///
+/// A context is a value; `Float.product` and the operand choice of the
+/// convolutions and of synthesis read it, nothing else does.
+public struct ComputeContext: Sendable, Equatable {
+    /// The precision of the matrix products. `.bf16` runs bf16 products only
+    /// where this CPU and oneDNN can (`OneDNN.bf16`), and fp32 elsewhere:
+    /// `effectivePrecision` says which.
+    public var precision: Precision
+    /// Workers for the model's own splits of work: synthesis column blocks
+    /// and training batch shards. (Kernels spread their loops over the
+    /// process's pool, `Threads.count`.)
+    public var threads: Int
+    /// Columns per block in synthesis: the per-row work (row expansion,
+    /// products, gate) runs on blocks of this many columns, so its scratch
+    /// stays small whatever the duration. 1024 keeps a block's products and
+    /// gate in a 1 MB L2: 30 s of h16-c64 went from 19.0-21.1k (4096) to
+    /// 25.6k samples/s in bf16 (512: 23.8k), with 4 s unchanged.
+    public var synthesisBlockColumns: Int
+    /// Whether Float32 weight-gradient products may run on oneDNN's f32
+    /// matmul (see `WeightGradients`); from `WAVEFLOW_WEIGHT_GRADIENTS`.
+    public var weightGradientsOnOneDNN: Bool
+
+    /// - Parameters:
+    ///   - precision: `.fp32` (the reference) or `.bf16`.
+    ///   - threads: workers for synthesis blocks and training shards (default: the process pool).
+    public init(precision: Precision = .fp32, threads: Int? = nil, synthesisBlockColumns: Int = 1024,
+                weightGradientsOnOneDNN: Bool = WeightGradients.allowedByEnvironment) {
+        self.precision = precision
+        self.threads = max(1, threads ?? Threads.count)
+        self.synthesisBlockColumns = max(1, synthesisBlockColumns)
+        self.weightGradientsOnOneDNN = weightGradientsOnOneDNN
+    }
+
+    /// Float32 products on OpenBLAS (weight gradients on oneDNN where it
+    /// loads), every core of the process pool.
+    public static var fp32: ComputeContext { ComputeContext(precision: .fp32) }
+
+    /// The same context with another precision.
+    public func with(precision p: Precision) -> ComputeContext {
+        var c = self
+        c.precision = p
+        return c
+    }
+
+    /// Whether a product of these sizes (every one at least 16) takes bf16
+    /// operands in this context: bf16 asked for and oneDNN's bf16 matmul
+    /// available. Smaller products gain nothing and stay Float32.
+    @inlinable
+    public func bf16Products(_ sizes: Int...) -> Bool { bf16Products(sizes) }
+
+    @inlinable
+    public func bf16Products(_ sizes: [Int]) -> Bool {
+        guard precision == .bf16, sizes.allSatisfy({ $0 >= 16 }), case .success = OneDNN.bf16 else { return false }
+        return true
+    }
+
+    /// The precision products really run in: `.bf16` only where it is available.
+    public var effectivePrecision: Precision {
+        if precision == .bf16, case .success = OneDNN.bf16 { return .bf16 }
+        return .fp32
+    }
+}
