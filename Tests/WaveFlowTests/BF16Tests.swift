@@ -145,7 +145,7 @@ final class BF16Tests: XCTestCase {
     func modelInBF16(bands: Int) throws {
         var cfg = ModelTests.tinyConfig(h: 16, flows: 2, layers: 3)
         cfg.channels = 32; cfg.nMels = bands
-        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
         let frames = 8, t = frames * cfg.hopLength
         var rng = TestRNG(9)
         let mel: [Float] = rng.array(cfg.nMels * frames)
@@ -200,7 +200,7 @@ final class BF16Tests: XCTestCase {
         _ = try backend()
         var cfg = ModelTests.tinyConfig(h: 16, flows: 2, layers: 3)
         cfg.channels = 32; cfg.nMels = 16 // every product at least 16 wide, so the naive path also takes bf16
-        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 6)
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 6)
         let frames = 6, t = frames * cfg.hopLength
         var rng = TestRNG(13)
         let mel: [Float] = rng.array(cfg.nMels * frames)

@@ -3,8 +3,8 @@ import XCTest
 @testable import WaveFlow
 
 final class CheckpointTests: XCTestCase {
-    func tinyModel() -> WaveFlowModel<Float> {
-        let m: WaveFlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 3)
+    func tinyModel() -> FlowModel<Float> {
+        let m: FlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 3)
         return m
     }
 
@@ -33,7 +33,7 @@ final class CheckpointTests: XCTestCase {
         var body = Data()
         for v in m.params.views.reversed() { // data in another order than ours
             header += ",\"\(v.name)\":{\"shape\":\(v.shape),\"dtype\":\"F32\",\"data_offsets\":[\(body.count),\(body.count + 4 * v.count)]}"
-            for x in m.params.values[v.range] { withUnsafeBytes(of: x.bitPattern.littleEndian) { body.append(contentsOf: $0) } }
+            for x in m.params.valueBuffer[v.range] { withUnsafeBytes(of: x.bitPattern.littleEndian) { body.append(contentsOf: $0) } }
         }
         header += "}   "
         var file = Data()

@@ -59,7 +59,7 @@ final class DistributedTests: XCTestCase {
     func singleProcessWeights(steps: Int, parts: Int) throws -> [Float] {
         let data = try Corpus.load(folder: exampleAudio(""), config: ModelConfig.presets["tiny"]!.mel, cache: nil,
                                    minSamples: Self.segment)
-        let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        let model = FlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         model.initialise(seed: Self.seed)
         var o = TrainOptions()
         o.steps = steps; o.batch = Self.batch; o.segment = Self.segment; o.lr = 3e-3; o.warmup = 2; o.seed = Self.seed
@@ -84,7 +84,7 @@ final class DistributedTests: XCTestCase {
 
         let single = try singleProcessWeights(steps: 4, parts: 2)
         let initial = { () -> [Float] in
-            let m = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!); m.initialise(seed: Self.seed); return m.params.values
+            let m = FlowModel<Float>(config: ModelConfig.presets["tiny"]!); m.initialise(seed: Self.seed); return m.params.values
         }()
         let err = normRelativeError(ranked, single)
         print("2 ranks vs 1 process: relative difference \(err)")

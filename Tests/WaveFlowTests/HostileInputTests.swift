@@ -32,13 +32,13 @@ final class HostileInputTests: XCTestCase {
     /// weights is refused; a PyTorch file is named as such.
     func testHostileCheckpoints() throws {
         let dir = temporaryFolder(self)
-        let m: WaveFlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 1)
+        let m: FlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 1)
         for (key, value, words) in [("n_flows", 1_000_000, "n_flows"), ("channels", 1_000_000_000, "channels"),
                                     ("n_mels", 1 << 40, "n_mels")] {
             var object = try JSONSerialization.jsonObject(with: Data(m.config.json.utf8)) as! [String: Any]
             object[key] = value
             let path = dir + "/\(key).safetensors"
-            let tensors = m.params.views.map { ($0.name, Tensor(shape: $0.shape, values: Array(m.params.values[$0.range]))) }
+            let tensors = m.params.views.map { ($0.name, Tensor(shape: $0.shape, values: Array(m.params.valueBuffer[$0.range]))) }
             let config = String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
             try SafeTensors.write(tensors, metadata: ["format": "waveflow", "format_version": "1", "config": config], to: path)
             let t0 = Date()
@@ -49,10 +49,10 @@ final class HostileInputTests: XCTestCase {
         var big = m.config; big.nFlows = 64; big.channels = 1024
         XCTAssertNoThrow(try big.validate())
         let path = dir + "/big.safetensors"
-        let tensors = m.params.views.map { ($0.name, Tensor(shape: $0.shape, values: Array(m.params.values[$0.range]))) }
+        let tensors = m.params.views.map { ($0.name, Tensor(shape: $0.shape, values: Array(m.params.valueBuffer[$0.range]))) }
         try SafeTensors.write(tensors, metadata: ["format": "waveflow", "format_version": "1", "config": big.json], to: path)
         assertFails([path, "shape"]) { try Checkpoint.load(path) }
-        let nanModel: WaveFlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 1)
+        let nanModel: FlowModel<Float> = ModelTests.randomModel(ModelTests.tinyConfig(), seed: 1)
         nanModel.params.values[5] = .nan
         try Checkpoint.save(model: nanModel, to: dir + "/nan.safetensors")
         assertFails(["nan.safetensors", "not finite"]) { try Checkpoint.load(dir + "/nan.safetensors") }
@@ -135,7 +135,7 @@ final class HostileInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: (dir as NSString).deletingLastPathComponent + "/x"))
         // An inference-only latest.safetensors cannot be resumed from.
         try makeDirectory(dir + "/inf")
-        try Checkpoint.save(model: WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!), to: dir + "/inf/latest.safetensors")
+        try Checkpoint.save(model: FlowModel<Float>(config: ModelConfig.presets["tiny"]!), to: dir + "/inf/latest.safetensors")
         let inf = try run(base + ["--run", "inf", "--resume", "--steps", "3"])
         XCTAssertNotEqual(inf.status, 0)
         XCTAssertTrue(inf.stderr.contains("no training state"), inf.stderr)
@@ -163,7 +163,7 @@ final class ChunkedScoringTests: XCTestCase {
         for lpc in [0, 4] {
             var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 3)
             cfg.lpcOrder = lpc
-            let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 12)
+            let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 12)
             var rng = TestRNG(31)
             let frames = 61, t = (frames - 1) * cfg.hopLength + 8 // T' not a multiple of hop
             let mel: [Float] = (0 ..< cfg.nMels * frames).map { _ in rng.uniform(1) - 2 }

@@ -8,7 +8,7 @@ final class InverseTests: XCTestCase {
         for h in [8, 16, 32, 64] {
             var cfg = ModelTests.tinyConfig(h: h, flows: 4, layers: h >= 32 ? 4 : 3)
             cfg.hopLength = max(16, h); cfg.upsampleFactors = [2, cfg.hopLength / 2]
-            let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: UInt64(h))
+            let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: UInt64(h))
             let frames = 3, t = frames * cfg.hopLength
             var rng = TestRNG(11)
             let mel: [Float] = rng.array(cfg.nMels * frames)
@@ -26,10 +26,10 @@ final class InverseBlockTests: XCTestCase {
     /// Synthesis in several column blocks (and a partial last block) equals
     /// the naive inverse, and the lazily computed condition rows equal the
     /// materialised condition.
-    func testBlockedSynthesisMatchesNaive() {
+    func testBlockedSynthesisMatchesNaive() throws {
         var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 3)
         cfg.hopLength = 16; cfg.upsampleFactors = [4, 4]
-        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 9)
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 9)
         let frames = 7, t = frames * 16, w = t / 8 // w = 14
         var rng = TestRNG(5)
         let mel: [Float] = rng.array(cfg.nMels * frames)
@@ -38,8 +38,9 @@ final class InverseBlockTests: XCTestCase {
         blocks.synthesisBlockColumns = 5 // blocks of 5, 5, 4 columns; width dilation 4 reaches across blocks
         let blocked = model.synthesise(mel: mel, frames: frames, z: z, context: blocks)
         XCTAssertLessThanOrEqual(normRelativeError(blocked, model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)), 1e-5)
-        let full = model.upsample(mel: mel, batch: 1, frames: frames).stages.last!
-        let cond = model.synthesisCondition(mel: mel, frames: frames)
+        let upsampler = try XCTUnwrap(model.upsampler)
+        let full = upsampler.upsample(mel: mel, batch: 1, frames: frames).stages.last!
+        let cond = upsampler.condition(mel: mel, frames: frames, rows: cfg.nGroup)
         for i in 0..<8 {
             let row = cond.row(i)
             for mi in 0..<cfg.nMels { for j in 0..<w { XCTAssertEqual(row[mi * w + j], full[mi * t + j * 8 + i], accuracy: 1e-5) } }
@@ -87,7 +88,7 @@ final class DenoiserTests: XCTestCase {
     /// bias signal itself removes most of its energy.
     func testDenoiserRemovesTheBiasTone() throws {
         var cfg = ModelConfig(); cfg.channels = 4; cfg.nFlows = 2; cfg.nLayers = 2
-        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
         let d = try Denoiser(model: model, context: .fp32)
         let silent = [Float](repeating: log(1e-5), count: 80 * 16)
         let bias = model.synthesise(mel: silent, frames: 16, z: [Float](repeating: 0, count: 16 * 256), context: .fp32)
@@ -95,5 +96,35 @@ final class DenoiserTests: XCTestCase {
         XCTAssertGreaterThan(energy(bias), 0)
         XCTAssertLessThanOrEqual(normRelativeError(try d.apply(bias, strength: 0), bias), 1e-5)
         XCTAssertLessThan(energy(try d.apply(bias, strength: 1)), 0.5 * energy(bias))
+    }
+}
+
+final class ConcurrentSynthesisTests: XCTestCase {
+    /// Several utterances synthesised from one model on several threads at
+    /// once equal the same syntheses one after another: after `init` a model
+    /// holds no state that synthesis writes (offsets fixed in its steps, the
+    /// compute settings passed in), so sharing it is safe by construction.
+    func testConcurrentSynthesisFromOneModelEqualsSequential() {
+        var cfg = ModelTests.tinyConfig(h: 8, flows: 4, layers: 3)
+        cfg.hopLength = 16; cfg.upsampleFactors = [4, 4]
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 21)
+        var rng = TestRNG(8)
+        let jobs: [(mel: [Float], z: [Float], frames: Int)] = [5, 9, 3, 12].map { frames in
+            (rng.array(cfg.nMels * frames), rng.array(frames * cfg.hopLength), frames)
+        }
+        var context = ComputeContext.fp32
+        context.synthesisBlockColumns = 4 // several blocks per row, so each call splits its own work too
+        let sequential = jobs.map { model.synthesise(mel: $0.mel, frames: $0.frames, z: $0.z, context: context) }
+        final class Results: @unchecked Sendable { var audio: [[Float]] = [] }
+        let results = Results()
+        results.audio = [[Float]](repeating: [], count: jobs.count)
+        let lock = NSLock()
+        for _ in 0..<3 {
+            DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+                let a = model.synthesise(mel: jobs[i].mel, frames: jobs[i].frames, z: jobs[i].z, context: context)
+                lock.lock(); results.audio[i] = a; lock.unlock()
+            }
+            for i in jobs.indices { XCTAssertEqual(results.audio[i], sequential[i], "utterance \(i)") }
+        }
     }
 }

@@ -99,7 +99,7 @@ final class LPCFrontTests: XCTestCase {
         var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 2)
         cfg.lpcOrder = 4
         try cfg.validate()
-        let model: WaveFlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
+        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
         XCTAssertNotNil(model.front)
         var rng = TestRNG(21)
         let frames = 5, t = frames * cfg.hopLength

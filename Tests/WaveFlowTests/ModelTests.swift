@@ -13,12 +13,12 @@ final class ModelTests: XCTestCase {
 
     /// A model with every parameter random (output layer included, small, so
     /// the flow is far from the identity).
-    static func randomModel<T: Real>(_ c: ModelConfig, seed: UInt64 = 1, _: T.Type = T.self) -> WaveFlowModel<T> {
-        let m = WaveFlowModel<T>(config: c)
+    static func randomModel<T: Real>(_ c: ModelConfig, seed: UInt64 = 1, _: T.Type = T.self) -> FlowModel<T> {
+        let m = FlowModel<T>(config: c)
         var rng = TestRNG(seed)
         for v in m.params.views {
             let scale: T = v.name.contains(".output.") ? 0.1 : 0.5
-            for i in v.range { m.params.values[i] = rng.uniform(scale) }
+            for i in v.range { m.params.valueBuffer[i] = rng.uniform(scale) }
         }
         return m
     }
@@ -29,7 +29,7 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(Double(c.parameterCount) / 1e6, 5.93, accuracy: 0.01)
         XCTAssertEqual(Double(c.macsPerPosition) / 1e6, 5.9, accuracy: 0.1)
         XCTAssertEqual(c.macsPerSample / 1e6, 5.5, accuracy: 0.1)
-        XCTAssertEqual(WaveFlowModel<Float>(config: c).params.count, c.parameterCount)
+        XCTAssertEqual(FlowModel<Float>(config: c).params.count, c.parameterCount)
         for name in ModelConfig.presets.keys { XCTAssertNoThrow(try ModelConfig.presets[name]!.validate(), name) }
     }
 
@@ -47,7 +47,7 @@ final class ModelTests: XCTestCase {
         }
         // And through the model's gather: Cd[m, b, i, j] = 100 i + j.
         let cfg = Self.tinyConfig(flows: 4)
-        let model = WaveFlowModel<Double>(config: cfg)
+        let model = FlowModel<Double>(config: cfg)
         let (batch, w) = (2, 3)
         var cd = [Double](repeating: 0, count: cfg.nMels * batch * 8 * w)
         for mi in 0..<cfg.nMels { for b in 0..<batch { for i in 0..<8 { for j in 0..<w {
@@ -55,7 +55,7 @@ final class ModelTests: XCTestCase {
         } } } }
         var physical = Array(0..<8)
         for k in 0..<4 {
-            let cin = model.networkConditionInput(cd, flow: k, batch: batch, width: w)
+            let cin = model.coupling(k)!.networkConditionInput(cd, batch: batch, width: w)
             for i in 0..<7 { XCTAssertEqual(cin[i * w], Double(100 * physical[i + 1]), "flow \(k) row \(i)") }
             let p = cfg.permutation(k)
             physical = (0..<8).map { physical[p[$0]] }
@@ -67,7 +67,7 @@ final class ModelTests: XCTestCase {
     func testLogDeterminantMatchesBruteForceJacobian() {
         for h in [8, 16] {
             let cfg = Self.tinyConfig(h: h, flows: 2, layers: 2)
-            let model: WaveFlowModel<Double> = Self.randomModel(cfg)
+            let model: FlowModel<Double> = Self.randomModel(cfg)
             let frames = 2
             let tPrime = frames * cfg.hopLength
             var rng = TestRNG(3)
@@ -91,7 +91,7 @@ final class ModelTests: XCTestCase {
     /// The whole model's loss gradient (every tensor kind) against finite differences.
     func testModelGradientMatchesFiniteDifferences() {
         let cfg = Self.tinyConfig(h: 8, flows: 2, layers: 2)
-        let model: WaveFlowModel<Double> = Self.randomModel(cfg, seed: 5)
+        let model: FlowModel<Double> = Self.randomModel(cfg, seed: 5)
         let (batch, frames) = (2, 3)
         let tPrime = 40 // w = 5: shorter than frames*hop = 48, so the crop is exercised
         var rng = TestRNG(9)
@@ -119,7 +119,7 @@ final class ModelTests: XCTestCase {
     /// copies its input, so z is x with rows permuted, and the log-det is 0.
     func testNewModelIsIdentity() {
         let cfg = Self.tinyConfig()
-        let model = WaveFlowModel<Float>(config: cfg)
+        let model = FlowModel<Float>(config: cfg)
         model.initialise(seed: 1)
         var rng = TestRNG(2)
         let mel: [Float] = rng.array(cfg.nMels * 2)

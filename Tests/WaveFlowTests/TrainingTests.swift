@@ -22,7 +22,7 @@ final class TrainingTests: XCTestCase {
         let data = try Self.corpus(self, segment: 4096)
         XCTAssertEqual(data.validation.count, 1)
         XCTAssertTrue(data.skipped.isEmpty)
-        let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        let model = FlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         model.initialise(seed: 1)
         let trainer = Trainer(model: model, options: Self.options(steps: 80), runFolder: temporaryFolder(self), context: .fp32)
         let before = trainer.validate(data.validation)
@@ -40,7 +40,7 @@ final class TrainingTests: XCTestCase {
     func testResumedRunEqualsUninterruptedRun() throws {
         let data = try Self.corpus(self, segment: 4096)
         func fresh(_ folder: String) -> Trainer {
-            let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+            let model = FlowModel<Float>(config: ModelConfig.presets["tiny"]!)
             model.initialise(seed: 1)
             return Trainer(model: model, options: Self.options(steps: 6), runFolder: folder, context: .fp32)
         }
@@ -64,7 +64,7 @@ final class TrainingTests: XCTestCase {
 final class TrainingRobustnessTests: XCTestCase {
     /// A step whose loss is not finite is skipped: the weights stay as they were.
     func testNonFiniteStepIsSkipped() throws {
-        let model = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        let model = FlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         model.initialise(seed: 1)
         let trainer = Trainer(model: model, options: TrainingTests.options(steps: 10), runFolder: temporaryFolder(self), context: .fp32)
         let before = model.params.values
@@ -114,7 +114,7 @@ final class TrainingRunTests: XCTestCase {
         XCTAssertEqual([fresh.options.steps, fresh.options.batch, fresh.options.validateEvery], [4, 2, 7])
         XCTAssertEqual(fresh.options.segment, TrainOptions().segment)
         XCTAssertEqual(fresh.options.seed, 9)
-        let initial = WaveFlowModel<Float>(config: ModelConfig.presets["tiny"]!)
+        let initial = FlowModel<Float>(config: ModelConfig.presets["tiny"]!)
         initial.initialise(seed: 9)
         XCTAssertEqual(fresh.model.params.values, initial.params.values)
         try fresh.makeTrainer(corpus: "somewhere", communicator: SingleProcess(), context: .fp32).saveCheckpoint()

@@ -14,7 +14,7 @@ public final class Denoiser {
     /// - Parameters:
     ///   - model: the vocoder whose bias is removed.
     ///   - context: how its synthesis runs (the bias differs a little between fp32 and bf16).
-    public init(model: WaveFlowModel<Float>, context: ComputeContext, nFFT: Int = 1024, hop: Int = 256) throws {
+    public init(model: FlowModel<Float>, context: ComputeContext, nFFT: Int = 1024, hop: Int = 256) throws {
         self.nFFT = nFFT
         self.hop = hop
         window = (0..<nFFT).map { Float(0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(nFFT))) }

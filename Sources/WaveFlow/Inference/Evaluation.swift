@@ -87,7 +87,7 @@ public enum Evaluator {
     /// NLL and copy-synthesis figures for one file, for the model and both
     /// baselines (all from the same mel, the baselines' noise from `seed`).
     /// Without `baselines` their scores are NaN (faster: a training curve).
-    public static func evaluate(file path: String, model: WaveFlowModel<Float>, context: ComputeContext, sigma: Double, seed: UInt64,
+    public static func evaluate(file path: String, model: FlowModel<Float>, context: ComputeContext, sigma: Double, seed: UInt64,
                                 baselines: Bool = true, keepAudio: Bool = false) throws -> EvaluationResult {
         let cfg = model.config
         let mel = try MelSpectrogram(config: cfg.mel)

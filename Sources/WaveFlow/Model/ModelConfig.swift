@@ -3,6 +3,8 @@ import Foundation
 /// The hyper-parameters of a model (MODEL-SPEC section 9), stored in every
 /// checkpoint's metadata under these snake_case keys.
 public struct ModelConfig: Codable, Equatable, Sendable {
+    /// The model family (`ModelFamilies`): "waveflow" (absent in the JSON) is sections 3-10.
+    public var family = WaveFlowFamily.name
     public var sampleRate = 22050
     public var nFFT = 1024
     public var hopLength = 256
@@ -28,7 +30,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         case sampleRate = "sample_rate", nFFT = "n_fft", hopLength = "hop_length", winLength = "win_length"
         case nMels = "n_mels", fmin, fmax, upsampleFactors = "upsample_factors", nGroup = "n_group"
         case nFlows = "n_flows", nLayers = "n_layers", channels, kernelSize = "kernel_size"
-        case lpcOrder = "lpc_order"
+        case lpcOrder = "lpc_order", family
     }
 
     public init() {}
@@ -36,6 +38,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = ModelConfig()
+        family = try c.decodeIfPresent(String.self, forKey: .family) ?? d.family
         sampleRate = try c.decodeIfPresent(Int.self, forKey: .sampleRate) ?? d.sampleRate
         nFFT = try c.decodeIfPresent(Int.self, forKey: .nFFT) ?? d.nFFT
         hopLength = try c.decodeIfPresent(Int.self, forKey: .hopLength) ?? d.hopLength
@@ -54,6 +57,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        if family != WaveFlowFamily.name { try c.encode(family, forKey: .family) }
         try c.encode(sampleRate, forKey: .sampleRate); try c.encode(nFFT, forKey: .nFFT)
         try c.encode(hopLength, forKey: .hopLength); try c.encode(winLength, forKey: .winLength)
         try c.encode(nMels, forKey: .nMels); try c.encode(fmin, forKey: .fmin); try c.encode(fmax, forKey: .fmax)
@@ -103,10 +107,13 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     /// Throws unless the configuration is one the spec allows.
     public func validate() throws {
+        guard let familyType = ModelFamilies.named(family) else {
+            throw WaveFlowError("model family '\(family)' is not supported by this build (it reads "
+                                + ModelFamilies.all.map { "'\($0.name)'" }.joined(separator: ", ") + ")")
+        }
         try mel.validate()
-        guard [8, 16, 32, 64, 128].contains(nGroup) else { throw WaveFlowError("n_group must be 8, 16, 32, 64 or 128, not \(nGroup)") }
-        guard hopLength % nGroup == 0 else { throw WaveFlowError("n_group \(nGroup) must divide hop_length \(hopLength)") }
-        guard (2...64).contains(nFlows), nFlows % 2 == 0 else { throw WaveFlowError("n_flows must be even, 2 to 64, not \(nFlows)") }
+        try familyType.validate(self)
+        guard nGroup >= 2, hopLength % nGroup == 0 else { throw WaveFlowError("n_group \(nGroup) must divide hop_length \(hopLength)") }
         guard (1...8).contains(nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(nLayers)") }
         guard (1...1024).contains(channels) else { throw WaveFlowError("channels must be 1 to 1024, not \(channels)") }
         guard kernelSize == [3, 3] else { throw WaveFlowError("kernel_size must be [3, 3]") }
@@ -182,6 +189,20 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return p
     }()
 
+    /// Refuses a config JSON object holding a key that changes the
+    /// mathematics in a family this build lacks (e.g. WaveGlow's
+    /// `n_early_size`): silently ignoring it would build another model than
+    /// the file describes. Keys no family reads (step, corpus, …) are fine.
+    static func checkKeys(_ object: [String: Any]) throws {
+        let family = object["family"] as? String ?? WaveFlowFamily.name
+        for key in object.keys.sorted() {
+            if let owner = ModelFamilies.keysOfOtherFamilies[key], owner != family || ModelFamilies.named(owner) == nil {
+                throw WaveFlowError("config key '\(key)' belongs to the \(owner) family, which this build does not read"
+                                    + (family == owner ? "" : " (this config's family is \(family))"))
+            }
+        }
+    }
+
     /// A preset by name, or a JSON file with any of the spec's keys.
     public static func named(_ nameOrPath: String) throws -> ModelConfig {
         if let p = presets[nameOrPath] { return p }
@@ -193,6 +214,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         }
         do {
             let c = try JSONDecoder().decode(ModelConfig.self, from: data)
+            if let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] { try checkKeys(object) }
             try c.validate()
             return c
         } catch let e as WaveFlowError {

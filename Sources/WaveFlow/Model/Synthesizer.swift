@@ -3,11 +3,11 @@ import Foundation
 /// Mel spectrogram -> waveform with a trained model: input checks, the
 /// latent noise, the inverse flow.
 public struct Synthesizer {
-    public let model: WaveFlowModel<Float>
+    public let model: FlowModel<Float>
     /// Precision, threads and block width of the inverse flow.
     public let context: ComputeContext
 
-    public init(model: WaveFlowModel<Float>, context: ComputeContext) {
+    public init(model: FlowModel<Float>, context: ComputeContext) {
         self.model = model
         self.context = context
     }

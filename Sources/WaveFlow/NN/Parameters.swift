@@ -12,28 +12,52 @@ public struct ParameterView: Equatable, Sendable {
     public var range: Range<Int> { offset ..< offset + count }
 }
 
-/// Named tensors laid end to end in `values`, with `grads` of the same size.
-public struct ParameterSet<T: Real>: Sendable {
+/// Named tensors laid end to end in one allocation (`valueBuffer`), with
+/// their gradients in a second of the same layout (`gradBuffer`): the
+/// optimizer, clipping, checkpoints and MPI are flat loops over them, and
+/// layers read their weights through pointer views (`pointer(_:)`,
+/// `gradient(_:)`, or an offset into the buffers) instead of array closures.
+///
+/// A reference type: the model's flow steps and conditioner share their
+/// model's arena. `values` and `grads` are copies (get) and copy-ins (set)
+/// for tests and whole-arena moves; hot code uses the buffers.
+public final class ParameterSet<T: Real>: @unchecked Sendable {
     public private(set) var views: [ParameterView] = []
     private var index: [String: Int] = [:]
     /// All values, view after view.
-    public var values: [T] = []
+    public private(set) var valueBuffer: UnsafeMutableBufferPointer<T>
     /// Gradients, same layout; backward passes accumulate into it.
-    public var grads: [T] = []
+    public private(set) var gradBuffer: UnsafeMutableBufferPointer<T>
 
-    public init() {}
-
-    /// Appends a zero tensor named `name`.
-    public mutating func add(_ name: String, _ shape: [Int]) {
-        precondition(index[name] == nil, "duplicate parameter \(name)")
-        let v = ParameterView(name: name, shape: shape, offset: values.count)
-        index[name] = views.count
-        views.append(v)
-        values.append(contentsOf: repeatElement(0, count: v.count))
-        grads.append(contentsOf: repeatElement(0, count: v.count))
+    public init() {
+        valueBuffer = .allocate(capacity: 0)
+        gradBuffer = .allocate(capacity: 0)
     }
 
-    public var count: Int { values.count }
+    deinit {
+        valueBuffer.deallocate()
+        gradBuffer.deallocate()
+    }
+
+    /// Appends a zero tensor named `name` (while the model is being built:
+    /// the buffers move, so pointers taken earlier become invalid).
+    public func add(_ name: String, _ shape: [Int]) {
+        precondition(index[name] == nil, "duplicate parameter \(name)")
+        let v = ParameterView(name: name, shape: shape, offset: count)
+        index[name] = views.count
+        views.append(v)
+        func grown(_ old: UnsafeMutableBufferPointer<T>) -> UnsafeMutableBufferPointer<T> {
+            let new = UnsafeMutableBufferPointer<T>.allocate(capacity: old.count + v.count)
+            if let base = old.baseAddress { new.baseAddress!.initialize(from: base, count: old.count) }
+            (new.baseAddress! + old.count).initialize(repeating: 0, count: v.count)
+            old.deallocate()
+            return new
+        }
+        valueBuffer = grown(valueBuffer)
+        gradBuffer = grown(gradBuffer)
+    }
+
+    public var count: Int { valueBuffer.count }
 
     public func view(_ name: String) -> ParameterView {
         guard let i = index[name] else { preconditionFailure("no parameter \(name)") }
@@ -42,29 +66,59 @@ public struct ParameterSet<T: Real>: Sendable {
 
     public func contains(_ name: String) -> Bool { index[name] != nil }
 
-    /// Offset of `name` in `values` / `grads`.
+    /// Offset of `name` in the buffers.
     public func offset(_ name: String) -> Int { view(name).offset }
 
-    /// A copy of one tensor's values.
-    public subscript(name: String) -> [T] {
-        get { Array(values[view(name).range]) }
+    /// The values of `name`, in place.
+    public func pointer(_ name: String) -> UnsafeMutablePointer<T> { valueBuffer.baseAddress! + offset(name) }
+
+    /// The gradient of `name`, in place.
+    public func gradient(_ name: String) -> UnsafeMutablePointer<T> { gradBuffer.baseAddress! + offset(name) }
+
+    /// A copy of every value (get); every value replaced by a copy (set).
+    public var values: [T] {
+        get { Array(valueBuffer) }
         set {
-            let r = view(name).range
-            precondition(newValue.count == r.count, "\(name): \(newValue.count) values for \(r.count)")
-            values.replaceSubrange(r, with: newValue)
+            precondition(newValue.count == count, "\(newValue.count) values for \(count)")
+            _ = valueBuffer.update(from: newValue)
         }
     }
 
+    /// A copy of every gradient (get); every gradient replaced (set).
+    public var grads: [T] {
+        get { Array(gradBuffer) }
+        set {
+            precondition(newValue.count == count, "\(newValue.count) gradients for \(count)")
+            _ = gradBuffer.update(from: newValue)
+        }
+    }
+
+    /// A copy of one tensor's values.
+    public subscript(name: String) -> [T] {
+        get { Array(valueBuffer[view(name).range]) }
+        set {
+            let r = view(name).range
+            precondition(newValue.count == r.count, "\(name): \(newValue.count) values for \(r.count)")
+            _ = UnsafeMutableBufferPointer(rebasing: valueBuffer[r]).update(from: newValue)
+        }
+    }
+
+    /// Sets every value from `other` (the same layout).
+    public func copyValues(from other: ParameterSet<T>) {
+        precondition(other.count == count)
+        valueBuffer.baseAddress?.update(from: other.valueBuffer.baseAddress!, count: count)
+    }
+
     /// Sets every gradient to zero.
-    public mutating func zeroGrad() {
-        for i in grads.indices { grads[i] = 0 }
+    public func zeroGrad() {
+        gradBuffer.baseAddress?.update(repeating: 0, count: count)
     }
 
     /// The same set in another precision.
     public func converted<U: Real>(to: U.Type) -> ParameterSet<U> {
-        var out = ParameterSet<U>()
+        let out = ParameterSet<U>()
         for v in views { out.add(v.name, v.shape) }
-        out.values = values.map { U($0) }
+        for i in 0..<count { out.valueBuffer[i] = U(valueBuffer[i]) }
         return out
     }
 }
@@ -128,22 +182,24 @@ public struct Adam: Codable, Equatable, Sendable {
 
     /// One update of `params` by `grads` at learning rate `lr`.
     public mutating func update(_ params: inout [Float], _ grads: [Float], lr: Double) {
+        params.withUnsafeMutableBufferPointer { p in grads.withUnsafeBufferPointer { g in update(p, g, lr: lr) } }
+    }
+
+    /// One update of the values `params` by `grads` at learning rate `lr`, in place.
+    public mutating func update(_ params: UnsafeMutableBufferPointer<Float>, _ grads: UnsafeBufferPointer<Float>, lr: Double) {
         precondition(params.count == m.count && grads.count == m.count)
         step += 1
         let b1 = Float(beta1), b2 = Float(beta2), eps = Float(epsilon)
         let c1 = Float(1 - pow(beta1, Double(step))), c2 = Float(1 - pow(beta2, Double(step)))
         let lrF = Float(lr)
-        params.withUnsafeMutableBufferPointer { p in
-            grads.withUnsafeBufferPointer { g in
-                m.withUnsafeMutableBufferPointer { m in
-                    v.withUnsafeMutableBufferPointer { v in
-                        for i in 0..<p.count {
-                            m[i] = b1 * m[i] + (1 - b1) * g[i]
-                            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                            let mHat = m[i] / c1, vHat = v[i] / c2
-                            p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
-                        }
-                    }
+        let (p, g) = (params, grads)
+        m.withUnsafeMutableBufferPointer { m in
+            v.withUnsafeMutableBufferPointer { v in
+                for i in 0..<p.count {
+                    m[i] = b1 * m[i] + (1 - b1) * g[i]
+                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                    let mHat = m[i] / c1, vHat = v[i] / c2
+                    p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
                 }
             }
         }
@@ -154,6 +210,12 @@ public struct Adam: Codable, Equatable, Sendable {
 /// to it. Returns the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ grads: inout [Float], maxNorm: Float) -> Float {
+    grads.withUnsafeMutableBufferPointer { clipGradientNorm($0, maxNorm: maxNorm) }
+}
+
+/// `clipGradientNorm` on gradients in place.
+@discardableResult
+public func clipGradientNorm(_ grads: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
     var s: Double = 0
     for g in grads { s += Double(g) * Double(g) }
     let norm = Float(s.squareRoot())

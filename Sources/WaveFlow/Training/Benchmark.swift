@@ -39,19 +39,20 @@ public enum Benchmark {
     public static func residualLayer(channels c: Int, h: Int, width w: Int, batch: Int, mels m: Int = 80, context: ComputeContext)
         -> (forward: Double, backward: Double, macs: Double) {
         var cfg = ModelConfig(); cfg.channels = c; cfg.nGroup = h; cfg.nFlows = 2; cfg.nLayers = 1
-        let model = WaveFlowModel<Float>(config: cfg)
+        let model = FlowModel<Float>(config: cfg)
         model.initialise(seed: 1)
         var rng = SplitMix64(seed: 2)
         let n = batch * (h - 1) * w
         let xin = (0..<n).map { _ in Float(rng.uniform(-1, 1)) }
         let cin = (0..<(m * n)).map { _ in Float(rng.uniform(-1, 1)) }
-        var cache: WaveFlowModel<Float>.NetworkCache?
+        let step = model.coupling(0)!
+        var cache: WaveFlowCoupling<Float>.NetworkCache?
         let fwd = time(repeats: 3) {
-            cache = model.network(flow: 0, xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: true,
+            cache = step.network(xin: xin, cin: cin, batch: batch, height: h - 1, width: w, keepCache: true,
                                   context: context).cache
         }
         let dp = [Float](repeating: 0.01, count: 2 * n)
-        let bwd = time(repeats: 3) { _ = model.networkBackward(flow: 0, cache: cache!, dp: dp, context: context) }
+        let bwd = time(repeats: 3) { _ = step.networkBackward(cache: cache!, dp: dp, context: context) }
         return (fwd, bwd, Double(cfg.macsPerPositionPerFlow) * Double(n))
     }
 
@@ -60,7 +61,7 @@ public enum Benchmark {
     /// three forward passes (forward, and the backward's weight and input
     /// products).
     public static func training(_ config: ModelConfig, batch: Int, segment: Int, repeats: Int = 2, context: ComputeContext) -> (samplesPerSecond: Double, gflops: Double) {
-        let model = WaveFlowModel<Float>(config: config)
+        let model = FlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var o = TrainOptions(); o.batch = batch; o.segment = segment
         let trainer = Trainer(model: model, options: o, runFolder: NSTemporaryDirectory(), context: context)
@@ -81,7 +82,7 @@ public enum Benchmark {
     /// `repeats` runs after a warm-up); FLOPs counted as the multiply-adds it
     /// performs.
     public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2, context: ComputeContext) -> (samplesPerSecond: Double, gflops: Double) {
-        let model = WaveFlowModel<Float>(config: config)
+        let model = FlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var rng = SplitMix64(seed: 4)
         let frames = Int(seconds * Double(config.sampleRate)) / config.hopLength

@@ -5,7 +5,7 @@ import Foundation
 public struct Checkpoint {
     public var config: ModelConfig
     /// Inference tensors by spec name (effective weights).
-    public var model: WaveFlowModel<Float>
+    public var model: FlowModel<Float>
     /// `train.*` tensors (empty for an inference-only file).
     public var trainTensors: [String: Tensor]
     /// The config JSON object as stored, with any extra keys (step, corpus, …).
@@ -42,29 +42,31 @@ public struct Checkpoint {
               let configObject = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
             throw fail("metadata 'config' is missing or not a JSON object")
         }
-        if let family = configObject["family"], (family as? String) != "waveflow" {
-            throw fail("model family \(family) is not supported by this build (it reads \"waveflow\")")
-        }
         let config: ModelConfig
         do { config = try JSONDecoder().decode(ModelConfig.self, from: configData) } catch {
             throw fail("metadata 'config' has a value of the wrong type")
         }
-        do { try config.validate() } catch let e as WaveFlowError { throw e.at(path) }
+        // The family first (an unknown one, or a key of a family this build
+        // lacks, is named as such), then every value, before any allocation.
+        do {
+            try config.validate()
+            try ModelConfig.checkKeys(configObject)
+        } catch let e as WaveFlowError { throw e.at(path) }
         // The tensor table is checked against the config before the model is
         // allocated (a config of a million flows is no reason to allocate
         // gigabytes).
         var train: [String: Tensor] = [:]
-        let expected = Dictionary(WaveFlowModel<Float>.tensorShapes(config), uniquingKeysWith: { a, _ in a })
+        let expected = Dictionary(FlowModel<Float>.tensorShapes(config), uniquingKeysWith: { a, _ in a })
         for name in tensors.keys.sorted() {
             let t = tensors[name]!
             if name.hasPrefix("train.") { train[name] = t; continue }
             guard let shape = expected[name] else { throw fail("unexpected tensor '\(name)'") }
             guard shape == t.shape else { throw fail("tensor '\(name)' has shape \(t.shape), expected \(shape)") }
         }
-        for (name, _) in WaveFlowModel<Float>.tensorShapes(config) where tensors[name] == nil {
+        for (name, _) in FlowModel<Float>.tensorShapes(config) where tensors[name] == nil {
             throw fail("missing tensor '\(name)'")
         }
-        let model = WaveFlowModel<Float>(config: config)
+        let model = FlowModel<Float>(config: config)
         for v in model.params.views {
             let values = tensors[v.name]!.values
             if let i = values.firstIndex(where: { !$0.isFinite }) {
@@ -77,13 +79,13 @@ public struct Checkpoint {
 
     /// Writes the model's inference tensors plus `train` tensors atomically.
     /// - Parameter extra: keys recorded in the config JSON beside the spec's.
-    public static func save(model: WaveFlowModel<Float>, train: [(String, Tensor)] = [], extra: [String: Any] = [:],
+    public static func save(model: FlowModel<Float>, train: [(String, Tensor)] = [], extra: [String: Any] = [:],
                             to path: String) throws {
         var configObject = (try JSONSerialization.jsonObject(with: Data(model.config.json.utf8))) as! [String: Any]
         for (k, v) in extra { configObject[k] = v }
         let configText = String(decoding: try JSONSerialization.data(withJSONObject: configObject, options: [.sortedKeys]), as: UTF8.self)
         var tensors: [(String, Tensor)] = model.params.views.map {
-            ($0.name, Tensor(shape: $0.shape, values: Array(model.params.values[$0.range])))
+            ($0.name, Tensor(shape: $0.shape, values: Array(model.params.valueBuffer[$0.range])))
         }
         precondition(train.allSatisfy { $0.0.hasPrefix("train.") })
         tensors += train

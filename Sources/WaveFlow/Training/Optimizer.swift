@@ -43,47 +43,34 @@ struct Optimizer {
 
     // MARK: - Between the two arenas
 
-    /// Writes the model's weights (`parameters.values`) from the trainables.
-    func fold(into parameters: inout ParameterSet<Float>) {
+    /// Writes the model's weights (`parameters`' values) from the trainables.
+    func fold(into parameters: ParameterSet<Float>) {
         let tv = trainables
-        let views = parameters.views
-        parameters.values.withUnsafeMutableBufferPointer { mp in
-            tv.values.withUnsafeBufferPointer { tp in
-                for v in views {
-                    if Self.isWeightNormed(v.name) {
-                        let vo = tv.offset("train.wn.\(v.name).v"), go = tv.offset("train.wn.\(v.name).g")
-                        WeightNorm.forward(v: tp.baseAddress! + vo, g: tp.baseAddress! + go, w: mp.baseAddress! + v.offset,
-                                           out: v.shape[0], rest: v.count / v.shape[0])
-                    } else {
-                        (mp.baseAddress! + v.offset).update(from: tp.baseAddress! + tv.offset(v.name), count: v.count)
-                    }
-                }
+        for v in parameters.views {
+            let w = parameters.pointer(v.name)
+            if Self.isWeightNormed(v.name) {
+                WeightNorm.forward(v: tv.pointer("train.wn.\(v.name).v"), g: tv.pointer("train.wn.\(v.name).g"), w: w,
+                                   out: v.shape[0], rest: v.count / v.shape[0])
+            } else {
+                w.update(from: tv.pointer(v.name), count: v.count)
             }
         }
     }
 
     /// Sets the trainables' gradients from the model's (`parameters.grads`).
-    mutating func unfoldGradients(from parameters: ParameterSet<Float>) {
-        let mg = parameters.grads
+    func unfoldGradients(from parameters: ParameterSet<Float>) {
         let tv = trainables
-        var grads = [Float](repeating: 0, count: tv.count)
-        grads.withUnsafeMutableBufferPointer { gp in
-            mg.withUnsafeBufferPointer { m in
-                tv.values.withUnsafeBufferPointer { t in
-                    for v in parameters.views {
-                        if Self.isWeightNormed(v.name) {
-                            let vo = tv.offset("train.wn.\(v.name).v"), go = tv.offset("train.wn.\(v.name).g")
-                            WeightNorm.backward(v: t.baseAddress! + vo, g: t.baseAddress! + go, dw: m.baseAddress! + v.offset,
-                                                dv: gp.baseAddress! + vo, dg: gp.baseAddress! + go,
-                                                out: v.shape[0], rest: v.count / v.shape[0])
-                        } else {
-                            (gp.baseAddress! + tv.offset(v.name)).update(from: m.baseAddress! + v.offset, count: v.count)
-                        }
-                    }
-                }
+        tv.zeroGrad()
+        for v in parameters.views {
+            let dw = parameters.gradient(v.name)
+            if Self.isWeightNormed(v.name) {
+                let (vn, gn) = ("train.wn.\(v.name).v", "train.wn.\(v.name).g")
+                WeightNorm.backward(v: tv.pointer(vn), g: tv.pointer(gn), dw: dw, dv: tv.gradient(vn), dg: tv.gradient(gn),
+                                    out: v.shape[0], rest: v.count / v.shape[0])
+            } else {
+                tv.gradient(v.name).update(from: dw, count: v.count)
             }
         }
-        trainables.grads = grads
     }
 
     // MARK: - Schedule, clipping, update
@@ -104,13 +91,12 @@ struct Optimizer {
     /// Clips the trainables' gradients to the global norm `clip`; returns
     /// the norm before clipping.
     mutating func clipGradients() -> Float {
-        clipGradientNorm(&trainables.grads, maxNorm: options.clip)
+        clipGradientNorm(trainables.gradBuffer, maxNorm: options.clip)
     }
 
     /// One Adam update of the trainables by their gradients, at the rate of `step`.
     mutating func update(step: Int) {
-        let grads = trainables.grads
-        adam.update(&trainables.values, grads, lr: learningRate(at: step))
+        adam.update(trainables.valueBuffer, UnsafeBufferPointer(trainables.gradBuffer), lr: learningRate(at: step))
     }
 
     // MARK: - Checkpoint state
@@ -120,7 +106,7 @@ struct Optimizer {
     /// exactly as four 16-bit pieces in F32.
     func stateTensors(_ counters: TrainingCounters) -> [(String, Tensor)] {
         var out: [(String, Tensor)] = trainables.views.filter { $0.name.hasPrefix("train.") }.map {
-            ($0.name, Tensor(shape: $0.shape, values: Array(trainables.values[$0.range])))
+            ($0.name, Tensor(shape: $0.shape, values: Array(trainables.valueBuffer[$0.range])))
         }
         out.append(("train.adam.m", Tensor(shape: [adam.m.count], values: adam.m)))
         out.append(("train.adam.v", Tensor(shape: [adam.v.count], values: adam.v)))

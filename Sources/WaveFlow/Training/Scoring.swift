@@ -5,13 +5,13 @@ public enum Scorer {
     /// NLL in nats per sample of the audio file at `path` under `model`: the
     /// mel is computed from the audio itself (resampled to the model's rate),
     /// audio and condition are trimmed to T' = floor(T/h)*h.
-    public static func score(file path: String, model: WaveFlowModel<Float>, mel: MelSpectrogram,
+    public static func score(file path: String, model: FlowModel<Float>, mel: MelSpectrogram,
                              context: ComputeContext) throws -> Double {
         let audio = try AudioFile.read(path, sampleRate: model.config.sampleRate)
         do { return try score(samples: audio.samples, model: model, mel: mel, context: context) } catch let e as WaveFlowError { throw e.at(path) }
     }
 
-    public static func score(samples: [Float], model: WaveFlowModel<Float>, mel: MelSpectrogram,
+    public static func score(samples: [Float], model: FlowModel<Float>, mel: MelSpectrogram,
                              context: ComputeContext) throws -> Double {
         let m = try mel.compute(samples)
         let h = model.config.nGroup
@@ -34,7 +34,7 @@ public enum Scorer {
         /// audio is scored in chunks of about `chunkSamples` (see
         /// ``Scorer/chunkedLogLikelihood``), so memory stays bounded; the
         /// result is the whole-utterance NLL.
-        public func nll(first t: Int, model: WaveFlowModel<Float>, context: ComputeContext, chunkSamples: Int? = nil) -> Double {
+        public func nll(first t: Int, model: FlowModel<Float>, context: ComputeContext, chunkSamples: Int? = nil) -> Double {
             let chunkSamples = chunkSamples ?? Scorer.chunkSamples(for: model.config)
             let front = envelope.map { $0.logGainSum(samples: 0..<t) / Double(t) } ?? 0
             if t <= chunkSamples {
@@ -62,7 +62,7 @@ public enum Scorer {
     /// those of the whole utterance: the flows' receptive field in columns
     /// plus 4 mel frames for the upsampler's transposed convolutions.
     /// Summed in Float64.
-    static func chunkedLogLikelihood(_ input: FlowInput, samples t: Int, model: WaveFlowModel<Float>, context: ComputeContext,
+    static func chunkedLogLikelihood(_ input: FlowInput, samples t: Int, model: FlowModel<Float>, context: ComputeContext,
                                      chunkSamples: Int) -> Double {
         let c = model.config, h = c.nGroup, hop = c.hopLength, m = c.nMels
         let halo = (receptiveColumns(c) * h + hop - 1) / hop * hop + 4 * hop
@@ -89,7 +89,7 @@ public enum Scorer {
     }
 
     /// The flows' input for `samples` (see ``FlowInput``).
-    public static func flowInput(samples: [Float], logMel: [Float], frames: Int, model: WaveFlowModel<Float>) -> FlowInput {
+    public static func flowInput(samples: [Float], logMel: [Float], frames: Int, model: FlowModel<Float>) -> FlowInput {
         guard let front = model.front else { return FlowInput(values: samples, logMel: logMel, frames: frames) }
         let env = front.envelope(logMel: logMel, frames: frames)
         return FlowInput(values: front.analyse(samples, envelope: env), logMel: logMel, frames: frames, envelope: env)

@@ -32,7 +32,7 @@ nonisolated(unsafe) public var trainingStopRequested: Int32 = 0
 /// ``Optimizer`` update the weights, validates, and writes checkpoints and
 /// metrics to its ``RunFolder``.
 public final class Trainer {
-    public let model: WaveFlowModel<Float>
+    public let model: FlowModel<Float>
     public var options: TrainOptions {
         didSet { optimizer.options = options }
     }
@@ -63,7 +63,7 @@ public final class Trainer {
     /// Precision and threads of the forward and backward passes.
     public let context: ComputeContext
 
-    public init(model: WaveFlowModel<Float>, options: TrainOptions, runFolder: String,
+    public init(model: FlowModel<Float>, options: TrainOptions, runFolder: String,
                 communicator: Communicator = SingleProcess(), context: ComputeContext) {
         self.model = model
         self.context = context
@@ -76,7 +76,7 @@ public final class Trainer {
     }
 
     /// Model weights from the trainables.
-    func fold() { optimizer.fold(into: &model.params) }
+    func fold() { optimizer.fold(into: model.params) }
 
     // MARK: - One step
 
@@ -152,13 +152,13 @@ public final class Trainer {
     /// parallelism across cores, one BLAS thread each: measured 2x faster on
     /// two cores than one process-wide BLAS pool, whose threads mostly wait
     /// on the serial elementwise work between matrix products).
-    private var replicas: [WaveFlowModel<Float>] = []
+    private var replicas: [FlowModel<Float>] = []
 
     /// The first `n` replicas (made on first use), holding the model's current weights.
-    private func syncedReplicas(_ n: Int) -> [WaveFlowModel<Float>] {
-        while replicas.count < n { replicas.append(WaveFlowModel<Float>(config: model.config)) }
+    private func syncedReplicas(_ n: Int) -> [FlowModel<Float>] {
+        while replicas.count < n { replicas.append(FlowModel<Float>(config: model.config)) }
         let reps = Array(replicas.prefix(n))
-        for r in reps { r.params.values = model.params.values }
+        for r in reps { r.params.copyValues(from: model.params) }
         return reps
     }
 
@@ -186,14 +186,12 @@ public final class Trainer {
         }
         // Each replica holds the gradient of its shard's mean; the batch mean
         // weights them by shard size.
-        var grads = [Float](repeating: 0, count: model.params.count)
+        let grads = model.params.gradBuffer
+        model.params.zeroGrad()
         for (i, r) in reps.enumerated() {
-            let weight = Float(parts[i].batch) / Float(batch.batch)
-            r.params.grads.withUnsafeBufferPointer { g in
-                for j in grads.indices { grads[j] += weight * g[j] }
-            }
+            let weight = Float(parts[i].batch) / Float(batch.batch), g = r.params.gradBuffer
+            for j in 0..<grads.count { grads[j] += weight * g[j] }
         }
-        model.params.grads = grads
         return losses.reduce(0, +) / Double(batch.batch)
     }
 
@@ -258,7 +256,7 @@ public final class Trainer {
     /// steps), keeping the current learning-rate scale.
     func reloadLatest() throws {
         let ck = try Checkpoint.load(folder.latest)
-        model.params.values = ck.model.params.values
+        model.params.copyValues(from: ck.model.params)
         let scale = optimizer.lrScale
         try restore(ck.trainTensors)
         optimizer.lrScale = scale

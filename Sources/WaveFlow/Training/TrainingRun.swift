@@ -44,7 +44,7 @@ public struct TrainingRun {
 
     /// The run folder.
     public let folder: String
-    public let model: WaveFlowModel<Float>
+    public let model: FlowModel<Float>
     /// The options in force: the defaults or the resumed run's saved ones,
     /// with the overrides applied.
     public let options: TrainOptions
@@ -82,7 +82,7 @@ public struct TrainingRun {
                 throw WaveFlowError("run already exists; use --resume to continue it or --run to name a new one", path: folder)
             }
             let cfg = try ModelConfig.named(config ?? Self.defaultConfig)
-            model = WaveFlowModel<Float>(config: cfg)
+            model = FlowModel<Float>(config: cfg)
             model.initialise(seed: overrides.seed ?? options.seed)
             trainState = [:]
             resumedFrom = nil

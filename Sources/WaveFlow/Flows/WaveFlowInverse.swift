@@ -1,37 +1,24 @@
 import Foundation
 
-// Synthesis: the inverse of the flows (MODEL-SPEC section 8), row by row,
+// The inverse of WaveFlow's coupling (MODEL-SPEC section 8), row by row,
 // with each layer's causal convolution fed from a ring buffer of its last
 // 1 + 2*dh input rows (the streaming cache, explicit as in LPCNet).
 //
 // Synthesis layout (B = 1): a row of the grid is [C, w] or [M, w]; the
-// condition is stored row-major by grid row, cond[i] = [M, w]. The row
-// caches, per-flow weights and scratch are in SynthesisState.swift, the
-// on-demand condition rows in SynthesisCondition.swift. The matrix products'
-// operands are Float32 or bf16 (`ProductOperands`).
+// condition is read one row at a time (`ConditionRows`). The row caches,
+// per-flow weights and scratch are in SynthesisState.swift. The matrix
+// products' operands are Float32 or bf16 (`ProductOperands`).
 
-extension WaveFlowModel {
-    /// Grid rows of the condition of mel [M, F] (B = 1), computed on demand.
-    public func synthesisCondition(mel: [T], frames: Int) -> SynthesisCondition<T> {
-        let u = config.upsampleFactors.count - 1
-        var input = mel, width = frames
-        if u > 0 {
-            input = upsample(mel: mel, batch: 1, frames: frames, stageCount: u).stages.last!
-            width = frames * config.upsampleFactors[0..<u].reduce(1, *)
-        }
-        let t = frames * config.hopLength
-        return SynthesisCondition(input: input, weight: params["upsample.\(u).weight"], bias: params["upsample.\(u).bias"][0],
-                                  bands: config.nMels, inWidth: width, factor: config.upsampleFactors[u],
-                                  rows: config.nGroup, columns: t / config.nGroup, slope: Self.leakySlope)
-    }
-
-    /// Inverts flow k on Z [h, w] (its own row order) with the condition as
-    /// flow k saw it; returns X [h, w]. Each network row is computed once.
-    /// The products take bf16 operands when `context` asks for bf16 (and
-    /// oneDNN runs it, C >= 16); otherwise Float32 (or Float64) operands.
-    public func invertFlow(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int, context: ComputeContext) -> [T] {
-        T.withOperands(context, forProductsOf: [config.channels],
-                       FlowInversion(model: self, flow: k, z: z, condition: condition, width: w, context: context))
+extension WaveFlowCoupling {
+    /// Inverts the flow on Z [h, w] (its own row order); returns X [h, w].
+    /// Each network row is computed once. The products take bf16 operands
+    /// when `context` asks for bf16 (and oneDNN runs it, C >= 16);
+    /// otherwise Float32 (or Float64) operands.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
+        T.withOperands(context, forProductsOf: [channels],
+                       CouplingInversion(step: self, z: z, condition: condition, width: w, context: context))
     }
 
     /// `invertFlow` with the products' operands held as `O.Element`.
@@ -45,13 +32,15 @@ extension WaveFlowModel {
     /// that are independent (a block reads complete earlier rows and writes
     /// only its own columns); blocks run in parallel with one BLAS thread
     /// each, so the elementwise work is shared by the cores too. Blocks are
-    /// at most `synthesisBlockColumns` wide and scratch is per worker; each
+    /// at most `context.synthesisBlockColumns` wide and scratch is per worker; each
     /// block keeps its operand matrix [3C + M, block] (expanded row over the
     /// condition row, which all layers of a row share).
-    func invertFlow<O: ProductOperands>(_ k: Int, z: [T], condition: SynthesisCondition<T>, width w: Int,
-                                        context: ComputeContext, operands: O.Type) -> [T] where O.Scalar == T {
-        let h = config.nGroup, c = config.channels, m = config.nMels, L = config.nLayers
-        let fo = flowOffsets[k], map = config.rowMaps[k]
+    @_specialize(where T == Float, O == NativeOperands<Float>)
+    @_specialize(where T == Float, O == BF16Operands)
+    func invert<O: ProductOperands>(_ z: [T], condition: any ConditionRows<T>, width w: Int,
+                                    context: ComputeContext, operands: O.Type) -> [T] where O.Scalar == T {
+        let h = rows, c = channels, m = bands, L = layers
+        let map = rowMap
         let blockColumns = context.synthesisBlockColumns
         let nBlocks = max(min(context.threads, w), (w + blockColumns - 1) / blockColumns)
         let bounds = (0...nBlocks).map { w * $0 / nBlocks }
@@ -62,9 +51,9 @@ extension WaveFlowModel {
         let operandsOfBlocks = UnsafeMutablePointer<O.Element>.allocate(capacity: kOp * w)
         defer { operandsOfBlocks.deallocate() }
         let caches = (0..<L).map {
-            LayerRowCache<O>(dilation: config.heightDilation($0), widthDilation: config.widthDilation($0), channels: c, width: w)
+            LayerRowCache<O>(dilation: heightDilations[$0], widthDilation: widthDilations[$0], channels: c, width: w)
         }
-        let weights = SynthesisWeights<O>(model: self, flow: k)
+        let weights = SynthesisWeights<O>(step: self)
         let native = O.Element.self == T.self // gate and condition can write operands directly
         var x = z // row 0 is copied
         var act = [T](repeating: 0, count: 2 * c * w) // [a; skip], [2C, w]
@@ -79,16 +68,16 @@ extension WaveFlowModel {
         let savedBLAS = BLAS.threads
         BLAS.threads = 1 // all parallelism is over column blocks (no idle BLAS pool spinning)
         defer { BLAS.threads = savedBLAS }
-        params.values.withUnsafeBufferPointer { wp in
+        let wt = self.weights
         act.withUnsafeMutableBufferPointer { ap in
         p.withUnsafeMutableBufferPointer { pp in
         x.withUnsafeMutableBufferPointer { xp in
         z.withUnsafeBufferPointer { zp in
-            let wt = wp.baseAddress!, aa = ap.baseAddress!, sk = aa + c * w
+            let aa = ap.baseAddress!, sk = aa + c * w
             let pr = pp.baseAddress!, xx = xp.baseAddress!, zz = zp.baseAddress!
             for r in 0 ..< h - 1 {
                 // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
-                let (win, bin) = (wt + fo.input, wt + fo.inputB)
+                let (win, bin) = (wt + input, wt + inputB)
                 forEachBlock { j0, j1, s, e in
                     let nb = j1 - j0
                     for ch in 0..<c {
@@ -106,7 +95,7 @@ extension WaveFlowModel {
                     }
                 }
                 for l in 0..<L {
-                    let dh = config.heightDilation(l), cache = caches[l]
+                    let dh = heightDilations[l], cache = caches[l]
                     // Stored in a pass of its own: a block's taps read the
                     // neighbouring blocks' columns of row r (up to dw away).
                     forEachBlock { j0, j1, _, _ in
@@ -146,64 +135,18 @@ extension WaveFlowModel {
                                               x: xx + (r + 1) * w + j0, count: nb)
                 }
             }
-        }}}}}
+        }}}}
         return x
     }
 
-    /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8,
-    /// then the LPC front's synthesis filter of section 11 if there is one).
-    public func synthesise(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
-        let h = config.nGroup, t = frames * config.hopLength, w = t / h
-        precondition(z.count == t)
-        let condition = synthesisCondition(mel: mel, frames: frames)
-        var x = squeezeAudio(z, batch: 1, width: w) // X_K, the last flow's permuted output
-        for k in stride(from: config.nFlows - 1, through: 0, by: -1) {
-            let zk = permuteRows(x, config.permutation(k), batch: 1, width: w)
-            x = invertFlow(k, z: zk, condition: condition, width: w, context: context)
-        }
-        return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
-    }
-
-    /// x from the flows' output e through the LPC front's all-pole filter
-    /// (e itself when the model has no front).
-    func frontSynthesis(_ e: [T], mel: [T], frames: Int) -> [T] {
-        guard let front else { return e }
-        let env = front.envelope(logMel: mel.map { Float($0) }, frames: frames)
-        return front.synthesise(e.map { Float($0) }, envelope: env).map { T($0) }
-    }
-
-    /// The naive twin of `synthesise`: for every row, the whole network is
-    /// run again on the rows produced so far (O(h^2)). Test oracle only.
-    public func synthesiseNaive(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
-        let h = config.nGroup, t = frames * config.hopLength, w = t / h
-        let up = upsample(mel: mel, batch: 1, frames: frames)
-        let cd = squeezeCondition(up.stages.last!, batch: 1, condWidth: t, width: w)
-        var x = squeezeAudio(z, batch: 1, width: w)
-        for k in stride(from: config.nFlows - 1, through: 0, by: -1) {
-            let zk = permuteRows(x, config.permutation(k), batch: 1, width: w)
-            var xk = zk
-            let cin = networkConditionInput(cd, flow: k, batch: 1, width: w)
-            for i in 1..<h {
-                let (p, _) = network(flow: k, xin: networkAudioInput(xk, batch: 1, width: w), cin: cin,
-                                     batch: 1, height: h - 1, width: w, keepCache: false, context: context)
-                let n = (h - 1) * w
-                for j in 0..<w {
-                    let ls = p[(i - 1) * w + j], tt = p[n + (i - 1) * w + j]
-                    xk[i * w + j] = (zk[i * w + j] - tt) * T.exp(-ls)
-                }
-            }
-            x = xk
-        }
-        return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
-    }
 }
 
-/// `invertFlow` for the operand storage `Real.withOperands` picks.
-private struct FlowInversion<T: Real>: OperandsVisitor {
+/// `WaveFlowCoupling.invert` for the operand storage `Real.withOperands` picks.
+private struct CouplingInversion<T: Real>: OperandsVisitor {
     typealias Scalar = T
     typealias Result = [T]
-    let model: WaveFlowModel<T>, flow: Int, z: [T], condition: SynthesisCondition<T>, width: Int, context: ComputeContext
+    let step: WaveFlowCoupling<T>, z: [T], condition: any ConditionRows<T>, width: Int, context: ComputeContext
     func visit<O: ProductOperands>(_ o: O.Type) -> [T] where O.Scalar == T {
-        model.invertFlow(flow, z: z, condition: condition, width: width, context: context, operands: o)
+        step.invert(z, condition: condition, width: width, context: context, operands: o)
     }
 }

@@ -7,11 +7,12 @@ import Foundation
 /// the last transposed convolution is evaluated only at the columns of the
 /// requested row (t = j*h + i), so the full-rate condition [M, F*hop] — the
 /// largest array of a long synthesis — never exists.
-public struct SynthesisCondition<T: Real> {
+public struct SynthesisCondition<T: Real>: ConditionRows {
     /// Input of the last stage, [M, W] with W = F*hop / f.
     let input: [T]
     let weight: [T], bias: T
-    let bands: Int, inWidth: Int, factor: Int, rows: Int, columns: Int
+    public let bands: Int
+    let inWidth: Int, factor: Int, rows: Int, columns: Int
     let slope: T
 
     /// Row i as [M, w]: c[m, j*h + i] for j in 0..<w.
@@ -29,6 +30,8 @@ public struct SynthesisCondition<T: Real> {
     /// kernel taps for every j (q and the taps depend on i only), so the row
     /// is a few scaled, shifted input rows: vector loops. Otherwise
     /// `rowNaive`, which is also the tests' oracle.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func row(_ i: Int, columns js: Range<Int>, into out: UnsafeMutablePointer<T>, rowStride ld: Int) {
         let (m, f, h, win, j0) = (bands, factor, rows, inWidth, js.lowerBound)
         guard h % f == 0 else { rowNaive(i, columns: js, into: out, rowStride: ld); return }
@@ -61,6 +64,8 @@ public struct SynthesisCondition<T: Real> {
     }
 
     /// The scalar twin of `row(_:columns:into:rowStride:)`, for any f and h.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func rowNaive(_ i: Int, columns js: Range<Int>, into out: UnsafeMutablePointer<T>, rowStride ld: Int) {
         let (m, f, h, win, j0) = (bands, factor, rows, inWidth, js.lowerBound)
         for y in 0..<m { (out + y * ld).update(repeating: bias, count: js.count) }

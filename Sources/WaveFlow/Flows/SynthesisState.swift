@@ -93,9 +93,8 @@ final class SynthesisWeights<O: ProductOperands> {
     let output: UnsafeMutablePointer<O.Scalar>    // [2, C]
     let outputBias: UnsafeMutablePointer<O.Scalar> // [2]
 
-    init(model: WaveFlowModel<O.Scalar>, flow k: Int) {
-        let cfg = model.config
-        let (c, m, L) = (cfg.channels, cfg.nMels, cfg.nLayers)
+    init(step: WaveFlowCoupling<O.Scalar>) {
+        let (c, m, L) = (step.channels, step.bands, step.layers)
         (self.c, self.m, layers) = (c, m, L)
         taps = .allocate(capacity: L * 2 * 2 * c * 3 * c)
         tapAndCond = .allocate(capacity: L * 2 * c * (3 * c + m))
@@ -104,10 +103,9 @@ final class SynthesisWeights<O: ProductOperands> {
         residualBias = .allocate(capacity: L * c)
         output = .allocate(capacity: 2 * c)
         outputBias = .allocate(capacity: 2)
-        let fo = model.flowOffsets[k]
-        model.params.values.withUnsafeBufferPointer { wp in
-            let wt = wp.baseAddress!
-            for (l, lo) in fo.layers.enumerated() {
+        let wt = step.weights
+        do {
+            for (l, lo) in step.layerOffsets.enumerated() {
                 let regrouped = CausalConv.regroup(wt + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
                 regrouped.withUnsafeBufferPointer { O.convert($0.baseAddress!, count: 2 * 2 * c * 3 * c, into: taps + l * 2 * 2 * c * 3 * c) }
                 for o in 0 ..< 2 * c {
@@ -119,13 +117,13 @@ final class SynthesisWeights<O: ProductOperands> {
                 O.convert(wt + lo.out, count: 2 * c * c, into: out + l * 2 * c * c)
                 (residualBias + l * c).update(from: wt + lo.outB, count: c)
             }
-            output.update(from: wt + fo.output, count: 2 * c)
+            output.update(from: wt + step.output, count: 2 * c)
             for o in 0..<2 {
-                var b = wt[fo.outputB + o]
+                var b = wt[step.outputB + o]
                 for ch in 0..<c {
                     var skipBias: O.Scalar = 0
-                    for lo in fo.layers { skipBias += wt[lo.outB + c + ch] }
-                    b += wt[fo.output + o * c + ch] * skipBias
+                    for lo in step.layerOffsets { skipBias += wt[lo.outB + c + ch] }
+                    b += wt[step.output + o * c + ch] * skipBias
                 }
                 outputBias[o] = b
             }

@@ -1,0 +1,171 @@
+import Foundation
+
+// The network of WaveFlow's coupling (MODEL-SPEC section 5): input 1x1
+// conv, L residual layers (dilated causal 3x3 conv + condition projection,
+// gate, residual/skip 1x1), output 1x1 conv to (log s, t); forward with an
+// optional cache and the hand-written backward. Internal layout is
+// channel-major: "[C, B, H, W]" is C blocks of B*H*W values.
+
+extension WaveFlowCoupling {
+    /// What one flow's network keeps for its backward pass.
+    public struct NetworkCache {
+        /// Network input rows: Xin [1, B, H, w] and Cin [M, B, H, w] (H = h-1 in training).
+        var xin: [T], cin: [T]
+        /// Per layer: its input a [C, N] and pre-gate y [2C, N].
+        var a: [[T]], y: [[T]]
+        var skip: [T]
+        var batch: Int, height: Int, width: Int
+    }
+
+    /// Runs flow k's network on Xin [1, B, H, w] and Cin [M, B, H, w];
+    /// returns p [2, B, H, w] (log_s then t) and, if asked, the cache.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func network(xin: [T], cin: [T], batch: Int, height: Int, width: Int,
+                        keepCache: Bool, context: ComputeContext) -> (p: [T], cache: NetworkCache?) {
+        let c = channels, m = bands
+        let n = batch * height * width
+        // Buffers every position of which is written before it is read start
+        // uninitialised. With a cache, each layer's a and y are fresh arrays
+        // handed to the cache as they are (no copies).
+        var a = uninitializedArray(T.self, c * n)
+        var skip = [T](repeating: 0, count: c * n)
+        var y = uninitializedArray(T.self, 2 * c * n)
+        var g = uninitializedArray(T.self, c * n)
+        var o = uninitializedArray(T.self, 2 * c * n)
+        var e = uninitializedArray(T.self, 3 * c * n) // the conv's expanded input
+        var p = uninitializedArray(T.self, 2 * n)
+        var cacheA: [[T]] = [], cacheY: [[T]] = []
+        // Cin as bf16 operands once for every layer's projection (bf16 products only).
+        let cin16 = cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
+        defer { cin16?.deallocate() }
+        cin.withUnsafeBufferPointer { cp in
+            let w = weights
+            // a = input(Xin): 1 -> C.
+            Conv1x1.forward(context, cin: 1, cout: c, n: n, input: xin, weight: w + input, bias: w + inputB, output: &a)
+            for l in 0..<layers {
+                let lo = layerOffsets[l]
+                let shape = convShape(layer: l, batch: batch, height: height, width: width)
+                let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
+                if keepCache && l > 0 { y = uninitializedArray(T.self, 2 * c * n) } // the last y is in the cache
+                a.withUnsafeBufferPointer { ap in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        e.withUnsafeMutableBufferPointer { ep in
+                            CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: w + lo.convB,
+                                               output: yp.baseAddress!, e: ep.baseAddress!)
+                        }
+                    }
+                }
+                // y += cond(Cin): M -> 2C.
+                y.withUnsafeMutableBufferPointer { yp in
+                    T.product(context, transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, a16: nil, lda: m,
+                              b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: yp.baseAddress!, ldc: n)
+                    addBias(yp.baseAddress!, w + lo.condB, rows: 2 * c, cols: n)
+                }
+                if keepCache { cacheY.append(y) }
+                y.withUnsafeBufferPointer { yp in
+                    g.withUnsafeMutableBufferPointer { gp in Gate.forward(yp.baseAddress!, gp.baseAddress!, channels: c, n: n) }
+                }
+                Conv1x1.forward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, bias: w + lo.outB, output: &o)
+                // a' = a + o[0:C] (a new array when a is cached), skip += o[C:2C].
+                var next = keepCache ? uninitializedArray(T.self, c * n) : []
+                o.withUnsafeBufferPointer { op in
+                    skip.withUnsafeMutableBufferPointer { sp in
+                        a.withUnsafeMutableBufferPointer { ap in
+                            let (ov, sk, av) = (op.baseAddress!, sp.baseAddress!, ap.baseAddress!)
+                            for i in 0 ..< c * n { sk[i] += ov[c * n + i] }
+                            if keepCache {
+                                next.withUnsafeMutableBufferPointer { np in
+                                    let nx = np.baseAddress!
+                                    for i in 0 ..< c * n { nx[i] = av[i] + ov[i] }
+                                }
+                            } else {
+                                for i in 0 ..< c * n { av[i] += ov[i] }
+                            }
+                        }
+                    }
+                }
+                if keepCache { cacheA.append(a); a = next }
+            }
+            Conv1x1.forward(context, cin: c, cout: 2, n: n, input: skip, weight: w + output, bias: w + outputB, output: &p)
+        }
+        let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, y: cacheY, skip: skip,
+                                             batch: batch, height: height, width: width) : nil
+        return (p, cache)
+    }
+
+    /// Backpropagates dp [2, N] through the network into the arena's
+    /// gradients; returns dXin [1, N] and dCin [M, N].
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func networkBackward(cache: NetworkCache, dp: [T], context: ComputeContext) -> (dXin: [T], dCin: [T]) {
+        let c = channels, m = bands
+        let n = cache.batch * cache.height * cache.width
+        // [da; dSkip], the gradient of every layer's o = [res; skip]: dSkip is
+        // the same for all layers, da is accumulated in place, layer by layer.
+        var dOut = [T](repeating: 0, count: 2 * c * n)
+        var g = uninitializedArray(T.self, c * n)
+        var dg = uninitializedArray(T.self, c * n)
+        var dy = uninitializedArray(T.self, 2 * c * n)
+        var e = uninitializedArray(T.self, 3 * c * n), de = uninitializedArray(T.self, 3 * c * n)
+        var dCin = [T](repeating: 0, count: m * n)
+        var dXin = [T](repeating: 0, count: n)
+        // Cin, and each layer's dy, as bf16 operands once for all the products reading them (bf16 only).
+        let cin16 = cache.cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
+        defer { cin16?.deallocate() }
+        dOut.withUnsafeMutableBufferPointer { dop in
+        cache.cin.withUnsafeBufferPointer { cp in
+        dCin.withUnsafeMutableBufferPointer { dcp in
+            let w = weights, gr = gradients
+            let da = dop.baseAddress!, dSkip = da + c * n
+            Conv1x1.backward(context, cin: c, cout: 2, n: n, input: cache.skip, weight: w + output, dOutput: dp,
+                             dWeight: gr + output, dBias: gr + outputB, dInput: dSkip)
+            for l in stride(from: layers - 1, through: 0, by: -1) {
+                let lo = layerOffsets[l]
+                // The gate again (not stored by the forward pass), keeping
+                // tanh and sigmoid in dy, which its backward turns into dy.
+                cache.y[l].withUnsafeBufferPointer { yp in
+                    g.withUnsafeMutableBufferPointer { gp in
+                        dy.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, gp.baseAddress!, kept: $0.baseAddress!, channels: c, n: n) }
+                    }
+                }
+                Conv1x1.backward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
+                                 dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
+                dg.withUnsafeBufferPointer { dgp in
+                    dy.withUnsafeMutableBufferPointer { Gate.backward(kept: $0.baseAddress!, dg: dgp.baseAddress!, channels: c, n: n) }
+                }
+                let dy16 = dy.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: 2 * c * n, forProductsOf: [2 * c, n]) }
+                defer { dy16?.deallocate() }
+                // The condition projection: dW += dy Cin^T, dBias, dCin += W^T dy.
+                dy.withUnsafeBufferPointer { dyp in
+                    let dyv = dyp.baseAddress!
+                    T.product(context, transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
+                              b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
+                    // The condition's and the convolution's biases both add
+                    // onto y: one row sum serves both gradients.
+                    var rowSums = [T](repeating: 0, count: 2 * c)
+                    accumulateRowSums(dyv, into: &rowSums, rows: 2 * c, cols: n)
+                    for i in 0 ..< 2 * c { gr[lo.condB + i] += rowSums[i]; gr[lo.convB + i] += rowSums[i] }
+                    T.product(context, transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, a16: nil, lda: m,
+                              b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
+                }
+                // da (holding the residual path's gradient) += conv^T dy.
+                let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
+                let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
+                cache.a[l].withUnsafeBufferPointer { ap in
+                    e.withUnsafeMutableBufferPointer { ep in
+                        de.withUnsafeMutableBufferPointer { dep in
+                            CausalConv.backward(context, shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
+                                                dWeight: gr + lo.conv, dBias: nil, dInput: da,
+                                                e: ep.baseAddress!, de: dep.baseAddress!)
+                        }
+                    }
+                }
+            }
+            Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: w + input, dOutput: da,
+                             dWeight: gr + input, dBias: gr + inputB, dInput: &dXin)
+        }}}
+        return (dXin, dCin)
+    }
+
+}
