@@ -47,9 +47,6 @@ public protocol Real: BinaryFloatingPoint, Codable, Sendable where Self.RawSigni
     /// The gate, keeping tanh and sigmoid in `kept` [2C, N].
     static func gateForward(_ y: UnsafePointer<Self>, _ g: UnsafeMutablePointer<Self>, kept: UnsafeMutablePointer<Self>,
                             channels: Int, n: Int)
-    /// dy [2C, N] from dg [C, N] and the gate's input y.
-    static func gateBackward(_ y: UnsafePointer<Self>, _ dg: UnsafePointer<Self>, _ dy: UnsafeMutablePointer<Self>,
-                             channels: Int, n: Int)
     /// dy [2C, N] written over `kept` from dg [C, N].
     static func gateBackward(kept: UnsafeMutablePointer<Self>, dg: UnsafePointer<Self>, channels: Int, n: Int)
     /// out[r] += sum over columns of x [rows, cols].
@@ -126,11 +123,6 @@ extension Float: Real {
     public static func gateForward(_ y: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Float>,
                                    channels c: Int, n: Int) {
         Threads.parallelFor(c) { ch in VectorKernels.gateForwardKeeping(y + ch * n, g + ch * n, kept + ch * n, count: n, total: c * n) }
-    }
-
-    public static func gateBackward(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                                    channels c: Int, n: Int) {
-        Threads.parallelFor(c) { ch in FastMath.gateBackward(y, dg, dy, count: n, offset: ch * n, total: c * n) }
     }
 
     public static func gateBackward(kept: UnsafeMutablePointer<Float>, dg: UnsafePointer<Float>, channels c: Int, n: Int) {
@@ -221,10 +213,6 @@ extension Double: Real {
     public static func gateForward(_ y: UnsafePointer<Double>, _ g: UnsafeMutablePointer<Double>, kept: UnsafeMutablePointer<Double>,
                                    channels: Int, n: Int) {
         Gate.forwardNaive(y, g, kept: kept, channels: channels, n: n)
-    }
-    public static func gateBackward(_ y: UnsafePointer<Double>, _ dg: UnsafePointer<Double>, _ dy: UnsafeMutablePointer<Double>,
-                                    channels: Int, n: Int) {
-        Gate.backwardNaive(y, dg, dy, channels: channels, n: n)
     }
     public static func gateBackward(kept: UnsafeMutablePointer<Double>, dg: UnsafePointer<Double>, channels c: Int, n: Int) {
         Threads.parallelFor(c) { ch in Gate.backwardFromKept(kept + ch * n, dg + ch * n, count: n, total: c * n) }

@@ -133,33 +133,6 @@ public enum FastMath {
     }
 
 
-    /// dy[0:n] = dg * s * (1 - t^2), dy[n:2n] = dg * t * s * (1 - s).
-    public static func gateBackward(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                                    count: Int, offset: Int, total: Int) {
-        @inline(__always) func step(_ a: V, _ b: V, _ d: V) -> (V, V) {
-            let t = tanh(a), s = sigmoid(b)
-            return (d * s * (1 - t * t), d * t * s * (1 - s))
-        }
-        var i = offset
-        let end = offset + count
-        while i + 16 <= end {
-            let a = UnsafeRawPointer(y + i).loadUnaligned(as: V.self)
-            let b = UnsafeRawPointer(y + total + i).loadUnaligned(as: V.self)
-            let d = UnsafeRawPointer(dg + i).loadUnaligned(as: V.self)
-            let (u, v) = step(a, b, d)
-            UnsafeMutableRawPointer(dy + i).storeBytes(of: u, as: V.self)
-            UnsafeMutableRawPointer(dy + total + i).storeBytes(of: v, as: V.self)
-            i += 16
-        }
-        while i < end {
-            var a = V(repeating: 0), b = V(repeating: 0), d = V(repeating: 0)
-            a[0] = y[i]; b[0] = y[total + i]; d[0] = dg[i]
-            let (u, v) = step(a, b, d)
-            dy[i] = u[0]; dy[total + i] = v[0]
-            i += 1
-        }
-    }
-
     /// dst[i] = src[i] rounded to bf16, nearest even, on the bits (NaN payloads
     /// as they fall; the C kernels' twin).
     public static func toBF16SIMD(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {

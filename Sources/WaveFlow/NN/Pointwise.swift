@@ -77,13 +77,6 @@ public enum Gate {
         T.gateBackward(kept: kept, dg: dg, channels: c, n: n)
     }
 
-    /// dy [2C, N] from dg [C, N] and the gate's input y (the recomputing
-    /// backward: the twin of the kept-values pair above).
-    public static func backward<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
-                                         channels c: Int, n: Int) {
-        T.gateBackward(y, dg, dy, channels: c, n: n)
-    }
-
     /// The libm twin of `forward`.
     public static func forwardNaive<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
         let count = c * n
@@ -127,7 +120,9 @@ public enum Gate {
         }
     }
 
-    /// The libm twin of `backward`.
+    /// dy [2C, N] from dg [C, N] and the gate's input y, recomputing tanh and
+    /// sigmoid with libm: the twin of the kept-values pair
+    /// (`forward(_:_:kept:channels:n:)`, `backward(kept:dg:channels:n:)`).
     public static func backwardNaive<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
                                               channels c: Int, n: Int) {
         let count = c * n
