@@ -1,28 +1,9 @@
 import Foundation
 
-/// A 1-D or 2-D array read from or written to NumPy's `.npy` format.
-/// Values are held as Float32 in C (row-major) order whatever the file held.
-public struct NPYArray: Equatable, Sendable {
-    /// `[n]` or `[rows, cols]`.
-    public var shape: [Int]
-    /// Row-major values, `shape.reduce(1, *)` of them.
-    public var values: [Float]
-
-    public init(shape: [Int], values: [Float]) {
-        precondition(shape.reduce(1, *) == values.count, "shape does not match value count")
-        self.shape = shape
-        self.values = values
-    }
-
-    /// The transpose of a 2-D array.
-    public func transposed() -> NPYArray {
-        precondition(shape.count == 2)
-        let (r, c) = (shape[0], shape[1])
-        var out = [Float](repeating: 0, count: values.count)
-        for i in 0..<r { for j in 0..<c { out[j * r + i] = values[i * c + j] } }
-        return NPYArray(shape: [c, r], values: out)
-    }
-}
+/// A 1-D or 2-D array read from or written to NumPy's `.npy` format: the
+/// project's one tensor type (`Tensor`, also used for safetensors). Values
+/// are held as Float32 in C (row-major) order whatever the file held.
+public typealias NPYArray = Tensor
 
 /// The NumPy `.npy` file format, versions 1.0, 2.0 and 3.0.
 ///

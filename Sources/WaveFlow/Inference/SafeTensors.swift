@@ -1,16 +1,5 @@
 import Foundation
 
-/// One tensor of a safetensors file: Float32 values in row-major order.
-public struct Tensor: Equatable, Sendable {
-    public var shape: [Int]
-    public var values: [Float]
-    public init(shape: [Int], values: [Float]) {
-        precondition(shape.reduce(1, *) == values.count)
-        self.shape = shape
-        self.values = values
-    }
-}
-
 /// The safetensors format: 8-byte little-endian header length N, N bytes of
 /// JSON header (`name -> {dtype, shape, data_offsets}` plus `__metadata__`),
 /// then the raw little-endian tensor bytes. Only F32 is read or written.
