@@ -39,106 +39,149 @@ extension WaveFlowCoupling {
     @_specialize(where T == Float, O == BF16Operands)
     func invert<O: ProductOperands>(_ z: [T], condition: any ConditionRows<T>, width w: Int,
                                     context: ComputeContext, operands: O.Type) -> [T] where O.Scalar == T {
-        let h = rows, c = channels, m = bands, L = layers
-        let map = rowMap
         let blockColumns = context.synthesisBlockColumns
         let nBlocks = max(min(context.threads, w), (w + blockColumns - 1) / blockColumns)
         let bounds = (0...nBlocks).map { w * $0 / nBlocks }
         let widest = (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] }.max()!
         let workers = min(nBlocks, context.threads)
-        let scratch = (0..<workers).map { _ in SynthesisScratch<O>(channels: c, bands: m, block: widest) }
-        let kOp = 3 * c + m // rows of a block's operand matrix
-        let operandsOfBlocks = UnsafeMutablePointer<O.Element>.allocate(capacity: kOp * w)
-        defer { operandsOfBlocks.deallocate() }
-        let caches = (0..<L).map {
-            LayerRowCache<O>(dilation: heightDilations[$0], widthDilation: widthDilations[$0], channels: c, width: w)
-        }
-        let weights = SynthesisWeights<O>(step: self)
-        let native = O.Element.self == T.self // gate and condition can write operands directly
-        var x = z // row 0 is copied
-        var act = [T](repeating: 0, count: 2 * c * w) // [a; skip], [2C, w]
-        var p = [T](repeating: 0, count: 2 * w)
-        /// Runs `body(j0, j1, scratch, operands)` for every column block, in parallel.
-        func forEachBlock(_ body: (Int, Int, SynthesisScratch<O>, UnsafeMutablePointer<O.Element>) -> Void) {
+        let scratch = (0..<workers).map { _ in SynthesisScratch<O>(channels: channels, bands: bands, block: widest) }
+        let inversion = RowInversion<O>(step: self, z: z, condition: condition, width: w, context: context)
+        /// Runs `body(columns, scratch, operands)` for every column block, in parallel.
+        func forEachBlock(_ body: (Range<Int>, SynthesisScratch<O>, UnsafeMutablePointer<O.Element>) -> Void) {
             Threads.parallelFor(workers) { wk in
                 var b = wk
-                while b < nBlocks { body(bounds[b], bounds[b + 1], scratch[wk], operandsOfBlocks + kOp * bounds[b]); b += workers }
+                while b < nBlocks {
+                    body(bounds[b] ..< bounds[b + 1], scratch[wk], inversion.blockOperands + inversion.kOp * bounds[b])
+                    b += workers
+                }
             }
         }
         let savedBLAS = BLAS.threads
         BLAS.threads = 1 // all parallelism is over column blocks (no idle BLAS pool spinning)
         defer { BLAS.threads = savedBLAS }
-        let wt = self.weights
-        act.withUnsafeMutableBufferPointer { ap in
-        p.withUnsafeMutableBufferPointer { pp in
-        x.withUnsafeMutableBufferPointer { xp in
-        z.withUnsafeBufferPointer { zp in
-            let aa = ap.baseAddress!, sk = aa + c * w
-            let pr = pp.baseAddress!, xx = xp.baseAddress!, zz = zp.baseAddress!
-            for r in 0 ..< h - 1 {
-                // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
-                let (win, bin) = (wt + input, wt + inputB)
-                forEachBlock { j0, j1, s, e in
-                    let nb = j1 - j0
-                    for ch in 0..<c {
-                        let row = aa + ch * w, skip = sk + ch * w
-                        for j in j0..<j1 { row[j] = win[ch] * xx[r * w + j] + bin[ch]; skip[j] = 0 }
-                    }
-                    // The condition row, under the expanded row in the block's operands.
-                    let condOperand = e + 3 * c * nb
-                    if native {
-                        condition.row(map[r + 1], columns: j0..<j1, into: UnsafeMutableRawPointer(condOperand).assumingMemoryBound(to: T.self),
-                                      rowStride: nb)
-                    } else {
-                        condition.row(map[r + 1], columns: j0..<j1, into: s.cond, rowStride: nb)
-                        O.convert(s.cond, count: m * nb, into: condOperand)
-                    }
-                }
-                for l in 0..<L {
-                    let dh = heightDilations[l], cache = caches[l]
-                    // Stored in a pass of its own: a block's taps read the
-                    // neighbouring blocks' columns of row r (up to dw away).
-                    forEachBlock { j0, j1, _, _ in
-                        cache.store(aa, at: r, columns: j0..<j1, bias: l > 0 ? weights.residualBias + (l - 1) * c : nil)
-                    }
-                    forEachBlock { j0, j1, s, e in
-                        let nb = j1 - j0
-                        // y = [W_tap2 | W_cond] x [E(r); cond].
-                        _ = cache.expand(r, columns: j0..<j1, into: e)
-                        O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
-                               accumulate: false, c: s.y, ldc: nb)
-                        // + W_tap x E(row r - (2 - tap) dh) for the taps whose row exists.
-                        for tap in 0..<2 where cache.expand(r - (2 - tap) * dh, columns: j0..<j1, into: e) {
-                            O.gemm(context, m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
-                                   b: e, ldb: nb, accumulate: true, c: s.y, ldc: nb)
-                        }
-                        if native {
-                            Gate.forward(s.y, UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self), channels: c, n: nb,
-                                         bias: weights.gateBias + l * 2 * c)
-                        } else {
-                            Gate.forward(s.y, s.g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
-                            O.convert(s.g, count: c * nb, into: s.gOperand)
-                        }
-                        // [a; skip] += [W_res; W_skip] x g (in place, row stride w).
-                        O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
-                               accumulate: true, c: aa + j0, ldc: w)
-                    }
-                }
-                forEachBlock { j0, j1, _, _ in
-                    // log s and t of row r + 1, then its inverse coupling.
-                    let nb = j1 - j0
-                    T.gemm(transA: false, transB: false, m: 2, n: nb, k: c, alpha: 1, a: weights.output, lda: c,
-                           b: sk + j0, ldb: w, beta: 0, c: pr + j0, ldc: w)
-                    let (b0, b1) = (weights.outputBias[0], weights.outputBias[1])
-                    for j in j0..<j1 { pr[j] += b0; pr[w + j] += b1 }
-                    AffineCoupling.inverseRow(z: zz + (r + 1) * w + j0, logS: pr + j0, t: pr + w + j0,
-                                              x: xx + (r + 1) * w + j0, count: nb)
-                }
+        for r in 0 ..< rows - 1 {
+            // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
+            forEachBlock { js, s, e in inversion.startRow(r, columns: js, scratch: s, operands: e) }
+            for l in 0..<layers {
+                // Stored in a pass of its own: a block's taps read the
+                // neighbouring blocks' columns of row r (up to dw away).
+                forEachBlock { js, _, _ in inversion.storeInput(layer: l, row: r, columns: js) }
+                forEachBlock { js, s, e in inversion.layer(l, row: r, columns: js, scratch: s, operands: e) }
             }
-        }}}}
-        return x
+            forEachBlock { js, _, _ in inversion.finishRow(r, columns: js) }
+        }
+        return inversion.output
+    }
+}
+
+/// The state of one flow's row-by-row inversion (`WaveFlowCoupling.invert`)
+/// and its three steps on a column block of row r: `startRow` (input
+/// projection, condition operand), per layer `storeInput` then `layer`, and
+/// `finishRow` (output projection, inverse coupling of row r + 1).
+final class RowInversion<O: ProductOperands> {
+    typealias T = O.Scalar
+    let context: ComputeContext
+    let c: Int, m: Int, w: Int
+    /// Rows of a block's operand matrix: the expanded row [3C] over the condition row [M].
+    let kOp: Int
+    let rowMap: [Int], heightDilations: [Int]
+    let condition: any ConditionRows<T>
+    let caches: [LayerRowCache<O>]
+    let weights: SynthesisWeights<O>
+    /// Input projection [C] and its bias [C] (in the arena).
+    let inputWeight: UnsafePointer<T>, inputBias: UnsafePointer<T>
+    /// Whether operands are the values themselves (gate and condition write them directly).
+    let native: Bool
+    /// Every block's operand matrix [3C + M, block], side by side.
+    let blockOperands: UnsafeMutablePointer<O.Element>
+    /// The running [a; skip] of the row [2C, w], (log s, t) [2, w], Z and X [h, w].
+    let act: UnsafeMutablePointer<T>, p: UnsafeMutablePointer<T>, z: UnsafeMutablePointer<T>, x: UnsafeMutablePointer<T>
+    let gridCount: Int
+
+    init(step: WaveFlowCoupling<T>, z zValues: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) {
+        (c, m, self.w, self.context, self.condition) = (step.channels, step.bands, w, context, condition)
+        kOp = 3 * c + m
+        rowMap = step.rowMap
+        heightDilations = step.heightDilations
+        caches = (0..<step.layers).map {
+            LayerRowCache<O>(dilation: step.heightDilations[$0], widthDilation: step.widthDilations[$0], channels: step.channels, width: w)
+        }
+        weights = SynthesisWeights<O>(step: step)
+        (inputWeight, inputBias) = (UnsafePointer(step.weights + step.input), UnsafePointer(step.weights + step.inputB))
+        native = O.Element.self == T.self
+        blockOperands = .allocate(capacity: kOp * w)
+        act = .allocate(capacity: 2 * c * w)
+        act.initialize(repeating: 0, count: 2 * c * w)
+        p = .allocate(capacity: 2 * w)
+        p.initialize(repeating: 0, count: 2 * w)
+        gridCount = zValues.count
+        z = .allocate(capacity: gridCount)
+        z.initialize(from: zValues, count: gridCount)
+        x = .allocate(capacity: gridCount)
+        x.initialize(from: zValues, count: gridCount) // row 0 is copied
     }
 
+    deinit { blockOperands.deallocate(); act.deallocate(); p.deallocate(); z.deallocate(); x.deallocate() }
+
+    /// X [h, w].
+    var output: [T] { Array(UnsafeBufferPointer(start: x, count: gridCount)) }
+
+    /// a = input(X row r) and skip = 0 on the block; the condition row
+    /// r + 1 (this flow's order) into the block's operands, under the expanded row.
+    func startRow(_ r: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>, operands e: UnsafeMutablePointer<O.Element>) {
+        let nb = js.count, skip = act + c * w
+        for ch in 0..<c {
+            let row = act + ch * w, sk = skip + ch * w, (wi, bi) = (inputWeight[ch], inputBias[ch])
+            for j in js { row[j] = wi * x[r * w + j] + bi; sk[j] = 0 }
+        }
+        let condOperand = e + 3 * c * nb
+        if native {
+            condition.row(rowMap[r + 1], columns: js, into: UnsafeMutableRawPointer(condOperand).assumingMemoryBound(to: T.self),
+                          rowStride: nb)
+        } else {
+            condition.row(rowMap[r + 1], columns: js, into: s.cond, rowStride: nb)
+            O.convert(s.cond, count: m * nb, into: condOperand)
+        }
+    }
+
+    /// Layer l's input row r (a, plus the previous layer's residual bias) into its row cache.
+    func storeInput(layer l: Int, row r: Int, columns js: Range<Int>) {
+        caches[l].store(act, at: r, columns: js, bias: l > 0 ? weights.residualBias + (l - 1) * c : nil)
+    }
+
+    /// Layer l on the block: y = [W_tap2 | W_cond] x [E(r); cond] + the other
+    /// taps' products, the gate (with the conv and condition biases), then
+    /// [a; skip] += [W_res; W_skip] x g in place.
+    func layer(_ l: Int, row r: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>, operands e: UnsafeMutablePointer<O.Element>) {
+        let nb = js.count, cache = caches[l], dh = heightDilations[l]
+        _ = cache.expand(r, columns: js, into: e)
+        O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
+               accumulate: false, c: s.y, ldc: nb)
+        // + W_tap x E(row r - (2 - tap) dh) for the taps whose row exists.
+        for tap in 0..<2 where cache.expand(r - (2 - tap) * dh, columns: js, into: e) {
+            O.gemm(context, m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
+                   b: e, ldb: nb, accumulate: true, c: s.y, ldc: nb)
+        }
+        if native {
+            Gate.forward(s.y, UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self), channels: c, n: nb,
+                         bias: weights.gateBias + l * 2 * c)
+        } else {
+            Gate.forward(s.y, s.g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
+            O.convert(s.g, count: c * nb, into: s.gOperand)
+        }
+        O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
+               accumulate: true, c: act + js.lowerBound, ldc: w)
+    }
+
+    /// log s and t of row r + 1 from the skip sum, then its inverse coupling.
+    func finishRow(_ r: Int, columns js: Range<Int>) {
+        let (j0, nb) = (js.lowerBound, js.count)
+        T.gemm(transA: false, transB: false, m: 2, n: nb, k: c, alpha: 1, a: weights.output, lda: c,
+               b: act + c * w + j0, ldb: w, beta: 0, c: p + j0, ldc: w)
+        let (b0, b1) = (weights.outputBias[0], weights.outputBias[1])
+        for j in js { p[j] += b0; p[w + j] += b1 }
+        AffineCoupling.inverseRow(z: z + (r + 1) * w + j0, logS: p + j0, t: p + w + j0, x: x + (r + 1) * w + j0, count: nb)
+    }
 }
 
 /// `WaveFlowCoupling.invert` for the operand storage `Real.withOperands` picks.
