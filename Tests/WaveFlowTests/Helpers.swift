@@ -74,3 +74,24 @@ func normRelativeError<T: BinaryFloatingPoint>(_ a: [T], _ b: [T]) -> T {
     for i in a.indices { diff = max(diff, abs(a[i] - b[i])); scale = max(scale, abs(b[i])) }
     return diff / max(scale, T.leastNormalMagnitude)
 }
+
+/// The tests' tolerances, named once with what each allows for. (Values
+/// are those the assertions always used; a test with a tolerance of its
+/// own says why beside it.)
+enum Tolerance {
+    /// A Float32 fast kernel (C intrinsics, Swift SIMD) against its libm or
+    /// loop twin, elementwise absolute: vector exp/tanh approximations.
+    static let float32Kernel: Float = 1e-6
+    /// Two Float32 evaluations of the same products in another order or
+    /// blocking (BLAS against loops, blocked synthesis, cached against
+    /// naive inverse, bf16 operands rounded once against at every product),
+    /// relative L2.
+    static let float32Reordered: Float = 1e-5
+    /// inverse(forward(x)) through a whole Float32 model, relative L2: the
+    /// row-by-row inverse compounds rounding over rows and flows.
+    static let float32RoundTrip: Float = 1e-4
+    /// Two Float64 evaluations of the same sums (BLAS against loops), relative L2.
+    static let float64Reordered = 1e-12
+    /// The model's log-det against log|det J| of a Float64 central-difference Jacobian.
+    static let bruteForceLogDet = 1e-6
+}

@@ -75,16 +75,16 @@ final class LayerTests: XCTestCase {
             var col = [Double](repeating: 0, count: g.k * g.nOut)
             CausalConv.forward(.fp32, s, input: x, taps: taps, bias: b, output: &out, e: &e)
             Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &ref, col: &col)
-            XCTAssertLessThanOrEqual(normRelativeError(out, ref), 1e-12, "forward \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(out, ref), Tolerance.float64Reordered, "forward \(s)")
             // Accumulating gradients, starting from the same non-zero values.
             let dw0: [Double] = rng.array(w.count), db0: [Double] = rng.array(s.cout), dx0: [Double] = rng.array(x.count)
             var (dw, db, dx) = (dw0, db0, dx0)
             var (rdw, rdb, rdx) = (dw0, db0, dx0)
             CausalConv.backward(.fp32, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
             Conv2D.backward(.fp32, g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
-            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), 1e-12, "dW \(s)")
-            XCTAssertLessThanOrEqual(normRelativeError(db, rdb), 1e-12, "dBias \(s)")
-            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), 1e-12, "dInput \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), Tolerance.float64Reordered, "dW \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(db, rdb), Tolerance.float64Reordered, "dBias \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), Tolerance.float64Reordered, "dInput \(s)")
             XCTAssertEqual(s.macs, s.cout * 3 * s.cin * s.batch * s.width * (0..<3).map { max(0, s.height - (2 - $0) * s.dh) }.reduce(0, +))
         }
     }
@@ -280,14 +280,14 @@ final class FastMathTests: XCTestCase {
         var fast = [Float](repeating: 0, count: c * n), naive = fast
         Gate.forward(y, &fast, channels: c, n: n)
         Gate.forwardNaive(y, &naive, channels: c, n: n)
-        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
         // With per-channel biases (synthesis): the gate of y + bias.
         let bias: [Float] = rng.array(2 * c, scale: 2)
         var biased = y
         for i in 0 ..< 2 * c * n { biased[i] += bias[i / n] }
         Gate.forward(y, &fast, channels: c, n: n, bias: bias)
         Gate.forwardNaive(biased, &naive, channels: c, n: n)
-        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
         var dNaive = [Float](repeating: 0, count: 2 * c * n)
         Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)
         // The training backward's form: forward keeping tanh and sigmoid,
@@ -295,9 +295,9 @@ final class FastMathTests: XCTestCase {
         var kept = [Float](repeating: 0, count: 2 * c * n)
         Gate.forward(y, &fast, kept: &kept, channels: c, n: n)
         Gate.forwardNaive(y, &naive, channels: c, n: n)
-        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, 1e-6)
+        XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
         Gate.backward(kept: &kept, dg: dg, channels: c, n: n)
-        XCTAssertLessThanOrEqual(zip(kept, dNaive).map { abs($0 - $1) }.max()!, 1e-6)
+        XCTAssertLessThanOrEqual(zip(kept, dNaive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
     }
 
     /// Every build of the gate kernels this CPU runs (C AVX-512, C AVX2,
@@ -330,7 +330,7 @@ final class FastMathTests: XCTestCase {
                     let t = tanhf(y[i]), s = 1 / (1 + expf(-y[total + i]))
                     worst = max(worst, abs(kept[i] - dg[i] * s * (1 - t * t)), abs(kept[total + i] - dg[i] * t * s * (1 - s)))
                 }
-                XCTAssertLessThanOrEqual(worst, 1e-6, "\(level) count \(count)")
+                XCTAssertLessThanOrEqual(worst, Tolerance.float32Kernel, "\(level) count \(count)")
                 let written = Array(g) + Array(kept[0..<count]) + Array(kept[total...])
                 XCTAssertFalse(written.contains { $0.isNaN }, "\(level) count \(count) left an element unwritten")
             }
