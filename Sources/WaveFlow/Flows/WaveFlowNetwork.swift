@@ -101,71 +101,85 @@ extension WaveFlowCoupling {
     public func networkBackward(cache: NetworkCache, dp: [T], context: ComputeContext) -> (dXin: [T], dCin: [T]) {
         let c = channels, m = bands
         let n = cache.batch * cache.height * cache.width
-        // [da; dSkip], the gradient of every layer's o = [res; skip]: dSkip is
-        // the same for all layers, da is accumulated in place, layer by layer.
-        var dOut = [T](repeating: 0, count: 2 * c * n)
-        var g = uninitializedArray(T.self, c * n)
-        var dg = uninitializedArray(T.self, c * n)
-        var dy = uninitializedArray(T.self, 2 * c * n)
-        var e = uninitializedArray(T.self, 3 * c * n), de = uninitializedArray(T.self, 3 * c * n)
-        var dCin = [T](repeating: 0, count: m * n)
-        var dXin = [T](repeating: 0, count: n)
-        // Cin, and each layer's dy, as bf16 operands once for all the products reading them (bf16 only).
+        let scratch = BackwardScratch<T>(channels: c, bands: m, positions: n)
+        // Cin as bf16 operands once for every layer's products (bf16 only).
         let cin16 = cache.cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
-        dOut.withUnsafeMutableBufferPointer { dop in
+        var dXin = [T](repeating: 0, count: n)
+        Conv1x1.backward(context, cin: c, cout: 2, n: n, input: cache.skip, weight: weights + output, dOutput: dp,
+                         dWeight: gradients + output, dBias: gradients + outputB, dInput: scratch.dSkip)
         cache.cin.withUnsafeBufferPointer { cp in
-        dCin.withUnsafeMutableBufferPointer { dcp in
-            let w = weights, gr = gradients
-            let da = dop.baseAddress!, dSkip = da + c * n
-            Conv1x1.backward(context, cin: c, cout: 2, n: n, input: cache.skip, weight: w + output, dOutput: dp,
-                             dWeight: gr + output, dBias: gr + outputB, dInput: dSkip)
             for l in stride(from: layers - 1, through: 0, by: -1) {
-                let lo = layerOffsets[l]
-                // The gate again (not stored by the forward pass), keeping
-                // tanh and sigmoid in dy, which its backward turns into dy.
-                cache.y[l].withUnsafeBufferPointer { yp in
-                    g.withUnsafeMutableBufferPointer { gp in
-                        dy.withUnsafeMutableBufferPointer { Gate.forward(yp.baseAddress!, gp.baseAddress!, kept: $0.baseAddress!, channels: c, n: n) }
-                    }
-                }
-                Conv1x1.backward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, dOutput: da,
-                                 dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: &dg, accumulateInput: false)
-                dg.withUnsafeBufferPointer { dgp in
-                    dy.withUnsafeMutableBufferPointer { Gate.backward(kept: $0.baseAddress!, dg: dgp.baseAddress!, channels: c, n: n) }
-                }
-                let dy16 = dy.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: 2 * c * n, forProductsOf: [2 * c, n]) }
-                defer { dy16?.deallocate() }
-                // The condition projection: dW += dy Cin^T, dBias, dCin += W^T dy.
-                dy.withUnsafeBufferPointer { dyp in
-                    let dyv = dyp.baseAddress!
-                    T.product(context, transA: false, transB: true, m: 2 * c, n: m, k: n, a: dyv, a16: dy16, lda: n,
-                              b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
-                    // The condition's and the convolution's biases both add
-                    // onto y: one row sum serves both gradients.
-                    var rowSums = [T](repeating: 0, count: 2 * c)
-                    accumulateRowSums(dyv, into: &rowSums, rows: 2 * c, cols: n)
-                    for i in 0 ..< 2 * c { gr[lo.condB + i] += rowSums[i]; gr[lo.convB + i] += rowSums[i] }
-                    T.product(context, transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, a16: nil, lda: m,
-                              b: dyv, b16: dy16, ldb: n, accumulate: true, c: dcp.baseAddress!, ldc: n)
-                }
-                // da (holding the residual path's gradient) += conv^T dy.
-                let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
-                let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
-                cache.a[l].withUnsafeBufferPointer { ap in
-                    e.withUnsafeMutableBufferPointer { ep in
-                        de.withUnsafeMutableBufferPointer { dep in
-                            CausalConv.backward(context, shape, input: ap.baseAddress!, taps: taps, dOutput: dy, dOutput16: dy16,
-                                                dWeight: gr + lo.conv, dBias: nil, dInput: da,
-                                                e: ep.baseAddress!, de: dep.baseAddress!)
-                        }
-                    }
-                }
+                layerBackward(l, cache: cache, cin: cp.baseAddress!, cin16: cin16, scratch: scratch, context: context)
             }
-            Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: w + input, dOutput: da,
-                             dWeight: gr + input, dBias: gr + inputB, dInput: &dXin)
-        }}}
-        return (dXin, dCin)
+        }
+        Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: weights + input, dOutput: scratch.da,
+                         dWeight: gradients + input, dBias: gradients + inputB, dInput: &dXin)
+        return (dXin, Array(UnsafeBufferPointer(start: scratch.dCin, count: m * n)))
     }
 
+    /// Residual layer l's backward: from [da; dSkip] (`scratch`) through the
+    /// out projection, the gate, the condition projection (into dCin) and
+    /// the causal convolution, whose input gradient is added to da in place.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    func layerBackward(_ l: Int, cache: NetworkCache, cin: UnsafePointer<T>, cin16: UnsafePointer<UInt16>?,
+                       scratch s: BackwardScratch<T>, context: ComputeContext) {
+        let c = channels, m = bands, n = s.n
+        let lo = layerOffsets[l], w = weights, gr = gradients
+        // The gate again (not stored by the forward pass), keeping tanh and
+        // sigmoid in dy, which the gate's backward turns into dy.
+        cache.y[l].withUnsafeBufferPointer { Gate.forward($0.baseAddress!, s.g, kept: s.dy, channels: c, n: n) }
+        Conv1x1.backward(context, cin: c, cout: 2 * c, n: n, input: s.g, weight: w + lo.out, dOutput: s.da,
+                         dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: s.dg, accumulateInput: false)
+        Gate.backward(kept: s.dy, dg: s.dg, channels: c, n: n)
+        // dy as bf16 operands once for the three products reading it (bf16 only).
+        let dy16 = T.operandCopy(context, of: s.dy, count: 2 * c * n, forProductsOf: [2 * c, n])
+        defer { dy16?.deallocate() }
+        // The condition projection: dW += dy Cin^T, dBias, dCin += W^T dy.
+        T.product(context, transA: false, transB: true, m: 2 * c, n: m, k: n, a: s.dy, a16: dy16, lda: n,
+                  b: cin, b16: cin16, ldb: n, accumulate: true, c: gr + lo.cond, ldc: m)
+        // The condition's and the convolution's biases both add onto y: one
+        // row sum serves both gradients.
+        var rowSums = [T](repeating: 0, count: 2 * c)
+        accumulateRowSums(s.dy, into: &rowSums, rows: 2 * c, cols: n)
+        for i in 0 ..< 2 * c { gr[lo.condB + i] += rowSums[i]; gr[lo.convB + i] += rowSums[i] }
+        T.product(context, transA: true, transB: false, m: m, n: n, k: 2 * c, a: w + lo.cond, a16: nil, lda: m,
+                  b: s.dy, b16: dy16, ldb: n, accumulate: true, c: s.dCin, ldc: n)
+        // da (holding the residual path's gradient) += conv^T dy.
+        let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
+        let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
+        cache.a[l].withUnsafeBufferPointer { ap in
+            CausalConv.backward(context, shape, input: ap.baseAddress!, taps: taps, dOutput: s.dy, dOutput16: dy16,
+                                dWeight: gr + lo.conv, dBias: nil, dInput: s.da, e: s.e, de: s.de)
+        }
+    }
+}
+
+/// The network backward's buffers for N positions: [da; dSkip] [2C, N] (the
+/// gradient of every layer's o = [res; skip]: dSkip is the same for all
+/// layers, da is accumulated in place, layer by layer; zeroed), the gate
+/// g [C, N] and dg, dy [2C, N], the convolution's expanded input and its
+/// gradient [3C, N], and dCin [M, N] (zeroed).
+final class BackwardScratch<T: Real> {
+    let n: Int, c: Int
+    let dOut: UnsafeMutablePointer<T>, g: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, dy: UnsafeMutablePointer<T>
+    let e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>, dCin: UnsafeMutablePointer<T>
+    var da: UnsafeMutablePointer<T> { dOut }
+    var dSkip: UnsafeMutablePointer<T> { dOut + c * n }
+
+    init(channels c: Int, bands m: Int, positions n: Int) {
+        (self.n, self.c) = (n, c)
+        dOut = .allocate(capacity: 2 * c * n)
+        dOut.initialize(repeating: 0, count: 2 * c * n)
+        g = .allocate(capacity: c * n)
+        dg = .allocate(capacity: c * n)
+        dy = .allocate(capacity: 2 * c * n)
+        e = .allocate(capacity: 3 * c * n)
+        de = .allocate(capacity: 3 * c * n)
+        dCin = .allocate(capacity: m * n)
+        dCin.initialize(repeating: 0, count: m * n)
+    }
+
+    deinit { for p in [dOut, g, dg, dy, e, de, dCin] { p.deallocate() } }
 }
