@@ -23,7 +23,7 @@ final class FamilyTests: XCTestCase {
         }
         XCTAssertEqual(FlowModel<Float>.tensorShapes(cfg).map(\.0), model.params.views.map(\.name))
         XCTAssertTrue(ModelFamilies.named("waveflow") == WaveFlowFamily.self)
-        XCTAssertNil(ModelFamilies.named("waveglow"))
+        XCTAssertTrue(ModelFamilies.named("waveglow") == WaveGlowFamily.self)
     }
 
     /// `family` is written only when it is not the default, and read back.

@@ -52,9 +52,8 @@ public enum Scorer {
     public static func chunkSamples(for c: ModelConfig) -> Int { max(1 << 14, (1 << 23) / c.channels) }
 
     /// Columns of context one side of a column needs for its output to be
-    /// exact: each layer's width-dilated taps reach 2^l columns, each flow's
-    /// output feeds the next flow.
-    static func receptiveColumns(_ c: ModelConfig) -> Int { c.nFlows * ((1 << c.nLayers) - 1) }
+    /// exact (the family's receptive field).
+    static func receptiveColumns(_ c: ModelConfig) -> Int { ModelFamilies.named(c.family)?.receptiveColumns(c) ?? 0 }
 
     /// log p_flow(values[0..<t] | mel), computed over chunks of about
     /// `chunkSamples` samples (whole hops), each with enough context on

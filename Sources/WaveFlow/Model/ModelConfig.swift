@@ -25,13 +25,25 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// p of the LPC front (MODEL-SPEC section 11); 0 = no front. Recorded
     /// in the config JSON only when non-zero.
     public var lpcOrder = 0
+    /// WaveGlow (MODEL-SPEC section 12; recorded only in that family's
+    /// configs): E, an early output every E flows; S, its channels; the
+    /// coupling ("affine" or "additive"); and whether odd flows transform
+    /// the first half (the authors' first layout).
+    public var nEarlyEvery = 4
+    public var nEarlySize = 2
+    public var coupling = "affine"
+    public var alternateHalves = false
 
     enum CodingKeys: String, CodingKey {
         case sampleRate = "sample_rate", nFFT = "n_fft", hopLength = "hop_length", winLength = "win_length"
         case nMels = "n_mels", fmin, fmax, upsampleFactors = "upsample_factors", nGroup = "n_group"
         case nFlows = "n_flows", nLayers = "n_layers", channels, kernelSize = "kernel_size"
         case lpcOrder = "lpc_order", family
+        case nEarlyEvery = "n_early_every", nEarlySize = "n_early_size", coupling, alternateHalves = "alternate_halves"
     }
+
+    /// Whether this is a WaveGlow config (MODEL-SPEC section 12).
+    var isWaveGlow: Bool { family == WaveGlowFamily.name }
 
     public init() {}
 
@@ -51,8 +63,17 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         nFlows = try c.decodeIfPresent(Int.self, forKey: .nFlows) ?? d.nFlows
         nLayers = try c.decodeIfPresent(Int.self, forKey: .nLayers) ?? d.nLayers
         channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
-        kernelSize = try c.decodeIfPresent([Int].self, forKey: .kernelSize) ?? d.kernelSize
+        // WaveFlow's kernel_size is [3, 3]; WaveGlow's is the number 3.
+        if let k = try? c.decodeIfPresent(Int.self, forKey: .kernelSize) {
+            kernelSize = [k]
+        } else {
+            kernelSize = try c.decodeIfPresent([Int].self, forKey: .kernelSize) ?? (family == WaveGlowFamily.name ? [3] : d.kernelSize)
+        }
         lpcOrder = try c.decodeIfPresent(Int.self, forKey: .lpcOrder) ?? 0
+        nEarlyEvery = try c.decodeIfPresent(Int.self, forKey: .nEarlyEvery) ?? d.nEarlyEvery
+        nEarlySize = try c.decodeIfPresent(Int.self, forKey: .nEarlySize) ?? d.nEarlySize
+        coupling = try c.decodeIfPresent(String.self, forKey: .coupling) ?? d.coupling
+        alternateHalves = try c.decodeIfPresent(Bool.self, forKey: .alternateHalves) ?? d.alternateHalves
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -61,10 +82,17 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try c.encode(sampleRate, forKey: .sampleRate); try c.encode(nFFT, forKey: .nFFT)
         try c.encode(hopLength, forKey: .hopLength); try c.encode(winLength, forKey: .winLength)
         try c.encode(nMels, forKey: .nMels); try c.encode(fmin, forKey: .fmin); try c.encode(fmax, forKey: .fmax)
-        try c.encode(upsampleFactors, forKey: .upsampleFactors); try c.encode(nGroup, forKey: .nGroup)
+        try c.encode(nGroup, forKey: .nGroup)
         try c.encode(nFlows, forKey: .nFlows); try c.encode(nLayers, forKey: .nLayers)
-        try c.encode(channels, forKey: .channels); try c.encode(kernelSize, forKey: .kernelSize)
+        try c.encode(channels, forKey: .channels)
         if lpcOrder != 0 { try c.encode(lpcOrder, forKey: .lpcOrder) }
+        if isWaveGlow {
+            try c.encode(kernelSize.first ?? 3, forKey: .kernelSize)
+            try c.encode(nEarlyEvery, forKey: .nEarlyEvery); try c.encode(nEarlySize, forKey: .nEarlySize)
+            try c.encode(coupling, forKey: .coupling); try c.encode(alternateHalves, forKey: .alternateHalves)
+        } else {
+            try c.encode(upsampleFactors, forKey: .upsampleFactors); try c.encode(kernelSize, forKey: .kernelSize)
+        }
     }
 
     /// The feature configuration the model is conditioned on.
@@ -114,25 +142,15 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try mel.validate()
         try familyType.validate(self)
         guard nGroup >= 2, hopLength % nGroup == 0 else { throw WaveFlowError("n_group \(nGroup) must divide hop_length \(hopLength)") }
-        guard (1...8).contains(nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(nLayers)") }
         guard (1...1024).contains(channels) else { throw WaveFlowError("channels must be 1 to 1024, not \(channels)") }
-        guard kernelSize == [3, 3] else { throw WaveFlowError("kernel_size must be [3, 3]") }
         guard (0...64).contains(lpcOrder), lpcOrder < nFFT / 2 else {
             throw WaveFlowError("lpc_order must be 0 (no LPC front) to 64 and below n_fft/2, not \(lpcOrder)")
         }
-        guard (1...8).contains(upsampleFactors.count), upsampleFactors.allSatisfy({ $0 >= 2 && $0 <= hopLength && $0 % 2 == 0 }),
-              upsampleFactors.reduce(1, *) == hopLength else {
-            throw WaveFlowError("upsample_factors \(upsampleFactors) must be even and multiply to hop_length \(hopLength)")
-        }
     }
 
-    /// Number of parameters (the inference tensors).
+    /// Number of parameters (the inference tensors of the family).
     public var parameterCount: Int {
-        let c = channels, m = nMels
-        let ups = upsampleFactors.reduce(0) { $0 + 3 * 2 * $1 + 1 }
-        let layer = (2 * c * c * 9 + 2 * c) + (2 * c * m + 2 * c) + (2 * c * c + 2 * c)
-        let flow = (c + c) + nLayers * layer + (2 * c + 2)
-        return ups + nFlows * flow
+        FlowModel<Float>.tensorShapes(self).reduce(0) { $0 + $1.1.reduce(1, *) }
     }
 
     /// Multiply-adds of one flow's network per predicted row position
@@ -145,17 +163,24 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// Multiply-adds of all K flows per predicted row position.
     public var macsPerPosition: Int { nFlows * macsPerPositionPerFlow }
 
-    /// Multiply-adds of a forward pass per audio sample (row 0 is copied, so
+    /// Multiply-adds of a forward pass per audio sample (the family's count).
+    public var macsPerSample: Double { ModelFamilies.named(family)?.macsPerSample(self) ?? 0 }
+
+    /// Multiply-adds per audio sample of one forward pass as performed
+    /// (the family's count): benchmarks count FLOPs with this.
+    public var performedMacsPerSample: Double { ModelFamilies.named(family)?.performedMacsPerSample(self) ?? 0 }
+
+    /// WaveFlow's multiply-adds per audio sample (row 0 is copied, so
     /// (h-1)/h of the positions are predicted; the upsampler is negligible).
-    public var macsPerSample: Double {
+    var waveFlowMacsPerSample: Double {
         Double(macsPerPosition) * Double(nGroup - 1) / Double(nGroup)
     }
 
-    /// Multiply-adds per audio sample of one forward pass as performed: as
-    /// `macsPerSample`, less the vertical taps that reach above row 0 (the
-    /// causal zero padding, which both the training convolution and the
-    /// row-by-row inverse skip). Benchmarks count FLOPs with this.
-    public var performedMacsPerSample: Double {
+    /// WaveFlow's multiply-adds per audio sample as performed: as
+    /// `waveFlowMacsPerSample`, less the vertical taps that reach above row 0
+    /// (the causal zero padding, which both the training convolution and the
+    /// row-by-row inverse skip).
+    var waveFlowPerformedMacsPerSample: Double {
         let c = channels, m = nMels
         var total = 0
         for r in 0 ..< nGroup - 1 { // network row r predicts grid row r + 1
@@ -190,15 +215,14 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }()
 
     /// Refuses a config JSON object holding a key that changes the
-    /// mathematics in a family this build lacks (e.g. WaveGlow's
-    /// `n_early_size`): silently ignoring it would build another model than
+    /// mathematics of another family (e.g. WaveGlow's `n_early_size` in a
+    /// WaveFlow config): silently ignoring it would build another model than
     /// the file describes. Keys no family reads (step, corpus, …) are fine.
     static func checkKeys(_ object: [String: Any]) throws {
         let family = object["family"] as? String ?? WaveFlowFamily.name
         for key in object.keys.sorted() {
-            if let owner = ModelFamilies.keysOfOtherFamilies[key], owner != family || ModelFamilies.named(owner) == nil {
-                throw WaveFlowError("config key '\(key)' belongs to the \(owner) family, which this build does not read"
-                                    + (family == owner ? "" : " (this config's family is \(family))"))
+            if let owner = ModelFamilies.keysOfOneFamily[key], owner != family {
+                throw WaveFlowError("config key '\(key)' belongs to the \(owner) family (this config's family is \(family))")
             }
         }
     }

@@ -20,21 +20,31 @@ public protocol ModelFamily {
         -> (conditioner: any Conditioner<T>, steps: [any FlowStep<T>])
     /// Training's starting point, from `seed`.
     static func initialise<T: Real>(_ params: ParameterSet<T>, config: ModelConfig, seed: UInt64)
+    /// Whether training reaches the weight `name` through weight
+    /// normalisation (w = g v / |v|) rather than directly.
+    static func isWeightNormed(_ name: String) -> Bool
+    /// Multiply-adds of a forward pass per audio sample, and as performed
+    /// (less what the implementation skips, e.g. taps on zero padding).
+    static func macsPerSample(_ config: ModelConfig) -> Double
+    static func performedMacsPerSample(_ config: ModelConfig) -> Double
+    /// Grid columns of context one side of a column needs for its z and
+    /// log-determinant to be exact (chunked scoring), the conditioner aside.
+    static func receptiveColumns(_ config: ModelConfig) -> Int
 }
 
 /// The families this build knows.
 public enum ModelFamilies {
-    public static let all: [any ModelFamily.Type] = [WaveFlowFamily.self]
+    public static let all: [any ModelFamily.Type] = [WaveFlowFamily.self, WaveGlowFamily.self]
 
     /// The family named `name`, or nil.
     public static func named(_ name: String) -> (any ModelFamily.Type)? {
         all.first { $0.name == name }
     }
 
-    /// Config keys that change the mathematics in a family this build does
-    /// not have (MODEL-SPEC section 12): in a config of another family
-    /// they are refused, not ignored.
-    static let keysOfOtherFamilies: [String: String] = [
+    /// Config keys that change the mathematics of one family only (MODEL-SPEC
+    /// section 12): in a config of another family they are refused, not
+    /// ignored (the file was meant for another model).
+    static let keysOfOneFamily: [String: String] = [
         "n_early_every": "waveglow", "n_early_size": "waveglow", "coupling": "waveglow", "alternate_halves": "waveglow",
     ]
 }
@@ -45,6 +55,12 @@ public enum WaveFlowFamily: ModelFamily {
     public static let name = "waveflow"
 
     public static func validate(_ config: ModelConfig) throws {
+        guard (1...8).contains(config.nLayers) else { throw WaveFlowError("n_layers must be 1 to 8, not \(config.nLayers)") }
+        let factors = config.upsampleFactors, hop = config.hopLength
+        guard (1...8).contains(factors.count), factors.allSatisfy({ $0 >= 2 && $0 <= hop && $0 % 2 == 0 }),
+              factors.reduce(1, *) == hop else {
+            throw WaveFlowError("upsample_factors \(factors) must be even and multiply to hop_length \(hop)")
+        }
         guard [8, 16, 32, 64, 128].contains(config.nGroup) else {
             throw WaveFlowError("n_group must be 8, 16, 32, 64 or 128, not \(config.nGroup)")
         }
@@ -87,6 +103,17 @@ public enum WaveFlowFamily: ModelFamily {
         }
         return (WaveFlowUpsampler(config: config, params: params), steps)
     }
+
+    /// Every flow weight but the zero-initialised output layers; not the upsampler.
+    public static func isWeightNormed(_ name: String) -> Bool {
+        name.hasPrefix("flows.") && name.hasSuffix(".weight") && !name.hasSuffix(".output.weight")
+    }
+
+    public static func macsPerSample(_ config: ModelConfig) -> Double { config.waveFlowMacsPerSample }
+    public static func performedMacsPerSample(_ config: ModelConfig) -> Double { config.waveFlowPerformedMacsPerSample }
+
+    /// Each layer's width-dilated taps reach 2^l columns; each flow's output feeds the next.
+    public static func receptiveColumns(_ config: ModelConfig) -> Int { config.nFlows * ((1 << config.nLayers) - 1) }
 
     /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for
     /// weights and biases), the output layers at zero so that a new model is

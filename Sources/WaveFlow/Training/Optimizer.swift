@@ -17,17 +17,16 @@ struct Optimizer {
     /// Multiplies the schedule; halved after repeated non-finite steps.
     var lrScale = 1.0
 
-    /// Weights trained through weight normalisation: every weight except the
-    /// zero-initialised output layers and the upsampler.
-    static func isWeightNormed(_ name: String) -> Bool {
-        name.hasPrefix("flows.") && name.hasSuffix(".weight") && !name.hasSuffix(".output.weight")
-    }
+    /// Which weights are trained through weight normalisation (the family's choice).
+    let isWeightNormed: (String) -> Bool
 
-    /// Trainables that reproduce the model's weights `parameters`, and a fresh Adam.
-    init(parameters: ParameterSet<Float>, options: TrainOptions) {
+    /// Trainables that reproduce the model's weights `parameters` (of a
+    /// model of `family`), and a fresh Adam.
+    init(parameters: ParameterSet<Float>, family: any ModelFamily.Type, options: TrainOptions) {
         self.options = options
+        isWeightNormed = family.isWeightNormed
         for v in parameters.views {
-            if Self.isWeightNormed(v.name) {
+            if isWeightNormed(v.name) {
                 trainables.add("train.wn.\(v.name).v", v.shape)
                 trainables.add("train.wn.\(v.name).g", [v.shape[0]])
                 let (vv, g) = WeightNorm.initialise(from: parameters[v.name], out: v.shape[0])
@@ -48,7 +47,7 @@ struct Optimizer {
         let tv = trainables
         for v in parameters.views {
             let w = parameters.pointer(v.name)
-            if Self.isWeightNormed(v.name) {
+            if isWeightNormed(v.name) {
                 WeightNorm.forward(v: tv.pointer("train.wn.\(v.name).v"), g: tv.pointer("train.wn.\(v.name).g"), w: w,
                                    out: v.shape[0], rest: v.count / v.shape[0])
             } else {
@@ -63,7 +62,7 @@ struct Optimizer {
         tv.zeroGrad()
         for v in parameters.views {
             let dw = parameters.gradient(v.name)
-            if Self.isWeightNormed(v.name) {
+            if isWeightNormed(v.name) {
                 let (vn, gn) = ("train.wn.\(v.name).v", "train.wn.\(v.name).g")
                 WeightNorm.backward(v: tv.pointer(vn), g: tv.pointer(gn), dw: dw, dv: tv.gradient(vn), dg: tv.gradient(gn),
                                     out: v.shape[0], rest: v.count / v.shape[0])

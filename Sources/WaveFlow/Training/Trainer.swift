@@ -72,7 +72,7 @@ public final class Trainer {
         self.communicator = communicator
         dataParts = communicator.size
         counters = TrainingCounters(rng: SplitMix64(seed: options.seed ^ 0x5EED))
-        optimizer = Optimizer(parameters: model.params, options: options)
+        optimizer = Optimizer(parameters: model.params, family: model.family, options: options)
     }
 
     /// Model weights from the trainables.

@@ -1,0 +1,215 @@
+import Foundation
+
+// WaveGlow's coupling k (MODEL-SPEC 12.3-12.4): of the c_k channels still in
+// the flow (grid rows e_k ..< h, the rows before them left as early
+// outputs), one half goes through WN_k with the condition and predicts the
+// shift t and log-scale of the other half: RealNVP's affine coupling, or
+// NICE's additive one (log s = 0). Inverse in one parallel pass.
+//
+// Shape letters: B batch, h = G rows (channels), w columns, nh = c_k / 2,
+// N = B*w positions, MG = M*G condition channels.
+
+/// WaveGlow's affine or additive coupling of flow k.
+public final class WaveGlowCoupling<T: Real>: FlowStep {
+    public typealias Scalar = T
+    public let name: String
+    let params: ParameterSet<T>
+    let network: WaveGlowNetwork<T>
+    /// The rows WN_k reads and the rows it transforms (nh each).
+    let inputRows: Range<Int>, transformedRows: Range<Int>
+    /// NICE's volume-preserving coupling: WN_k predicts t only.
+    let additive: Bool
+    let bands: Int, group: Int
+
+    /// Coupling k of `config` on rows `first ..< n_group`, its tensors (`WN.k.*`) already in `params`.
+    init(config: ModelConfig, flow k: Int, firstRow e: Int, params: ParameterSet<T>) {
+        name = "WN.\(k)."
+        self.params = params
+        let nh = (config.nGroup - e) / 2
+        additive = config.coupling == "additive"
+        // The authors' first layout: odd flows transform the first half.
+        let swapped = config.alternateHalves && k % 2 == 1
+        inputRows = swapped ? e + nh ..< e + 2 * nh : e ..< e + nh
+        transformedRows = swapped ? e ..< e + nh : e + nh ..< e + 2 * nh
+        network = WaveGlowNetwork(prefix: name, inputs: nh, outputs: additive ? nh : 2 * nh, config: config, params: params)
+        (bands, group) = (config.nMels, config.nGroup)
+    }
+
+    var weights: UnsafeMutablePointer<T> { params.valueBuffer.baseAddress! }
+    var gradients: UnsafeMutablePointer<T> { params.gradBuffer.baseAddress! }
+    var halfRows: Int { inputRows.count }
+
+    // MARK: - Gathering
+
+    /// [rows.count, N] from X [B, h, w]: row r, column b*w + j = X[b, rows[r], j].
+    func gatherRows(_ x: UnsafePointer<T>, _ rows: Range<Int>, grid: GridShape) -> OwnedBuffer<T> {
+        let (h, w, bn) = (grid.rows, grid.width, grid.batch)
+        let out = OwnedBuffer<T>(repeating: 0, count: rows.count * bn * w)
+        for (r, row) in rows.enumerated() { for b in 0..<bn {
+            (out.pointer + (r * bn + b) * w).update(from: x + (b * h + row) * w, count: w)
+        } }
+        return out
+    }
+
+    /// Cg [MG, N] from Cd [M, B, h, w]: Cg[m*G + i, b*w + j] = Cd[m, b, i, j].
+    func groupedCondition(_ cd: UnsafePointer<T>, grid: GridShape) -> OwnedBuffer<T> {
+        let (h, w, bn) = (grid.rows, grid.width, grid.batch)
+        let out = OwnedBuffer<T>(repeating: 0, count: bands * h * bn * w)
+        for m in 0..<bands { for i in 0..<h { for b in 0..<bn {
+            (out.pointer + ((m * h + i) * bn + b) * w).update(from: cd + ((m * bn + b) * h + i) * w, count: w)
+        } } }
+        return out
+    }
+
+    /// Adds dCg [MG, N] back onto dCd [M, B, h, w].
+    func scatterConditionGrad(_ dcg: OwnedBuffer<T>, into dcd: UnsafeMutablePointer<T>, grid: GridShape) {
+        let (h, w, bn) = (grid.rows, grid.width, grid.batch)
+        for m in 0..<bands { for i in 0..<h { for b in 0..<bn {
+            let src = dcg.pointer + ((m * h + i) * bn + b) * w, dst = dcd + ((m * bn + b) * h + i) * w
+            for j in 0..<w { dst[j] += src[j] }
+        } } }
+    }
+
+    // MARK: - Forward and backward
+
+    /// What the backward pass needs: X, log s [nh, N] (affine) and WN's cache.
+    struct Cache { var x: [T]; var logS: OwnedBuffer<T>?; var network: WaveGlowNetwork<T>.Cache }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func forward(_ x: [T], condition cd: [T], grid: GridShape, keepCache: Bool, columnLogdet: Bool,
+                        context: ComputeContext) -> StepForward<T> {
+        let (h, w, bn, nh) = (grid.rows, grid.width, grid.batch, halfRows)
+        let n = bn * w
+        let a0 = x.withUnsafeBufferPointer { gatherRows($0.baseAddress!, inputRows, grid: grid) }
+        let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
+        var netCache: WaveGlowNetwork<T>.Cache?
+        let out: OwnedBuffer<T>
+        if keepCache {
+            (out, netCache) = network.forwardKeeping(input: a0, condition: cg, batch: bn, width: w, weights: weights, context: context)
+        } else {
+            out = network.forward(input: a0, condition: cg, batch: bn, width: w, weights: weights, context: context)
+        }
+        // out = [t; log s]: rows 0..<nh are t, nh..<2nh log s (affine only).
+        var z = x
+        var logdet = [T](repeating: 0, count: bn)
+        var columns = [T](repeating: 0, count: columnLogdet ? n : 0)
+        let t = out.pointer, logS = additive ? nil : out.pointer + nh * n
+        for (r, row) in transformedRows.enumerated() { for b in 0..<bn {
+            let src = (b * h + row) * w, p = (r * bn + b) * w
+            for j in 0..<w {
+                if let logS {
+                    z[src + j] = x[src + j] * T.exp(logS[p + j]) + t[p + j]
+                    logdet[b] += logS[p + j]
+                    if columnLogdet { columns[b * w + j] += logS[p + j] }
+                } else {
+                    z[src + j] = x[src + j] + t[p + j]
+                }
+            }
+        } }
+        let kept = keepCache ? Cache(x: x, logS: logS.map { OwnedBuffer(copying: $0, count: nh * n) }, network: netCache!) : nil
+        return StepForward(output: z, logdet: logdet, columnLogdet: columns, cache: kept)
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func backward(_ f: StepForward<T>, dOutput dZ: [T], dLogdet: [T], dCondition: inout [T],
+                         grid: GridShape, context: ComputeContext) -> [T] {
+        guard let cache = f.cache as? Cache else { preconditionFailure("backward needs a forward pass with keepCache") }
+        let (h, w, bn, nh) = (grid.rows, grid.width, grid.batch, halfRows)
+        let n = bn * w
+        var dX = dZ
+        // dOut = [dt; d log s].
+        let dOut = OwnedBuffer<T>(repeating: 0, count: network.outputs * n)
+        for (r, row) in transformedRows.enumerated() { for b in 0..<bn {
+            let src = (b * h + row) * w, p = (r * bn + b) * w
+            for j in 0..<w {
+                let dz = dZ[src + j]
+                dOut.pointer[p + j] = dz
+                if let logS = cache.logS {
+                    let s = T.exp(logS.pointer[p + j])
+                    dX[src + j] = dz * s
+                    dOut.pointer[nh * n + p + j] = dz * cache.x[src + j] * s + dLogdet[b]
+                }
+            }
+        } }
+        let (dA0, dCg) = network.backward(cache: cache.network, dOut: dOut.pointer, weights: weights, grads: gradients, context: context)
+        for (r, row) in inputRows.enumerated() { for b in 0..<bn {
+            let dst = (b * h + row) * w, src = dA0.pointer + (r * bn + b) * w
+            for j in 0..<w { dX[dst + j] += src[j] }
+        } }
+        dCondition.withUnsafeMutableBufferPointer { scatterConditionGrad(dCg, into: $0.baseAddress!, grid: grid) }
+        return dX
+    }
+
+    // MARK: - Inverse
+
+    /// X from Z [h, w] (B = 1): WN_k on the untouched half, then
+    /// x = (z - t) exp(-log s) on the other, in column blocks (see
+    /// `invertColumns`) over the cores.
+    @_specialize(where T == Float)
+    public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
+        let grid = GridShape(batch: 1, rows: group, width: w)
+        let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
+        for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
+        return invertColumns(z, grid: grid, condition: cg, blockColumns: inverseBlockColumns(context), context: context)
+    }
+
+    /// The same from the whole condition Cd [M, 1, h, w], in one block: the
+    /// oracle of the blocked `inverse`.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func inverseNaive(_ z: [T], condition cd: [T], width w: Int, context: ComputeContext) -> [T] {
+        let grid = GridShape(batch: 1, rows: group, width: w)
+        let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
+        return invertColumns(z, grid: grid, condition: cg, blockColumns: w, context: context)
+    }
+
+    /// Columns one side of a column that WN_k's output there depends on: the
+    /// dilated taps reach 2^i columns in layer i.
+    var reach: Int { (1 << network.layers) - 1 }
+
+    /// Block width of the inverse: the context's synthesis block, widened so
+    /// that the halo (2 * reach columns recomputed per block) costs at most
+    /// a quarter.
+    func inverseBlockColumns(_ context: ComputeContext) -> Int { max(context.synthesisBlockColumns, 8 * reach) }
+
+    /// Inverts the coupling on column blocks of `blockColumns`: each block
+    /// runs WN_k on its columns plus `reach` on each side (exact: WN_k's input
+    /// is the untouched half of Z), blocks spread over the cores.
+    func invertColumns(_ z: [T], grid: GridShape, condition cg: OwnedBuffer<T>, blockColumns: Int, context: ComputeContext) -> [T] {
+        let (w, nh, mg) = (grid.width, halfRows, bands * group)
+        var x = z
+        let blocks = stride(from: 0, to: w, by: max(1, blockColumns)).map { $0 ..< min(w, $0 + blockColumns) }
+        x.withUnsafeMutableBufferPointer { xp in
+            let xs = UnsafeSendable(xp.baseAddress!)
+            z.withUnsafeBufferPointer { zp in
+                let zs = UnsafeSendable(UnsafeMutablePointer(mutating: zp.baseAddress!))
+                let run = { (js: Range<Int>) in
+                    let lo = max(0, js.lowerBound - self.reach), hi = min(w, js.upperBound + self.reach), wb = hi - lo
+                    let a0 = OwnedBuffer<T>(repeating: 0, count: nh * wb), c = OwnedBuffer<T>(repeating: 0, count: mg * wb)
+                    for (r, row) in self.inputRows.enumerated() { (a0.pointer + r * wb).update(from: zs.p + row * w + lo, count: wb) }
+                    for r in 0..<mg { (c.pointer + r * wb).update(from: cg.pointer + r * w + lo, count: wb) }
+                    let out = self.network.forward(input: a0, condition: c, batch: 1, width: wb, weights: self.weights,
+                                                   context: context)
+                    for (r, row) in self.transformedRows.enumerated() {
+                        for j in js {
+                            let p = r * wb + j - lo
+                            let shifted = zs.p[row * w + j] - out.pointer[p]
+                            xs.p[row * w + j] = self.additive ? shifted : shifted * T.exp(-out.pointer[nh * wb + p])
+                        }
+                    }
+                }
+                // One block: BLAS uses the cores; several: the blocks do (BLAS on one thread each).
+                Threads.parallelFor(blocks.count) { run(blocks[$0]) }
+            }
+        }
+        return x
+    }
+}
+
+/// A pointer handed to worker threads that write disjoint parts of it.
+struct UnsafeSendable<P>: @unchecked Sendable {
+    let p: UnsafeMutablePointer<P>
+    init(_ p: UnsafeMutablePointer<P>) { self.p = p }
+}

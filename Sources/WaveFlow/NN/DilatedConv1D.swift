@@ -1,0 +1,114 @@
+// The dilated 1-D convolution of WaveGlow's WN stacks (MODEL-SPEC 12.4):
+// kernel 3, dilation d, zero padding d on both sides (output length = input
+// length), PyTorch weight layout [Cout, Cin, 3] = the matrix [Cout, 3 Cin]
+// with column ci*3 + k.
+//
+// Layout: [C, N] with N = B * w (batch items side by side, w columns each);
+// taps never reach across an item's edge.
+
+/// An owned, fixed-size buffer (scratch and caches that outlive a call).
+final class OwnedBuffer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    let count: Int
+
+    /// `count` values, all `value`.
+    init(repeating value: T, count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(1, count))
+        pointer.initialize(repeating: value, count: count)
+    }
+
+    /// A copy of `count` values at `source`.
+    init(copying source: UnsafePointer<T>, count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(1, count))
+        pointer.initialize(from: source, count: count)
+    }
+
+    deinit { pointer.deallocate() }
+
+    var array: [T] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+}
+
+/// Where the dilated convolution runs: C in, batch items of `width` columns, dilation.
+struct DilatedConvShape: Equatable {
+    var cin: Int, batch: Int, width: Int, dilation: Int
+    /// N, the positions.
+    var n: Int { batch * width }
+}
+
+enum DilatedConv1D {
+    /// E [3 Cin, N]: E[ci*3 + k, b*w + j] = A[ci, b*w + j + (k-1)d], zero
+    /// where that column is outside item b.
+    static func expand<T: Real>(_ s: DilatedConvShape, input a: UnsafePointer<T>, into e: UnsafeMutablePointer<T>) {
+        let (w, d, n) = (s.width, s.dilation, s.n)
+        Threads.parallelFor(s.cin) { ci in
+            for k in 0..<3 {
+                let shift = (k - 1) * d, row = e + (ci * 3 + k) * n, src = a + ci * n
+                for b in 0..<s.batch {
+                    let lo = max(0, -shift), hi = min(w, w - shift) // j with 0 <= j + shift < w
+                    let out = row + b * w, inp = src + b * w
+                    if lo >= hi { out.update(repeating: 0, count: w); continue }
+                    out.update(repeating: 0, count: lo)
+                    out.advanced(by: lo).update(from: inp + lo + shift, count: hi - lo)
+                    out.advanced(by: hi).update(repeating: 0, count: w - hi)
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `expand`: dA[ci, b*w + j + (k-1)d] += dE[ci*3 + k, b*w + j].
+    static func expandAdjoint<T: Real>(_ s: DilatedConvShape, _ de: UnsafePointer<T>, addingInto da: UnsafeMutablePointer<T>) {
+        let (w, d, n) = (s.width, s.dilation, s.n)
+        Threads.parallelFor(s.cin) { ci in
+            let dst = da + ci * n
+            for k in 0..<3 {
+                let shift = (k - 1) * d, row = de + (ci * 3 + k) * n
+                let lo = max(0, -shift), hi = min(w, w - shift)
+                guard lo < hi else { continue }
+                for b in 0..<s.batch {
+                    let g = row + b * w, out = dst + b * w + shift
+                    for j in lo..<hi { out[j] += g[j] }
+                }
+            }
+        }
+    }
+
+    /// y [Cout, N] (+)= W [Cout, 3 Cin] E, with E = expand(a) written to `e` [3 Cin, N].
+    static func forward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
+                                 weight: UnsafePointer<T>, e: UnsafeMutablePointer<T>, output y: UnsafeMutablePointer<T>,
+                                 accumulate: Bool) {
+        expand(s, input: a, into: e)
+        T.product(context, transA: false, transB: false, m: cout, n: s.n, k: 3 * s.cin, a: weight, a16: nil, lda: 3 * s.cin,
+                  b: e, b16: nil, ldb: s.n, accumulate: accumulate, c: y, ldc: s.n)
+    }
+
+    /// dW [Cout, 3 Cin] += dY E^T and dA += adjoint(W^T dY), with E =
+    /// expand(a) rebuilt in `e` and W^T dY in `de` (both [3 Cin, N] scratch).
+    static func backward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
+                                  weight: UnsafePointer<T>, dOutput dy: UnsafePointer<T>, dy16: UnsafePointer<UInt16>?,
+                                  dWeight: UnsafeMutablePointer<T>, dInput da: UnsafeMutablePointer<T>,
+                                  e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
+        let k = 3 * s.cin
+        expand(s, input: a, into: e)
+        T.product(context, transA: false, transB: true, m: cout, n: k, k: s.n, a: dy, a16: dy16, lda: s.n,
+                  b: e, b16: nil, ldb: s.n, accumulate: true, c: dWeight, ldc: k)
+        T.product(context, transA: true, transB: false, m: k, n: s.n, k: cout, a: weight, a16: nil, lda: k,
+                  b: dy, b16: dy16, ldb: s.n, accumulate: false, c: de, ldc: s.n)
+        expandAdjoint(s, de, addingInto: da)
+    }
+
+    /// The naive twin of `forward` (direct sums, no expansion): y = W * a.
+    static func forwardNaive<T: Real>(_ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                      output y: UnsafeMutablePointer<T>) {
+        let (w, d, n, cin) = (s.width, s.dilation, s.n, s.cin)
+        for o in 0..<cout { for b in 0..<s.batch { for j in 0..<w {
+            var acc: T = 0
+            for ci in 0..<cin { for k in 0..<3 {
+                let jj = j + (k - 1) * d
+                if jj >= 0 && jj < w { acc += weight[(o * cin + ci) * 3 + k] * a[ci * n + b * w + jj] }
+            } }
+            y[o * n + b * w + j] = acc
+        } } }
+    }
+}

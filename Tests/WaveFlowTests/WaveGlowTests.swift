@@ -1,0 +1,256 @@
+import XCTest
+@testable import WaveFlow
+
+/// The WaveGlow family (MODEL-SPEC section 12): against the independent
+/// NumPy reference (scripts/make-waveglow-fixtures.py), finite-difference
+/// gradients, a brute-force Jacobian, inverses and their naive twins.
+final class WaveGlowTests: XCTestCase {
+    /// A tiny WaveGlow: G = 8, 3 flows with an early output of 2 at flow 2,
+    /// 2 layers, 3 channels, 4 bands, hop 16.
+    static func tinyConfig(coupling: String = "affine", alternate: Bool = false, flows: Int = 3) -> ModelConfig {
+        var c = ModelConfig()
+        c.family = "waveglow"
+        c.nFFT = 32; c.winLength = 32; c.hopLength = 16; c.nMels = 4
+        c.nGroup = 8; c.nFlows = flows; c.nLayers = 2; c.channels = 3; c.kernelSize = [3]
+        c.nEarlyEvery = 2; c.nEarlySize = 2; c.coupling = coupling; c.alternateHalves = alternate
+        return c
+    }
+
+    /// Every tensor random; each W the identity plus noise (well conditioned, det != 1).
+    static func randomModel<T: Real>(_ c: ModelConfig, seed: UInt64 = 1, _: T.Type = T.self) -> FlowModel<T> {
+        let m = FlowModel<T>(config: c)
+        var rng = TestRNG(seed)
+        for v in m.params.views {
+            let scale: T = v.name.contains(".end.") ? 0.2 : 0.5
+            for i in v.range { m.params.valueBuffer[i] = rng.uniform(scale) }
+            if v.name.hasPrefix("convinv.") {
+                for d in 0..<v.shape[0] { m.params.valueBuffer[v.offset + d * v.shape[0] + d] += 1 }
+            }
+        }
+        return m
+    }
+
+    static let variants = ["affine", "additive", "alternate"]
+
+    /// z, log-det, NLL and synthesis of the three fixture models equal the
+    /// NumPy reference's: Float32 within the reordering tolerance, Float64
+    /// within what the Float32-read references hold.
+    func testMatchesIndependentReference() throws {
+        let mel = try NPY.read(fixture("waveglow/mel.npy"))
+        let audio = try NPY.read(fixture("waveglow/audio.npy")).values
+        let latent = try NPY.read(fixture("waveglow/latent.npy")).values
+        let frames = mel.shape[1]
+        for v in Self.variants {
+            let ck = try Checkpoint.load(fixture("waveglow/\(v).safetensors"))
+            XCTAssertEqual(ck.config.family, "waveglow")
+            XCTAssertEqual(ck.config.coupling, v == "additive" ? "additive" : "affine")
+            XCTAssertEqual(ck.config.alternateHalves, v == "alternate")
+            let refZ = try NPY.read(fixture("waveglow/\(v)_z.npy")).values
+            let refLogdet = Double(try NPY.read(fixture("waveglow/\(v)_logdet.npy")).values[0])
+            let refNLL = Double(try NPY.read(fixture("waveglow/\(v)_nll.npy")).values[0])
+            let refSynth = try NPY.read(fixture("waveglow/\(v)_synth.npy")).values
+
+            let s = ck.model.forward(audio: audio, mel: mel.values, batch: 1, frames: frames, keepCache: false, context: .fp32)
+            XCTAssertLessThan(normRelativeError(s.z, refZ), Tolerance.float32Reordered, "\(v) z")
+            XCTAssertEqual(Double(s.logdet[0]), refLogdet, accuracy: 1e-5 * abs(refLogdet) + 1e-5, "\(v) logdet")
+            XCTAssertEqual(Double(s.nll[0]), refNLL, accuracy: 1e-5, "\(v) nll")
+            let x = ck.model.synthesise(mel: mel.values, frames: frames, z: latent, context: .fp32)
+            XCTAssertLessThan(normRelativeError(x, refSynth), Tolerance.float32Reordered, "\(v) synthesis")
+
+            let m64 = FlowModel<Double>(config: ck.config)
+            m64.params.values = ck.model.params.values.map(Double.init)
+            let s64 = m64.forward(audio: audio.map(Double.init), mel: mel.values.map(Double.init), batch: 1, frames: frames,
+                                  keepCache: false, context: .fp32)
+            XCTAssertLessThan(normRelativeError(s64.z, refZ.map(Double.init)), 1e-6, "\(v) z (Float64)")
+            XCTAssertEqual(Double(s64.nll[0]), refNLL, accuracy: 1e-7, "\(v) nll (Float64)")
+        }
+    }
+
+    /// The whole model's loss gradient (every tensor: upsampler, 1x1
+    /// matrices with their log-det, WN stacks, ends) against finite
+    /// differences, for each coupling kind, over a batch of two.
+    func testModelGradientMatchesFiniteDifferences() {
+        for (coupling, alternate) in [("affine", false), ("additive", false), ("affine", true)] {
+            let cfg = Self.tinyConfig(coupling: coupling, alternate: alternate)
+            let model: FlowModel<Double> = Self.randomModel(cfg, seed: 5)
+            let (batch, frames) = (2, 3)
+            let tPrime = 40 // w = 5 < frames*hop/8: the crop of the condition is exercised
+            var rng = TestRNG(9)
+            let mel: [Double] = rng.array(batch * cfg.nMels * frames)
+            let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
+            func loss(_ p: [Double]) -> Double {
+                model.params.values = p
+                return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32)
+                    .nll.reduce(0, +) / Double(batch)
+            }
+            let p0 = model.params.values
+            model.params.zeroGrad()
+            model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
+            let analytic = model.params.grads
+            var p = p0
+            var indices: [Int] = []
+            for v in model.params.views {
+                indices += GradientCheck.sample(v.count, 4, seed: UInt64(v.offset + 1)).map { v.offset + $0 }
+            }
+            GradientCheck.check(&p, analytic: analytic, indices: indices, label: "\(coupling) alternate=\(alternate)") { loss($0) }
+            model.params.values = p0
+        }
+    }
+
+    /// The audio gradient through every step (the dX each backward returns).
+    func testInputGradientMatchesFiniteDifferences() {
+        let cfg = Self.tinyConfig()
+        let model: FlowModel<Double> = Self.randomModel(cfg, seed: 6)
+        let frames = 2
+        var rng = TestRNG(4)
+        let mel: [Double] = rng.array(cfg.nMels * frames)
+        var x: [Double] = rng.array(32, scale: 0.5)
+        // d NLL / dx from the steps' backward, through z's prior gradient.
+        let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, context: .fp32)
+        var dz = [Double](repeating: 0, count: s.z.count)
+        let dLogdet = model.prior.backward(z: s.z, dZ: &dz, batch: 1, count: 32)
+        let grid = GridShape(batch: 1, rows: 8, width: 4)
+        var dx = model.squeezeAudio(dz, batch: 1, width: 4)
+        var dCd = [Double](repeating: 0, count: cfg.nMels * 32)
+        for (step, f) in zip(model.steps, s.steps).reversed() {
+            dx = step.backward(f, dOutput: dx, dLogdet: dLogdet, dCondition: &dCd, grid: grid, context: .fp32)
+        }
+        let analytic = model.unsqueezeAudio(dx, batch: 1, width: 4)
+        GradientCheck.check(&x, analytic: analytic, label: "dx") {
+            model.forward(audio: $0, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).nll[0]
+        }
+    }
+
+    /// log|det J| of audio -> z by central differences equals the model's log-det.
+    func testLogDeterminantMatchesBruteForceJacobian() {
+        for coupling in ["affine", "additive"] {
+            let cfg = Self.tinyConfig(coupling: coupling, alternate: coupling == "affine")
+            let model: FlowModel<Double> = Self.randomModel(cfg, seed: 3)
+            let frames = 3, t = 48
+            var rng = TestRNG(3)
+            let mel: [Double] = rng.array(cfg.nMels * frames)
+            let x: [Double] = rng.array(t, scale: 0.5)
+            let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32)
+            var jac = [Double](repeating: 0, count: t * t)
+            let eps = 1e-6
+            for j in 0..<t {
+                var xp = x, xm = x
+                xp[j] += eps; xm[j] -= eps
+                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+                for i in 0..<t { jac[i * t + j] = (zp[i] - zm[i]) / (2 * eps) }
+            }
+            XCTAssertEqual(logAbsDeterminant(jac, t), s.logdet[0], accuracy: Tolerance.bruteForceLogDet, coupling)
+        }
+    }
+
+    /// Synthesis inverts scoring; the blocked inverse (several column blocks
+    /// with halos, on the cores) equals the one-block naive twin.
+    func testInverseAndBlockedInverse() {
+        for v in Self.variants {
+            let cfg = Self.tinyConfig(coupling: v == "additive" ? "additive" : "affine", alternate: v == "alternate", flows: 5)
+            let model: FlowModel<Float> = Self.randomModel(cfg, seed: 7)
+            let frames = 40, t = frames * cfg.hopLength // w = 80: blocks of 24 columns (8 x reach 3)
+            var rng = TestRNG(11)
+            let mel: [Float] = rng.array(cfg.nMels * frames)
+            let x: [Float] = rng.array(t, scale: 0.5)
+            let z = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+            var blocked = ComputeContext.fp32
+            blocked.synthesisBlockColumns = 1
+            let back = model.synthesise(mel: mel, frames: frames, z: z, context: blocked)
+            XCTAssertLessThan(normRelativeError(back, x), Tolerance.float32RoundTrip, "\(v) round trip")
+            let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)
+            XCTAssertLessThan(normRelativeError(back, naive), Tolerance.float32Reordered, "\(v) blocked vs naive")
+            let whole = model.synthesise(mel: mel, frames: frames, z: z, context: .fp32)
+            XCTAssertLessThan(normRelativeError(whole, naive), Tolerance.float32Reordered, "\(v) one block vs naive")
+        }
+    }
+
+    /// The dilated convolution's expansion product equals direct sums, and
+    /// its adjoint is the transpose of the expansion (<E a, g> = <a, E^T g>).
+    func testDilatedConvolutionMatchesNaive() {
+        var rng = TestRNG(21)
+        for d in [1, 2, 4, 8] {
+            let s = DilatedConvShape(cin: 3, batch: 2, width: 7, dilation: d)
+            let cout = 4
+            let a: [Double] = rng.array(s.cin * s.n), w: [Double] = rng.array(cout * 3 * s.cin)
+            var y = [Double](repeating: 0, count: cout * s.n), yNaive = y
+            var e = [Double](repeating: 0, count: 3 * s.cin * s.n)
+            DilatedConv1D.forward(.fp32, s, cout: cout, input: a, weight: w, e: &e, output: &y, accumulate: false)
+            DilatedConv1D.forwardNaive(s, cout: cout, input: a, weight: w, output: &yNaive)
+            XCTAssertLessThan(normRelativeError(y, yNaive), Tolerance.float64Reordered, "d=\(d)")
+            let g: [Double] = rng.array(3 * s.cin * s.n)
+            var back = [Double](repeating: 0, count: s.cin * s.n)
+            DilatedConv1D.expandAdjoint(s, g, addingInto: &back)
+            XCTAssertEqual(dot(expanded(s, a), g), dot(a, back), accuracy: 1e-12, "d=\(d)")
+        }
+    }
+
+    private func expanded(_ s: DilatedConvShape, _ a: [Double]) -> [Double] {
+        var e = [Double](repeating: 0, count: 3 * s.cin * s.n)
+        DilatedConv1D.expand(s, input: a, into: &e)
+        return e
+    }
+
+    /// A new model: each W a rotation with det +1, `end` zero, so z is a
+    /// fixed rotation of the data and the log-det is 0; trains from there.
+    func testInitialisedModelIsARotation() {
+        let cfg = Self.tinyConfig()
+        let model = FlowModel<Double>(config: cfg)
+        model.initialise(seed: 3)
+        for k in 0..<cfg.nFlows {
+            let v = model.params.view("convinv.\(k).conv.weight")
+            let c = v.shape[0]
+            let w = Array(model.params.valueBuffer[v.range])
+            XCTAssertEqual(SmallMatrix.determinant(w, n: c), 1, accuracy: 1e-12)
+            for i in 0..<c { for j in 0..<c {
+                let d = (0..<c).reduce(0.0) { $0 + w[i * c + $1] * w[j * c + $1] }
+                XCTAssertEqual(d, i == j ? 1 : 0, accuracy: 1e-12)
+            } }
+            XCTAssertTrue(model.params["WN.\(k).end.weight"].allSatisfy { $0 == 0 })
+        }
+        var rng = TestRNG(2)
+        let mel: [Double] = rng.array(cfg.nMels * 2)
+        let x: [Double] = rng.array(32)
+        let s = model.forward(audio: x, mel: mel, batch: 1, frames: 2, keepCache: false, context: .fp32)
+        XCTAssertEqual(s.logdet[0], 0, accuracy: 1e-12)
+        XCTAssertEqual(dot(s.z, s.z), dot(x, x), accuracy: 1e-10) // a rotation keeps the norm
+    }
+
+    /// Config: WaveGlow keys written and read back (kernel_size the number 3,
+    /// no upsample_factors), checkpoints round-trip, bad values refused by name.
+    func testConfigAndCheckpointRoundTrip() throws {
+        let cfg = Self.tinyConfig(coupling: "additive", alternate: true)
+        let json = cfg.json
+        for key in [#""family":"waveglow""#, #""kernel_size":3"#, #""coupling":"additive""#, #""alternate_halves":true"#,
+                    #""n_early_every":2"#, #""n_early_size":2"#] {
+            XCTAssertTrue(json.contains(key), "\(json) lacks \(key)")
+        }
+        XCTAssertFalse(json.contains("upsample_factors"))
+        XCTAssertEqual(try JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8)), cfg)
+        // WaveFlow configs are written as before.
+        XCTAssertFalse(ModelTests.tinyConfig().json.contains("coupling"))
+
+        let dir = temporaryFolder(self)
+        let model: FlowModel<Float> = Self.randomModel(cfg)
+        try Checkpoint.save(model: model, to: dir + "/g.safetensors")
+        let back = try Checkpoint.load(dir + "/g.safetensors")
+        XCTAssertEqual(back.config, cfg)
+        XCTAssertEqual(back.model.params.values, model.params.values)
+
+        let bad: [(String, (inout ModelConfig) -> Void)] = [
+            ("coupling must be", { $0.coupling = "spline" }),
+            ("n_early_size must be even", { $0.nEarlySize = 3 }),
+            ("at least 2 are needed", { $0.nFlows = 12; $0.nEarlyEvery = 1 }),
+            ("n_group must be even", { $0.nGroup = 7 }),
+            ("kernel_size must be 3", { $0.kernelSize = [5] }),
+        ]
+        for (words, change) in bad {
+            var c = cfg
+            change(&c)
+            assertFails([words]) { try c.validate() }
+        }
+        // A WaveFlow key-set in a WaveGlow file and the other way round.
+        assertFails(["'n_early_size'", "family is waveflow"]) { try ModelConfig.checkKeys(["n_early_size": 2]) }
+    }
+}
