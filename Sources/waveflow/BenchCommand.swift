@@ -91,9 +91,9 @@ struct Bench: ParsableCommand {
         let cfg = try ModelConfig.named(name)
         // This machine's speed drifts: the sgemm rate is measured before and
         // after the phase and the higher taken (a conservative percentage).
-        let sgemmColumns = batch * (segment / cfg.nGroup) * (cfg.nGroup - 1)
-        let before = Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns, precision: context.precision)
-        var sg: Double { max(before, Benchmark.sgemmRate(channels: cfg.channels, n: sgemmColumns, precision: context.precision)) }
+        let sgemmColumns = batch * (segment / cfg.nGroup) * (cfg.family == "waveflow" ? cfg.nGroup - 1 : 1)
+        let before = Benchmark.sgemmRate(cfg, columns: sgemmColumns, precision: context.precision)
+        var sg: Double { max(before, Benchmark.sgemmRate(cfg, columns: sgemmColumns, precision: context.precision)) }
         switch phase {
         case "train":
             let tr = Benchmark.training(cfg, batch: batch, segment: segment, repeats: repeats, context: context)

@@ -12,18 +12,24 @@ struct Info: ParsableCommand {
     @Flag(help: "Also measure sgemm GFLOP/s at 128x576x16384 on 1 thread and on all threads.")
     var measure = false
 
-    @Option(help: "Print a preset's (or JSON config file's) size instead.")
+    @Option(help: "Print the size of presets (comma-separated) or a JSON config file instead.")
     var config: String?
 
     func run() throws {
         compute.apply()
         if let config {
             try runReportingErrors {
-                let c = try ModelConfig.named(config)
-                print("config        \(c.json)")
-                print("parameters    \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) * 4 / 1e6)) MB as F32)")
-                print("multiply-adds \(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, "
-                      + "\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
+                let names = FileManager.default.fileExists(atPath: config) ? [config] : config.split(separator: ",").map(String.init)
+                for (i, name) in names.enumerated() {
+                    let c = try ModelConfig.named(name)
+                    if i > 0 { print("") }
+                    if names.count > 1 { print("preset        \(name)") }
+                    print("config        \(c.json)")
+                    print("parameters    \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) * 4 / 1e6)) MB as F32)")
+                    let perRow = c.family == "waveflow"
+                        ? "\(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, " : ""
+                    print("multiply-adds \(perRow)\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
+                }
             }
             return
         }

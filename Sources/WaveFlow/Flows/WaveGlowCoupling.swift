@@ -83,13 +83,8 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         let n = bn * w
         let a0 = x.withUnsafeBufferPointer { gatherRows($0.baseAddress!, inputRows, grid: grid) }
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        var netCache: WaveGlowNetwork<T>.Cache?
-        let out: OwnedBuffer<T>
-        if keepCache {
-            (out, netCache) = network.forwardKeeping(input: a0, condition: cg, batch: bn, width: w, weights: weights, context: context)
-        } else {
-            out = network.forward(input: a0, condition: cg, batch: bn, width: w, weights: weights, context: context)
-        }
+        let netCache = keepCache ? WaveGlowNetwork<T>.Cache(batch: bn, width: w, input: a0, condition: cg) : nil
+        let out = network.forward(input: a0, condition: cg, batch: bn, width: w, weights: weights, cache: netCache, context: context)
         // out = [t; log s]: rows 0..<nh are t, nh..<2nh log s (affine only).
         var z = x
         var logdet = [T](repeating: 0, count: bn)
@@ -151,7 +146,11 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
-        for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
+        if let whole = condition as? UpsampledCondition<T> {
+            whole.grouped(into: cg.pointer)
+        } else {
+            for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
+        }
         return invertColumns(z, grid: grid, condition: cg, blockColumns: inverseBlockColumns(context), context: context)
     }
 
@@ -171,8 +170,8 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     /// Block width of the inverse: the context's synthesis block, widened so
     /// that the halo (2 * reach columns recomputed per block) costs at most
-    /// a quarter.
-    func inverseBlockColumns(_ context: ComputeContext) -> Int { max(context.synthesisBlockColumns, 8 * reach) }
+    /// 1/16 (short utterances are one block, with no halo at all).
+    func inverseBlockColumns(_ context: ComputeContext) -> Int { max(context.synthesisBlockColumns, 32 * reach) }
 
     /// Inverts the coupling on column blocks of `blockColumns`: each block
     /// runs WN_k on its columns plus `reach` on each side (exact: WN_k's input

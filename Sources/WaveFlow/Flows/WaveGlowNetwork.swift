@@ -37,12 +37,13 @@ struct WaveGlowNetwork<T: Real>: Sendable {
     }
 
     /// What the backward pass needs: the input, the condition, each layer's
-    /// input a_i [C, N] and pre-gate y_i [2C, N], the summed skips [C, N].
+    /// input a_i [C, N], the pre-gate y of every layer (s [2CL, N], layer
+    /// i's y in rows 2C*i ..< 2C*(i+1)), the summed skips [C, N].
     final class Cache {
         let batch: Int, width: Int
         let input: OwnedBuffer<T>, condition: OwnedBuffer<T>
-        var a: [OwnedBuffer<T>] = [], y: [OwnedBuffer<T>] = []
-        var skip: OwnedBuffer<T>?
+        var a: [OwnedBuffer<T>] = []
+        var y: OwnedBuffer<T>?, skip: OwnedBuffer<T>?
         init(batch: Int, width: Int, input: OwnedBuffer<T>, condition: OwnedBuffer<T>) {
             (self.batch, self.width, self.input, self.condition) = (batch, width, input, condition)
         }
@@ -50,42 +51,43 @@ struct WaveGlowNetwork<T: Real>: Sendable {
 
     // MARK: - Forward
 
-    /// out [nout, N] = WN(A0 [nh, N] | Cg [MG, N]).
+    /// out [nout, N] = WN(A0 [nh, N] | Cg [MG, N]); with `cache`, what the
+    /// backward pass needs is kept there.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     func forward(input a0: OwnedBuffer<T>, condition cg: OwnedBuffer<T>, batch: Int, width: Int,
-                 weights w: UnsafeMutablePointer<T>, context: ComputeContext) -> OwnedBuffer<T> {
+                 weights w: UnsafeMutablePointer<T>, cache: Cache? = nil, context: ComputeContext) -> OwnedBuffer<T> {
         let (c, n) = (channels, batch * width)
         let a = OwnedBuffer<T>(repeating: 0, count: c * n), skip = OwnedBuffer<T>(repeating: 0, count: c * n)
-        let y = OwnedBuffer<T>(repeating: 0, count: 2 * c * n), g = OwnedBuffer<T>(repeating: 0, count: c * n)
-        let e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
+        let g = OwnedBuffer<T>(repeating: 0, count: c * n), e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
         Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a.pointer)
+        // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
+        // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
+        let y = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
+        Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg.pointer, weight: w + cond,
+                        bias: w + condB, output: y.pointer)
         for i in 0..<layers {
-            layerForward(i, a: a, y: y, g: g, e: e, skip: skip, condition: cg, batch: batch, width: width, weights: w, context: context)
+            if let cache { cache.a.append(OwnedBuffer(copying: a.pointer, count: c * n)) }
+            layerForward(i, a: a, y: y.pointer + 2 * c * i * n, g: g, e: e, skip: skip, batch: batch, width: width,
+                         weights: w, context: context)
         }
-        return output(skip: skip, n: n, weights: w, context: context)
-    }
-
-    /// out [nout, N] = end(skip).
-    func output(skip: OwnedBuffer<T>, n: Int, weights w: UnsafeMutablePointer<T>, context: ComputeContext) -> OwnedBuffer<T> {
+        if let cache { (cache.y, cache.skip) = (y, skip) }
         let out = OwnedBuffer<T>(repeating: 0, count: outputs * n)
         Conv1x1.forward(context, cin: channels, cout: outputs, n: n, input: skip.pointer, weight: w + end, bias: w + endB,
                         output: out.pointer)
         return out
     }
 
-    /// Layer i: y = in_i(a) + cond_i(Cg), g = gate(y), a += res, skip += skip part.
-    private func layerForward(_ i: Int, a: OwnedBuffer<T>, y: OwnedBuffer<T>, g: OwnedBuffer<T>, e: OwnedBuffer<T>,
-                              skip: OwnedBuffer<T>, condition cg: OwnedBuffer<T>, batch: Int, width: Int,
+    /// Layer i on y [2C, N] holding its condition share: y += in_i(a),
+    /// g = gate(y), a += res, skip += skip part.
+    private func layerForward(_ i: Int, a: OwnedBuffer<T>, y: UnsafeMutablePointer<T>, g: OwnedBuffer<T>, e: OwnedBuffer<T>,
+                              skip: OwnedBuffer<T>, batch: Int, width: Int,
                               weights w: UnsafeMutablePointer<T>, context: ComputeContext) {
         let (c, n, lo) = (channels, batch * width, layerOffsets[i])
-        // The condition's slice for this layer: rows 2C*i ..< 2C*(i+1) of cond_layer.
-        Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c, n: n, input: cg.pointer,
-                        weight: w + cond + 2 * c * i * conditionChannels, bias: w + condB + 2 * c * i, output: y.pointer)
         DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: a.pointer,
-                              weight: w + lo.conv, e: e.pointer, output: y.pointer, accumulate: true)
-        addBias(y.pointer, w + lo.convB, rows: 2 * c, cols: n)
-        Gate.forward(y.pointer, g.pointer, channels: c, n: n)
+                              weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
+        addBias(y, w + lo.convB, rows: 2 * c, cols: n)
+        Gate.forward(y, g.pointer, channels: c, n: n)
         if i < layers - 1 {
             // a_{i+1} = a_i + res (rows 0..<C), skip += rows C..<2C.
             Conv1x1.forward(context, cin: c, cout: c, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
@@ -96,29 +98,6 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             Conv1x1.forward(context, cin: c, cout: c, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
                             output: skip.pointer, accumulate: true)
         }
-    }
-}
-
-extension WaveGlowNetwork {
-    /// `forward`, keeping what the backward pass needs: each layer's input
-    /// a_i (before the residual update) and pre-gate y_i, and the skips.
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
-    func forwardKeeping(input a0: OwnedBuffer<T>, condition cg: OwnedBuffer<T>, batch: Int, width: Int,
-                        weights w: UnsafeMutablePointer<T>, context: ComputeContext) -> (out: OwnedBuffer<T>, cache: Cache) {
-        let (c, n) = (channels, batch * width)
-        let cache = Cache(batch: batch, width: width, input: a0, condition: cg)
-        let a = OwnedBuffer<T>(repeating: 0, count: c * n), skip = OwnedBuffer<T>(repeating: 0, count: c * n)
-        let g = OwnedBuffer<T>(repeating: 0, count: c * n), e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
-        Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a.pointer)
-        for i in 0..<layers {
-            cache.a.append(OwnedBuffer(copying: a.pointer, count: c * n))
-            let y = OwnedBuffer<T>(repeating: 0, count: 2 * c * n)
-            layerForward(i, a: a, y: y, g: g, e: e, skip: skip, condition: cg, batch: batch, width: width, weights: w, context: context)
-            cache.y.append(y)
-        }
-        cache.skip = skip
-        return (output(skip: skip, n: n, weights: w, context: context), cache)
     }
 
     // MARK: - Backward
@@ -135,29 +114,28 @@ extension WaveGlowNetwork {
         let da = dRS.pointer, dSkip = dRS.pointer + c * n
         Conv1x1.backward(context, cin: c, cout: outputs, n: n, input: cache.skip!.pointer, weight: w + end, dOutput: dOut,
                          dWeight: gr + end, dBias: gr + endB, dInput: dSkip, accumulateInput: false)
-        let dCg = OwnedBuffer<T>(repeating: 0, count: conditionChannels * n)
+        // dy of every layer, [2CL, N], for one condition product at the end.
+        let dY = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
         let g = OwnedBuffer<T>(repeating: 0, count: c * n), dg = OwnedBuffer<T>(repeating: 0, count: c * n)
-        let kept = OwnedBuffer<T>(repeating: 0, count: 2 * c * n)
         let e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n), de = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
         for i in stride(from: layers - 1, through: 0, by: -1) {
             let lo = layerOffsets[i]
             // The residual/skip 1x1: its output gradient is [da; dSkip] (dSkip alone for the last layer).
             let dr = i < layers - 1 ? da : dSkip
-            Gate.forward(cache.y[i].pointer, g.pointer, kept: kept.pointer, channels: c, n: n)
+            let dy = dY.pointer + 2 * c * i * n // the gate's kept tanh, sigmoid, then dy
+            Gate.forward(cache.y!.pointer + 2 * c * i * n, g.pointer, kept: dy, channels: c, n: n)
             Conv1x1.backward(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, weight: w + lo.resSkip, dOutput: dr,
                              dWeight: gr + lo.resSkip, dBias: gr + lo.resSkipB, dInput: dg.pointer, accumulateInput: false)
-            Gate.backward(kept: kept.pointer, dg: dg.pointer, channels: c, n: n) // kept now holds dy [2C, N]
-            let dy = kept.pointer
-            // The condition's slice and the convolution share y: one row sum serves both biases.
-            Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c, n: n, input: cache.condition.pointer,
-                             weight: w + cond + 2 * c * i * conditionChannels, dOutput: dy,
-                             dWeight: gr + cond + 2 * c * i * conditionChannels, dBias: gr + condB + 2 * c * i,
-                             dInput: dCg.pointer, accumulateInput: true)
+            Gate.backward(kept: dy, dg: dg.pointer, channels: c, n: n)
             accumulateRowSums(dy, into: gr + lo.convB, rows: 2 * c, cols: n)
             DilatedConv1D.backward(context, shape(layer: i, batch: cache.batch, width: cache.width), cout: 2 * c,
                                    input: cache.a[i].pointer, weight: w + lo.conv, dOutput: dy, dy16: nil,
                                    dWeight: gr + lo.conv, dInput: da, e: e.pointer, de: de.pointer)
         }
+        let dCg = OwnedBuffer<T>(repeating: 0, count: conditionChannels * n)
+        Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cache.condition.pointer,
+                         weight: w + cond, dOutput: dY.pointer, dWeight: gr + cond, dBias: gr + condB,
+                         dInput: dCg.pointer, accumulateInput: false)
         let dA0 = OwnedBuffer<T>(repeating: 0, count: inputs * n)
         Conv1x1.backward(context, cin: inputs, cout: c, n: n, input: cache.input.pointer, weight: w + start, dOutput: da,
                          dWeight: gr + start, dBias: gr + startB, dInput: dA0.pointer, accumulateInput: false)

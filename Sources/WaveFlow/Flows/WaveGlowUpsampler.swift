@@ -106,6 +106,21 @@ struct UpsampledCondition<T: Real>: ConditionRows {
     let values: [T]
     let bands: Int, width: Int, rows: Int
 
+    /// Cg [M*h, cw/h]: Cg[m*h + i, j] = c[m, j*h + i] (MODEL-SPEC 12.1's grouping), all rows at once.
+    @_specialize(where T == Float)
+    func grouped(into out: UnsafeMutablePointer<T>) {
+        let w = width / rows
+        values.withUnsafeBufferPointer { v in
+            for m in 0..<bands {
+                let src = v.baseAddress! + m * width
+                for i in 0..<rows {
+                    let dst = out + (m * rows + i) * w
+                    for j in 0..<w { dst[j] = src[j * rows + i] }
+                }
+            }
+        }
+    }
+
     func row(_ i: Int, columns js: Range<Int>, into out: UnsafeMutablePointer<T>, rowStride: Int) {
         values.withUnsafeBufferPointer { v in
             for m in 0..<bands {

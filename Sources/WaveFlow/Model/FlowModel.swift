@@ -39,7 +39,9 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
         self.family = family
         front = config.lpcOrder > 0 ? LPCFront(order: config.lpcOrder, mel: config.mel) : nil
         params = ParameterSet<T>()
-        for (name, shape) in family.tensorShapes(config) { params.add(name, shape) }
+        let shapes = family.tensorShapes(config)
+        params.reserve(shapes.reduce(0) { $0 + $1.1.reduce(1, *) })
+        for (name, shape) in shapes { params.add(name, shape) }
         (conditioner, steps) = family.build(config, params: params)
     }
 

@@ -211,6 +211,18 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         var h64 = c32; h64.nGroup = 64; h64.lpcOrder = 16; p["lpc-h64-c32"] = h64
         var h32 = c32; h32.nGroup = 32; h32.lpcOrder = 16; p["lpc-h32-c32"] = h32
         var h128 = c32; h128.nGroup = 128; h128.lpcOrder = 16; p["lpc-h128-c32"] = h128
+        // WaveGlow (MODEL-SPEC 12): K = 12, L = 8, G = 8, an early output of 2
+        // every 4 flows; CPU sizes, and the authors' published C = 256 and 512.
+        for c in [32, 64, 128, 256, 512] {
+            var g = ModelConfig()
+            g.family = WaveGlowFamily.name; g.nGroup = 8; g.nFlows = 12; g.nLayers = 8; g.channels = c; g.kernelSize = [3]
+            p["wg-c\(c)"] = g
+            if c <= 128 { g.lpcOrder = 16; p["lpc-wg-c\(c)"] = g }
+        }
+        var wgTiny = ModelConfig()
+        wgTiny.family = WaveGlowFamily.name; wgTiny.nGroup = 8; wgTiny.nFlows = 4; wgTiny.nLayers = 3; wgTiny.channels = 8
+        wgTiny.kernelSize = [3]; wgTiny.nEarlyEvery = 2
+        p["wg-tiny"] = wgTiny
         return p
     }()
 

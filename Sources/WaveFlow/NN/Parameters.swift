@@ -29,32 +29,53 @@ public final class ParameterSet<T: Real>: @unchecked Sendable {
     /// Gradients, same layout; backward passes accumulate into it.
     public private(set) var gradBuffer: UnsafeMutableBufferPointer<T>
 
+    /// Allocated values (>= count): the buffers grow by doubling, so
+    /// building a model of n tensors copies O(total) values, not O(n total).
+    private var capacity = 0
+
     public init() {
-        valueBuffer = .allocate(capacity: 0)
-        gradBuffer = .allocate(capacity: 0)
+        valueBuffer = UnsafeMutableBufferPointer(start: .allocate(capacity: 1), count: 0)
+        gradBuffer = UnsafeMutableBufferPointer(start: .allocate(capacity: 1), count: 0)
     }
 
     deinit {
-        valueBuffer.deallocate()
-        gradBuffer.deallocate()
+        valueBuffer.baseAddress!.deallocate()
+        gradBuffer.baseAddress!.deallocate()
+    }
+
+    /// Makes room for `total` values in all, so that adding tensors up to
+    /// that size allocates nothing more (a model's arena is then exact).
+    public func reserve(_ total: Int) {
+        guard total > capacity else { return }
+        grow(to: total)
+    }
+
+    private func grow(to newCapacity: Int) {
+        let used = count
+        func moved(_ old: UnsafeMutableBufferPointer<T>) -> UnsafeMutableBufferPointer<T> {
+            let new = UnsafeMutablePointer<T>.allocate(capacity: max(1, newCapacity))
+            new.initialize(from: old.baseAddress!, count: used)
+            old.baseAddress!.deallocate()
+            return UnsafeMutableBufferPointer(start: new, count: used)
+        }
+        valueBuffer = moved(valueBuffer)
+        gradBuffer = moved(gradBuffer)
+        capacity = newCapacity
     }
 
     /// Appends a zero tensor named `name` (while the model is being built:
-    /// the buffers move, so pointers taken earlier become invalid).
+    /// the buffers may move, so pointers taken earlier become invalid).
     public func add(_ name: String, _ shape: [Int]) {
         precondition(index[name] == nil, "duplicate parameter \(name)")
         let v = ParameterView(name: name, shape: shape, offset: count)
         index[name] = views.count
         views.append(v)
-        func grown(_ old: UnsafeMutableBufferPointer<T>) -> UnsafeMutableBufferPointer<T> {
-            let new = UnsafeMutableBufferPointer<T>.allocate(capacity: old.count + v.count)
-            if let base = old.baseAddress { new.baseAddress!.initialize(from: base, count: old.count) }
-            (new.baseAddress! + old.count).initialize(repeating: 0, count: v.count)
-            old.deallocate()
-            return new
-        }
-        valueBuffer = grown(valueBuffer)
-        gradBuffer = grown(gradBuffer)
+        let used = count, needed = used + v.count
+        if needed > capacity { grow(to: max(needed, 2 * capacity)) }
+        (valueBuffer.baseAddress! + used).initialize(repeating: 0, count: v.count)
+        (gradBuffer.baseAddress! + used).initialize(repeating: 0, count: v.count)
+        valueBuffer = UnsafeMutableBufferPointer(start: valueBuffer.baseAddress!, count: needed)
+        gradBuffer = UnsafeMutableBufferPointer(start: gradBuffer.baseAddress!, count: needed)
     }
 
     public var count: Int { valueBuffer.count }
