@@ -208,3 +208,52 @@ final class LPCFrontCLITests: XCTestCase {
         XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
     }
 }
+
+final class WaveGlowCLITests: XCTestCase {
+    func run(_ args: [String]) throws -> CLITests.Result { try CLITests.run(executable: CLITests.toolPath, args) }
+
+    /// The WaveGlow family through the same commands: train (a preset),
+    /// score equal to the library's, synth (fp32 and --noise in the layout of
+    /// MODEL-SPEC 12.5, with --denoise), eval, export; `info --config` lists
+    /// the sizes of the presets and of the authors' published models.
+    func testWaveGlowTrainsScoresSynthesisesAndEvaluates() throws {
+        let dir = temporaryFolder(self)
+        let train = try run(["train", exampleAudio(""), "--config", "wg-tiny", "--steps", "3", "--batch", "2", "--segment", "2048",
+                             "--validate-every", "3", "--checkpoints", dir, "--run", "g", "--threads", "1"])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let ck = dir + "/g/latest.safetensors"
+        let loaded = try Checkpoint.load(ck)
+        XCTAssertEqual(loaded.config.family, "waveglow")
+        let clip = exampleAudio("tank__sv-v-chtel.ogg")
+        let score = try run(["score", ck, clip])
+        XCTAssertEqual(score.status, 0, score.stderr)
+        let nll = try XCTUnwrap(Double(score.stdout.split(separator: "\n")[0].split(separator: "\t")[1]))
+        let audio = try AudioFile.read(clip, sampleRate: 22050).samples
+        XCTAssertEqual(nll, try Scorer.score(samples: audio, model: loaded.model, mel: MelSpectrogram(), context: .fp32), accuracy: 1e-4)
+
+        let mel = dir + "/m.npy", wav = dir + "/o.wav", fixed = dir + "/z.wav", noise = dir + "/z.npy"
+        XCTAssertEqual(try run(["mel", clip, mel]).status, 0)
+        let synth = try run(["synth", mel, wav, "--checkpoint", ck, "--precision", "fp32", "--denoise", "0.01"])
+        XCTAssertEqual(synth.status, 0, synth.stderr)
+        let frames = try NPY.read(mel).shape[1]
+        XCTAssertEqual(try AudioFile.read(wav, sampleRate: 22050).samples.count, frames * 256)
+        // A fixed latent: the same audio as the library's inverse of it.
+        var rng = TestRNG(5)
+        let z: [Float] = rng.array(frames * 256, scale: 0.5)
+        try NPY.write(NPYArray(shape: [frames * 256], values: z), to: noise)
+        let fromNoise = try run(["synth", mel, fixed, "--checkpoint", ck, "--precision", "fp32", "--noise", noise, "--format", "float"])
+        XCTAssertEqual(fromNoise.status, 0, fromNoise.stderr)
+        let expected = loaded.model.synthesise(mel: try NPY.read(mel).values, frames: frames, z: z, context: .fp32)
+        XCTAssertLessThan(normRelativeError(try AudioFile.read(fixed, sampleRate: 22050).samples, expected), Tolerance.float32Reordered)
+
+        let ev = try run(["eval", ck, clip, "--threads", "1", "--no-baselines"])
+        XCTAssertEqual(ev.status, 0, ev.stderr)
+        let export = try run(["export", ck, dir + "/e.safetensors"])
+        XCTAssertEqual(export.status, 0, export.stderr)
+        XCTAssertEqual(try Checkpoint.load(dir + "/e.safetensors").model.params.values, loaded.model.params.values)
+
+        let info = try run(["info", "--config", "wg-c32,wg-c256,wg-c512"])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        for count in ["11282408", "87731816", "267999848"] { XCTAssertTrue(info.stdout.contains(count), info.stdout) }
+    }
+}

@@ -160,10 +160,10 @@ final class HostileInputTests: XCTestCase {
 /// stay within bounded memory and still give the whole-utterance NLL.
 final class ChunkedScoringTests: XCTestCase {
     func testChunkedNLLEqualsWhole() throws {
-        for lpc in [0, 4] {
-            var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 3)
+        for (lpc, glow) in [(0, false), (4, false), (0, true), (4, true)] {
+            var cfg = glow ? WaveGlowTests.tinyConfig(flows: 3) : ModelTests.tinyConfig(h: 8, flows: 2, layers: 3)
             cfg.lpcOrder = lpc
-            let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 12)
+            let model: FlowModel<Float> = glow ? WaveGlowTests.randomModel(cfg, seed: 12) : ModelTests.randomModel(cfg, seed: 12)
             var rng = TestRNG(31)
             let frames = 61, t = (frames - 1) * cfg.hopLength + 8 // T' not a multiple of hop
             let mel: [Float] = (0 ..< cfg.nMels * frames).map { _ in rng.uniform(1) - 2 }
@@ -172,7 +172,7 @@ final class ChunkedScoringTests: XCTestCase {
             let whole = input.nll(first: t, model: model, context: .fp32, chunkSamples: .max)
             for chunk in [16, 48, 160, 400] {
                 let chunked = input.nll(first: t, model: model, context: .fp32, chunkSamples: chunk)
-                XCTAssertEqual(chunked, whole, accuracy: 1e-5 * abs(whole), "lpc \(lpc), chunk \(chunk)")
+                XCTAssertEqual(chunked, whole, accuracy: 1e-5 * abs(whole), "lpc \(lpc), waveglow \(glow), chunk \(chunk)")
             }
         }
     }

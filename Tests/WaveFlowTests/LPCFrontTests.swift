@@ -96,10 +96,11 @@ final class LPCFrontTests: XCTestCase {
     /// A model with a front: its NLL is the flows' NLL of e plus the mean
     /// log-gain; synthesis from the forward's z gives back x.
     func testModelWithFrontScoresAndInverts() throws {
-        var cfg = ModelTests.tinyConfig(h: 8, flows: 2, layers: 2)
+      for glow in [false, true] { // WaveFlow and WaveGlow flows behind the same front
+        var cfg = glow ? WaveGlowTests.tinyConfig() : ModelTests.tinyConfig(h: 8, flows: 2, layers: 2)
         cfg.lpcOrder = 4
         try cfg.validate()
-        let model: FlowModel<Float> = ModelTests.randomModel(cfg, seed: 4)
+        let model: FlowModel<Float> = glow ? WaveGlowTests.randomModel(cfg, seed: 4) : ModelTests.randomModel(cfg, seed: 4)
         XCTAssertNotNil(model.front)
         var rng = TestRNG(21)
         let frames = 5, t = frames * cfg.hopLength
@@ -113,6 +114,7 @@ final class LPCFrontTests: XCTestCase {
         let back = model.synthesise(mel: mel, frames: frames, z: flowOnly.z, context: .fp32)
         XCTAssertLessThanOrEqual(normRelativeError(back, x), 1e-4)
         XCTAssertLessThanOrEqual(normRelativeError(model.synthesiseNaive(mel: mel, frames: frames, z: flowOnly.z, context: .fp32), x), 1e-4)
+      }
     }
 
     /// `lpc_order` round-trips through a checkpoint, is absent from plain
