@@ -146,17 +146,19 @@ final class WaveGlowTests: XCTestCase {
 
     /// Synthesis inverts scoring; the blocked inverse (several column blocks
     /// with halos, on the cores) equals the one-block naive twin.
-    func testInverseAndBlockedInverse() {
+    func testInverseAndBlockedInverse() throws {
         for v in Self.variants {
             let cfg = Self.tinyConfig(coupling: v == "additive" ? "additive" : "affine", alternate: v == "alternate", flows: 5)
             let model: FlowModel<Float> = Self.randomModel(cfg, seed: 7)
-            let frames = 40, t = frames * cfg.hopLength // w = 80: blocks of 24 columns (8 x reach 3)
+            let frames = 40, t = frames * cfg.hopLength // w = 80 columns, reach 3
             var rng = TestRNG(11)
             let mel: [Float] = rng.array(cfg.nMels * frames)
             let x: [Float] = rng.array(t, scale: 0.5)
             let z = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
             var blocked = ComputeContext.fp32
-            blocked.synthesisBlockColumns = 1
+            blocked.synthesisBlockColumns = 1 // blocks of 48 columns (16 x reach): 2 of them
+            let coupling = try XCTUnwrap(model.steps.compactMap { $0 as? WaveGlowCoupling<Float> }.first)
+            XCTAssertGreaterThanOrEqual(coupling.inverseBlocks(width: t / 8, context: blocked), 2)
             let back = model.synthesise(mel: mel, frames: frames, z: z, context: blocked)
             XCTAssertLessThan(normRelativeError(back, x), Tolerance.float32RoundTrip, "\(v) round trip")
             let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)

@@ -151,7 +151,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         } else {
             for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
         }
-        return invertColumns(z, grid: grid, condition: cg, blockColumns: inverseBlockColumns(context), context: context)
+        return invertColumns(z, grid: grid, condition: cg, blocks: inverseBlocks(width: w, context: context), context: context)
     }
 
     /// The same from the whole condition Cd [M, 1, h, w], in one block: the
@@ -161,25 +161,35 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     public func inverseNaive(_ z: [T], condition cd: [T], width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        return invertColumns(z, grid: grid, condition: cg, blockColumns: w, context: context)
+        return invertColumns(z, grid: grid, condition: cg, blocks: 1, context: context)
     }
 
     /// Columns one side of a column that WN_k's output there depends on: the
     /// dilated taps reach 2^i columns in layer i.
     var reach: Int { (1 << network.layers) - 1 }
 
-    /// Block width of the inverse: the context's synthesis block, widened so
-    /// that the halo (2 * reach columns recomputed per block) costs at most
-    /// 1/16 (short utterances are one block, with no halo at all).
-    func inverseBlockColumns(_ context: ComputeContext) -> Int { max(context.synthesisBlockColumns, 32 * reach) }
+    /// How many column blocks the inverse of `w` columns runs in: one per
+    /// worker (each block's products then run on one thread, so BLAS's,
+    /// oneDNN's and our thread pools never wait on each other), more when
+    /// blocks would exceed the context's synthesis block, and one when w is
+    /// too short for the halo (2 * reach recomputed columns per block) to
+    /// stay under 1/8 of the work.
+    func inverseBlocks(width w: Int, context: ComputeContext) -> Int {
+        let longest = max(context.synthesisBlockColumns, 16 * reach)
+        guard w >= 16 * reach else { return 1 }
+        let byLength = (w + longest - 1) / longest
+        let workers = max(1, context.threads)
+        return (byLength + workers - 1) / workers * workers
+    }
 
-    /// Inverts the coupling on column blocks of `blockColumns`: each block
-    /// runs WN_k on its columns plus `reach` on each side (exact: WN_k's input
-    /// is the untouched half of Z), blocks spread over the cores.
-    func invertColumns(_ z: [T], grid: GridShape, condition cg: OwnedBuffer<T>, blockColumns: Int, context: ComputeContext) -> [T] {
+    /// Inverts the coupling on `blocks` column blocks of equal width: each
+    /// block runs WN_k on its columns plus `reach` on each side (exact: WN_k's
+    /// input is the untouched half of Z), blocks spread over the cores.
+    func invertColumns(_ z: [T], grid: GridShape, condition cg: OwnedBuffer<T>, blocks nBlocks: Int, context: ComputeContext) -> [T] {
         let (w, nh, mg) = (grid.width, halfRows, bands * group)
         var x = z
-        let blocks = stride(from: 0, to: w, by: max(1, blockColumns)).map { $0 ..< min(w, $0 + blockColumns) }
+        let count = max(1, min(nBlocks, w))
+        let blocks = (0..<count).map { w * $0 / count ..< w * ($0 + 1) / count }
         x.withUnsafeMutableBufferPointer { xp in
             let xs = UnsafeSendable(xp.baseAddress!)
             z.withUnsafeBufferPointer { zp in
