@@ -44,3 +44,43 @@ enum GradientCheck {
 
 /// sum(a * b).
 func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+
+extension GradientCheck {
+    /// Checks a few entries of every tensor of `model`'s batch-mean NLL
+    /// gradient (its backward pass) against central differences.
+    static func checkModel(_ model: FlowModel<Double>, audio x: [Double], mel: [Double], batch: Int, frames: Int, label: String,
+                           file: StaticString = #filePath, line: UInt = #line) {
+        func loss(_ p: [Double]) -> Double {
+            model.params.values = p
+            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32)
+                .nll.reduce(0, +) / Double(batch)
+        }
+        let p0 = model.params.values
+        model.params.zeroGrad()
+        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
+        let analytic = model.params.grads
+        var p = p0
+        var indices: [Int] = []
+        for v in model.params.views {
+            indices += sample(v.count, 4, seed: UInt64(v.offset + 1)).map { v.offset + $0 }
+        }
+        check(&p, analytic: analytic, indices: indices, label: label, file: file, line: line) { loss($0) }
+        model.params.values = p0
+    }
+
+    /// log|det dz/dx| of `model` at audio `x` (one item), from a Jacobian
+    /// built column by column with central differences.
+    static func bruteForceLogDet(_ model: FlowModel<Double>, audio x: [Double], mel: [Double], frames: Int) -> Double {
+        let t = x.count
+        var jac = [Double](repeating: 0, count: t * t)
+        let eps = 1e-6
+        for j in 0..<t {
+            var xp = x, xm = x
+            xp[j] += eps; xm[j] -= eps
+            let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+            let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
+            for i in 0..<t { jac[i * t + j] = (zp[i] - zm[i]) / (2 * eps) }
+        }
+        return logAbsDeterminant(jac, t)
+    }
+}

@@ -74,17 +74,8 @@ final class ModelTests: XCTestCase {
             let mel: [Double] = rng.array(cfg.nMels * frames)
             let x: [Double] = rng.array(tPrime, scale: 0.5)
             let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32)
-            // Jacobian dz/dx, one column per input sample.
-            var jac = [Double](repeating: 0, count: tPrime * tPrime)
-            let eps = 1e-6
-            for j in 0..<tPrime {
-                var xp = x, xm = x
-                xp[j] += eps; xm[j] -= eps
-                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
-                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
-                for i in 0..<tPrime { jac[i * tPrime + j] = (zp[i] - zm[i]) / (2 * eps) }
-            }
-            XCTAssertEqual(logAbsDeterminant(jac, tPrime), s.logdet[0], accuracy: Tolerance.bruteForceLogDet, "h=\(h)")
+            XCTAssertEqual(GradientCheck.bruteForceLogDet(model, audio: x, mel: mel, frames: frames), s.logdet[0],
+                           accuracy: Tolerance.bruteForceLogDet, "h=\(h)")
         }
     }
 
@@ -97,22 +88,7 @@ final class ModelTests: XCTestCase {
         var rng = TestRNG(9)
         let mel: [Double] = rng.array(batch * cfg.nMels * frames)
         let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
-        func loss(_ p: [Double]) -> Double {
-            model.params.values = p
-            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32).nll.reduce(0, +) / Double(batch)
-        }
-        let p0 = model.params.values
-        model.params.zeroGrad()
-        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
-        let analytic = model.params.grads
-        var p = p0
-        // A few entries of every tensor.
-        var indices: [Int] = []
-        for v in model.params.views {
-            indices += GradientCheck.sample(v.count, 4, seed: UInt64(v.offset + 1)).map { v.offset + $0 }
-        }
-        GradientCheck.check(&p, analytic: analytic, indices: indices, label: "model") { loss($0) }
-        model.params.values = p0
+        GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "model")
     }
 
     /// A new model is the identity up to the row permutations: every flow

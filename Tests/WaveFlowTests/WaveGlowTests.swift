@@ -78,22 +78,7 @@ final class WaveGlowTests: XCTestCase {
             var rng = TestRNG(9)
             let mel: [Double] = rng.array(batch * cfg.nMels * frames)
             let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
-            func loss(_ p: [Double]) -> Double {
-                model.params.values = p
-                return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32)
-                    .nll.reduce(0, +) / Double(batch)
-            }
-            let p0 = model.params.values
-            model.params.zeroGrad()
-            model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
-            let analytic = model.params.grads
-            var p = p0
-            var indices: [Int] = []
-            for v in model.params.views {
-                indices += GradientCheck.sample(v.count, 4, seed: UInt64(v.offset + 1)).map { v.offset + $0 }
-            }
-            GradientCheck.check(&p, analytic: analytic, indices: indices, label: "\(coupling) alternate=\(alternate)") { loss($0) }
-            model.params.values = p0
+            GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "\(coupling) alternate=\(alternate)")
         }
     }
 
@@ -131,16 +116,8 @@ final class WaveGlowTests: XCTestCase {
             let mel: [Double] = rng.array(cfg.nMels * frames)
             let x: [Double] = rng.array(t, scale: 0.5)
             let s = model.forward(audio: x, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32)
-            var jac = [Double](repeating: 0, count: t * t)
-            let eps = 1e-6
-            for j in 0..<t {
-                var xp = x, xm = x
-                xp[j] += eps; xm[j] -= eps
-                let zp = model.forward(audio: xp, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
-                let zm = model.forward(audio: xm, mel: mel, batch: 1, frames: frames, keepCache: false, context: .fp32).z
-                for i in 0..<t { jac[i * t + j] = (zp[i] - zm[i]) / (2 * eps) }
-            }
-            XCTAssertEqual(logAbsDeterminant(jac, t), s.logdet[0], accuracy: Tolerance.bruteForceLogDet, coupling)
+            XCTAssertEqual(GradientCheck.bruteForceLogDet(model, audio: x, mel: mel, frames: frames), s.logdet[0],
+                           accuracy: Tolerance.bruteForceLogDet, coupling)
         }
     }
 
