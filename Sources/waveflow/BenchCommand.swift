@@ -30,6 +30,10 @@ struct Bench: ParsableCommand {
         let context = compute.apply()
         try runReportingErrors {
             var melRow: String?
+            let cpu = CPUInfo.current
+            print("CPU \(cpu.modelName) (family \(cpu.family), model \(cpu.model)); \(cpu.notableFeatures.joined(separator: " "))")
+            print("caches \(CPUCaches.current.description); elementwise \(VectorKernels.level.rawValue); "
+                  + "synthesis blocks of \(context.synthesisBlockColumns) columns")
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
             if let melAudio {
                 let audio = try AudioFile.read(melAudio, sampleRate: 22050)

@@ -20,7 +20,8 @@ public struct ComputeContext: Sendable, Equatable {
     /// products, gate) runs on blocks of this many columns, so its scratch
     /// stays small whatever the duration. 1024 keeps a block's products and
     /// gate in a 1 MB L2: 30 s of h16-c64 went from 19.0-21.1k (4096) to
-    /// 25.6k samples/s in bf16 (512: 23.8k), with 4 s unchanged.
+    /// 25.6k samples/s in bf16 (512: 23.8k), with 4 s unchanged. The default
+    /// scales that with this machine's L2 (`defaultSynthesisBlockColumns`).
     public var synthesisBlockColumns: Int
     /// Whether Float32 weight-gradient products may run on oneDNN's f32
     /// matmul (see `WeightGradients`); from `WAVEFLOW_WEIGHT_GRADIENTS`.
@@ -29,12 +30,27 @@ public struct ComputeContext: Sendable, Equatable {
     /// - Parameters:
     ///   - precision: `.fp32` (the reference) or `.bf16`.
     ///   - threads: workers for synthesis blocks and training shards (default: the process pool).
-    public init(precision: Precision = .fp32, threads: Int? = nil, synthesisBlockColumns: Int = 1024,
+    public init(precision: Precision = .fp32, threads: Int? = nil,
+                synthesisBlockColumns: Int = ComputeContext.defaultSynthesisBlockColumns,
                 weightGradientsOnOneDNN: Bool = WeightGradients.allowedByEnvironment) {
         self.precision = precision
         self.threads = max(1, threads ?? Threads.count)
         self.synthesisBlockColumns = max(1, synthesisBlockColumns)
         self.weightGradientsOnOneDNN = weightGradientsOnOneDNN
+    }
+
+    /// The synthesis block for this machine: `WAVEFLOW_BLOCK_COLUMNS` if
+    /// set, else 1024 columns per MB of L2 (measured best on a 1 MB L2),
+    /// a multiple of 128 from 256 to 4096; 1024 where the L2 is unknown.
+    public static let defaultSynthesisBlockColumns: Int = {
+        if let text = ProcessInfo.processInfo.environment["WAVEFLOW_BLOCK_COLUMNS"], let n = Int(text), n >= 1 { return n }
+        return blockColumns(forL2: CPUCaches.current.l2)
+    }()
+
+    /// 1024 columns per MB of L2, a multiple of 128 in 256...4096.
+    static func blockColumns(forL2 l2: Int?) -> Int {
+        guard let l2, l2 > 0 else { return 1024 }
+        return min(4096, max(256, 1024 * l2 / (1 << 20) / 128 * 128))
     }
 
     /// Float32 products on OpenBLAS (weight gradients on oneDNN where it

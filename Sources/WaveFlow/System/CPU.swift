@@ -46,3 +46,43 @@ public struct CPUInfo: Sendable {
         return info
     }
 }
+
+/// The data cache sizes of this machine's first core, in bytes, from Linux's
+/// sysfs (`/sys/devices/system/cpu/cpu0/cache/index*/`); nil where unknown.
+public struct CPUCaches: Sendable {
+    public var l1d: Int?, l2: Int?, l3: Int?
+
+    public static let current: CPUCaches = read()
+
+    static func read(root: String = "/sys/devices/system/cpu/cpu0/cache") -> CPUCaches {
+        var caches = CPUCaches()
+        for i in 0..<8 {
+            let dir = root + "/index\(i)/"
+            func field(_ name: String) -> String? {
+                (try? String(contentsOfFile: dir + name, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            guard let level = field("level").flatMap(Int.init), let type = field("type"), type != "Instruction",
+                  let size = field("size").flatMap(parseSize) else { continue }
+            switch level {
+            case 1: caches.l1d = size
+            case 2: caches.l2 = size
+            case 3: caches.l3 = size
+            default: break
+            }
+        }
+        return caches
+    }
+
+    /// "32K", "1024K", "32M" or a plain number of bytes.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        if let last = text.last, let unit = units[last] { return Int(text.dropLast()).map { $0 * unit } }
+        return Int(text)
+    }
+
+    /// "L1d 32 KB, L2 1024 KB, L3 32768 KB" (unknown levels left out).
+    public var description: String {
+        let parts = [("L1d", l1d), ("L2", l2), ("L3", l3)].compactMap { name, size in size.map { "\(name) \($0 >> 10) KB" } }
+        return parts.isEmpty ? "unknown" : parts.joined(separator: ", ")
+    }
+}
