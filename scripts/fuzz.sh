@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]     (default: all, 60 s each)
 #
 # TARGET: npy, checkpoint (safetensors + checkpoint validation), audio
-# (WAV/FLAC/Ogg/AIFF through libsndfile). Builds the waveflow-fuzz tool
+# (WAV/FLAC/Ogg/AIFF through libsndfile), torch (`waveflow import` of
+# PyTorch WaveGlow files: zip/legacy containers, the pickle reader). Builds the waveflow-fuzz tool
 # with -sanitize=fuzzer,address into .build-fuzz/, starts each target from a
 # copy of its seed corpus (Tests/Fuzz/corpus/TARGET, committed) and fails on
 # the first crash, trap, leak-free overflow or hang (the input is saved in
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}; seconds=${2:-60}
-targets=(npy checkpoint audio)
+targets=(npy checkpoint audio torch)
 [ "$which" = all ] || targets=("$which")
 WAVEFLOW_FUZZ=1 swift build -c release --build-path .build-fuzz --product waveflow-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld 2>&1 | tail -1

@@ -8,7 +8,7 @@ struct Waveflow: ParsableCommand {
         commandName: "waveflow",
         abstract: "A WaveFlow neural vocoder: learn from recordings, turn mel spectrograms into speech.",
         version: waveflowVersion,
-        subcommands: [Info.self, Mel.self, Train.self, Score.self, Synth.self, Eval.self, Export.self, Bench.self]
+        subcommands: [Info.self, Mel.self, Train.self, Score.self, Synth.self, Eval.self, Export.self, Import.self, Bench.self]
     )
 }
 

@@ -14,14 +14,20 @@ public struct Checkpoint {
     public static let format = "waveflow"
     public static let formatVersion = "1"
 
-    /// Loads and validates `path` completely before returning anything.
+    /// Loads and validates `path` completely before returning anything. A
+    /// PyTorch WaveGlow file (`.pt`, recognised by its content: a zip archive
+    /// or the legacy torch.save magic) is converted in memory with
+    /// `WaveGlowImport` and its default (Tacotron 2) mel parameters.
     public static func load(_ path: String) throws -> Checkpoint {
-        try load(contents: try SafeTensors.read(path), path: path)
+        if PyTorchArchive.looksLikePyTorch(path: path) { return try WaveGlowImport.load(path: path).checkpoint }
+        return try load(contents: try SafeTensors.read(path), path: path)
     }
 
     /// Loads a checkpoint from the bytes of a safetensors file (`name`
-    /// names it in errors), with every check of `load(_:)`.
+    /// names it in errors), with every check of `load(_:)`; PyTorch bytes
+    /// are converted as in `load(_:)`.
     public static func load(data: Data, name: String) throws -> Checkpoint {
+        if PyTorchArchive.looksLikePyTorch(data.prefix(16)) { return try WaveGlowImport.load(data: data, name: name).checkpoint }
         let contents: (metadata: [String: String], tensors: [String: Tensor])
         do { contents = try SafeTensors.decode(data) } catch let e as WaveFlowError { throw e.at(name) }
         return try load(contents: contents, path: name)

@@ -7,7 +7,8 @@ import WaveFlow
 //     waveflow-fuzz TARGET [libFuzzer options] [corpus folders]
 //
 // with TARGET one of npy, checkpoint (safetensors + checkpoint validation),
-// audio (libsndfile through AudioFile.read). A target may throw any
+// audio (libsndfile through AudioFile.read), torch (PyTorch WaveGlow import:
+// zip and legacy containers, the pickle reader, the layout and config checks). A target may throw any
 // WaveFlowError; a crash, a trap or a hang is a finding.
 
 @_silgen_name("LLVMFuzzerRunDriver")
@@ -27,6 +28,8 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
         _ = try? NPY.decode(bytes)
     case "checkpoint":
         _ = try? Checkpoint.load(data: bytes, name: "input.safetensors")
+    case "torch":
+        _ = try? WaveGlowImport.load(data: bytes, name: "input.pt")
     case "audio":
         FileManager.default.createFile(atPath: scratch, contents: bytes)
         if let audio = try? AudioFile.read(scratch) { precondition(audio.samples.allSatisfy(\.isFinite)) }
@@ -38,8 +41,8 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
 
 @_cdecl("waveflow_fuzz_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    guard argc >= 2, let argv, let name = argv[1].map({ String(cString: $0) }), ["npy", "checkpoint", "audio"].contains(name) else {
-        FileHandle.standardError.write(Data("usage: waveflow-fuzz npy|checkpoint|audio [libFuzzer options] [corpus]\n".utf8))
+    guard argc >= 2, let argv, let name = argv[1].map({ String(cString: $0) }), ["npy", "checkpoint", "audio", "torch"].contains(name) else {
+        FileHandle.standardError.write(Data("usage: waveflow-fuzz npy|checkpoint|audio|torch [libFuzzer options] [corpus]\n".utf8))
         return 2
     }
     target = name
