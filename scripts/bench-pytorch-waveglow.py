@@ -27,6 +27,9 @@ float32, ~1e-4 expected) and that the log-det equals log|det J| of the
 autograd Jacobian on a tiny input (float64). A manual tool: not run by CI.
 """
 import argparse
+import numpy as np
+import os
+import resource
 import math
 import time
 
@@ -157,6 +160,29 @@ def check(cfg, M, hop):
     assert err < 1e-3, "inverse does not invert the forward"
 
 
+def to_published(sd):
+    """This script's state dict in the names of the authors' modules (MODEL-SPEC 12.7):
+    ws.k [c, c] -> convinv.k.conv.weight [c, c, 1], wn.k.* -> WN.k.*."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("ws."):
+            out[f"convinv.{k.split('.')[1]}.conv.weight"] = v[:, :, None].contiguous()
+        else:
+            out["WN." + k[3:] if k.startswith("wn.") else k] = v
+    return out
+
+
+def from_published(sd):
+    """The inverse of `to_published`."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("convinv."):
+            out[f"ws.{k.split('.')[1]}"] = v[:, :, 0]
+        else:
+            out["wn." + k[3:] if k.startswith("WN.") else k] = v
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", help="comma-separated: " + ", ".join(PRESETS))
@@ -175,6 +201,9 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--phases", default="train,synth")
     p.add_argument("--check", action="store_true")
+    p.add_argument("--pt", help="a checkpoint in the authors' state-dict form ({'model': state_dict}): loaded when it "
+                   "exists, else written from the random model (then give it to `waveflow synth --checkpoint`)")
+    p.add_argument("--mel", help="vocode this .npy mel [M, F] (synth only) instead of a random one")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     base = dict(C=a.channels, K=a.flows, L=a.layers, G=a.group, E=a.early_every, S=a.early_size)
@@ -191,6 +220,10 @@ def main():
     for name, cfg in runs:
         torch.manual_seed(1)
         model = WaveGlow(**cfg, M=a.mels, hop=a.hop)
+        if a.pt and os.path.exists(a.pt):
+            model.load_state_dict(from_published(torch.load(a.pt, map_location="cpu")["model"]))
+        elif a.pt:
+            torch.save({"model": to_published(model.state_dict()), "iteration": 0}, a.pt)
         params = sum(q.numel() for q in model.parameters())
         for phase in a.phases.split(","):
             if phase == "train":
@@ -207,13 +240,19 @@ def main():
                 t, n = best_time(a.repeats, step), a.batch * a.segment
             else:
                 frames = int(a.seconds * SR) // a.hop
-                mel, z = torch.rand(1, a.mels, frames) * -8, 0.7 * torch.randn(1, frames * a.hop)
+                mel = torch.rand(1, a.mels, frames) * -8
+                if a.mel:
+                    mel = torch.from_numpy(np.load(a.mel).astype(np.float32))[None]
+                    frames = mel.shape[2]
+                z = 0.7 * torch.randn(1, frames * a.hop)
 
                 def synth():
                     with torch.inference_mode():
                         model.infer(mel, z)
                 t, n = best_time(a.repeats, synth), frames * a.hop
-            print(f"{name:<16}{phase:<7}{params / 1e6:>8.2f}M{n / t:>12.0f}{t / (n / SR):>9.3f}{t:>9.3f}", flush=True)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{name:<16}{phase:<7}{params / 1e6:>8.2f}M{n / t:>12.0f}{t / (n / SR):>9.3f}{t:>9.3f}  peak {peak:.0f} MB",
+                  flush=True)
 
 
 if __name__ == "__main__":
