@@ -63,7 +63,11 @@ public final class MelSpectrogram: @unchecked Sendable {
     /// out-of-range reads of the 16-bin blocks.
     let zStride: Int, zOffset = 16
     /// cos and -sin of 2 pi k / N for k < 16 * ceil(nBins / 16).
-    let twiddleCos: [Float], twiddleSin: [Float]
+    let twiddleCos: OwnedBuffer<Float>, twiddleSin: OwnedBuffer<Float>
+    /// `window` and `filterBank` for the fused pipeline's loops.
+    let windowValues: OwnedBuffer<Float>, filterBankValues: OwnedBuffer<Float>
+    /// The fused pipeline's FFT (see `halfPlan`).
+    var fusedPlan: fftwf_plan { halfPlan }
     /// Frames per FFTW call and per step of the fused pipeline (a multiple of 16).
     static let framesPerPlan = 32
 
@@ -93,8 +97,12 @@ public final class MelSpectrogram: @unchecked Sendable {
         // The 16-bin blocks read up to 15 values before Z[0] and 16 after Z[M-1].
         precondition(zOffset >= 16 && zs >= zOffset + half + 16)
         let kPadded = (config.nBins + 15) / 16 * 16
-        twiddleCos = (0..<kPadded).map { Float(cos(2 * Double.pi * Double($0) / Double(config.nFFT))) }
-        twiddleSin = (0..<kPadded).map { Float(-sin(2 * Double.pi * Double($0) / Double(config.nFFT))) }
+        let cosines = (0..<kPadded).map { Float(cos(2 * Double.pi * Double($0) / Double(config.nFFT))) }
+        let sines = (0..<kPadded).map { Float(-sin(2 * Double.pi * Double($0) / Double(config.nFFT))) }
+        twiddleCos = OwnedBuffer(copying: cosines, count: kPadded)
+        twiddleSin = OwnedBuffer(copying: sines, count: kPadded)
+        windowValues = OwnedBuffer(copying: w, count: w.count)
+        filterBankValues = OwnedBuffer(copying: fb, count: fb.count)
         let halfIn = fftwf_alloc_real(howMany * config.nFFT)!
         let halfOut = fftwf_alloc_complex(howMany * zs)!
         defer { fftwf_free(halfIn); fftwf_free(halfOut) }
@@ -188,107 +196,20 @@ public final class MelSpectrogram: @unchecked Sendable {
         guard samples.count > c.nFFT / 2 else {
             throw WaveFlowError("audio too short: \(samples.count) samples, need more than \(c.nFFT / 2) for the reflect padding")
         }
-        let frames = c.frames(forSamples: samples.count)
-        let (m, nb, nFFT, pad) = (c.nMels, c.nBins, c.nFFT, c.nFFT / 2)
-        // Only frames within n_fft/2 of either end read the reflect padding:
-        // they come from two short padded copies of the ends, all others
-        // straight from `samples` (no copy of the whole signal).
-        let edge = min(samples.count, nFFT + c.hopLength)
-        let head = MelSpectrogram.reflectPad(Array(samples[0..<edge]), pad)
-        let tail = MelSpectrogram.reflectPad(Array(samples[(samples.count - edge)...]), pad)
-        let chunk = MelSpectrogram.framesPerPlan, lanes = chunk / 16, nbBlocks = (nb + 15) / 16
-        var mel = [Float](repeating: 0, count: m * frames)
-        let chunks = (frames + chunk - 1) / chunk
-        head.withUnsafeBufferPointer { hp in
-        tail.withUnsafeBufferPointer { tp in
-        let (headBase, tailBase) = (hp.baseAddress!, tp.baseAddress!)
+        let frames = c.frames(forSamples: samples.count), chunk = MelSpectrogram.framesPerPlan
+        let mel = OwnedBuffer<Float>(repeating: 0, count: c.nMels * frames)
         samples.withUnsafeBufferPointer { src in
-            mel.withUnsafeMutableBufferPointer { dst in
-                window.withUnsafeBufferPointer { wp in
-                    filterBank.withUnsafeBufferPointer { fbp in
-                      twiddleCos.withUnsafeBufferPointer { tcp in
-                        twiddleSin.withUnsafeBufferPointer { tsp in
-                        let (out, win, fb) = (dst.baseAddress!, wp.baseAddress!, fbp.baseAddress!)
-                        let (twc, tws) = (tcp.baseAddress!, tsp.baseAddress!)
-                        Threads.parallelFor(chunks) { ci in
-                            let input = fftwf_alloc_real(chunk * nFFT)!
-                            let (zs, zo, half) = (zStride, zOffset, nFFT / 2)
-                            let zbuf = fftwf_alloc_complex(chunk * zs)!
-                            let output = UnsafeMutableRawPointer(zbuf).assumingMemoryBound(to: Float.self)
-                            let magT = UnsafeMutablePointer<Float>.allocate(capacity: nbBlocks * 16 * chunk)
-                            let block = UnsafeMutablePointer<Float>.allocate(capacity: m * chunk)
-                            let rows = UnsafeMutablePointer<FastMath.V>.allocate(capacity: 32)
-                            defer { fftwf_free(input); fftwf_free(zbuf); magT.deallocate(); block.deallocate(); rows.deallocate() }
-                            let f0 = ci * chunk, f1 = min(frames, f0 + chunk)
-                            for f in f0 ..< f0 + chunk {
-                                let frame = input + (f - f0) * nFFT
-                                if f >= f1 { frame.update(repeating: 0, count: nFFT); continue }
-                                // Frame f covers padded samples f*hop ..< f*hop + nFFT, i.e.
-                                // original samples f*hop - pad ..< f*hop + pad.
-                                let start = f * c.hopLength - pad
-                                let s: UnsafePointer<Float>
-                                if start >= 0 && start + nFFT <= samples.count {
-                                    s = src.baseAddress! + start
-                                } else if start < 0 {
-                                    s = headBase + f * c.hopLength
-                                } else {
-                                    // tail = pad(samples[count - edge ...]): padded index of original i is i - (count - edge) + pad.
-                                    s = tailBase + (start - (samples.count - edge) + pad)
-                                }
-                                for n in 0..<nFFT { frame[n] = s[n] * win[n] }
-                            }
-                            input.withMemoryRebound(to: fftwf_complex.self, capacity: chunk * half) {
-                                fftwf_execute_dft(halfPlan, $0, zbuf + zo)
-                            }
-                            for fi in 0 ..< chunk {
-                                let z = output + 2 * (fi * zs + zo)
-                                z[2 * half] = z[0]; z[2 * half + 1] = z[1]
-                            }
-                            // Magnitudes of 16 frames x 16 bins at a time, transposed in
-                            // registers into magT [bins, chunk] (bins >= nBins hold junk
-                            // that no band reads).
-                            for g in 0 ..< lanes {
-                                for kb in 0 ..< nbBlocks {
-                                    let k0 = 16 * kb
-                                    let tc = UnsafeRawPointer(twc + k0).loadUnaligned(as: FastMath.V.self)
-                                    let ts = UnsafeRawPointer(tws + k0).loadUnaligned(as: FastMath.V.self)
-                                    for fi in 0..<16 {
-                                        let z = output + 2 * ((16 * g + fi) * zs + zo)
-                                        let zv = UnsafeRawPointer(z + 2 * k0).loadUnaligned(as: SIMD32<Float>.self)
-                                        let (zr, zi) = (zv.evenHalf, zv.oddHalf)
-                                        // Z[M-k] for k = k0 ..< k0+16: indices M-k0-15 ... M-k0, reversed.
-                                        let wv = UnsafeRawPointer(z + 2 * (half - k0 - 15)).loadUnaligned(as: SIMD32<Float>.self)
-                                        let wr = MelSpectrogram.reversed(wv.evenHalf), wi = MelSpectrogram.reversed(wv.oddHalf)
-                                        // 2E = (zr + wr, zi - wi); 2O = (zi + wi, wr - zr).
-                                        let er = zr + wr, ei = zi - wi, or = zi + wi, oi = wr - zr
-                                        let xr = er + tc * or - ts * oi, xi = ei + tc * oi + ts * or
-                                        rows[fi] = 0.5 * (xr * xr + xi * xi).squareRoot()
-                                    }
-                                    MelSpectrogram.transpose16(rows, rows + 16)
-                                    for j in 0..<16 {
-                                        UnsafeMutableRawPointer(magT + (16 * kb + j) * chunk + 16 * g).storeBytes(of: rows[j], as: FastMath.V.self)
-                                    }
-                                }
-                            }
-                            for band in 0..<m {
-                                let weights = fb + band * nb, range = bandRanges[band]
-                                for lane in 0..<lanes {
-                                    var acc = FastMath.V(repeating: 0)
-                                    for k in range {
-                                        acc += weights[k] * UnsafeRawPointer(magT + k * chunk + 16 * lane).loadUnaligned(as: FastMath.V.self)
-                                    }
-                                    UnsafeMutableRawPointer(block + band * chunk + 16 * lane)
-                                        .storeBytes(of: FastMath.log(FastMath.atLeast(acc, MelSpectrogram.logFloor)), as: FastMath.V.self)
-                                }
-                            }
-                            for band in 0..<m { (out + band * frames + f0).update(from: block + band * chunk, count: f1 - f0) }
-                        }
-                        }}
-                    }
-                }
+            let signal = PaddedFrames(src, config: c)
+            Threads.parallelFor((frames + chunk - 1) / chunk) { ci in
+                let f0 = ci * chunk, block = MelChunk(self)
+                block.window(signal, frames: f0 ..< min(frames, f0 + chunk))
+                block.transform()
+                block.magnitudes()
+                block.logMel()
+                block.store(into: mel.pointer, frames: f0 ..< min(frames, f0 + chunk), of: frames)
             }
-        }}}
-        return NPYArray(shape: [m, frames], values: mel)
+        }
+        return NPYArray(shape: [c.nMels, frames], values: mel.array)
     }
 
     /// The lanes of `v` in reverse order.

@@ -6,30 +6,6 @@
 // Layout: [C, N] with N = B * w (batch items side by side, w columns each);
 // taps never reach across an item's edge.
 
-/// An owned, fixed-size buffer (scratch and caches that outlive a call).
-final class OwnedBuffer<T>: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<T>
-    let count: Int
-
-    /// `count` values, all `value`.
-    init(repeating value: T, count: Int) {
-        self.count = count
-        pointer = .allocate(capacity: max(1, count))
-        pointer.initialize(repeating: value, count: count)
-    }
-
-    /// A copy of `count` values at `source`.
-    init(copying source: UnsafePointer<T>, count: Int) {
-        self.count = count
-        pointer = .allocate(capacity: max(1, count))
-        pointer.initialize(from: source, count: count)
-    }
-
-    deinit { pointer.deallocate() }
-
-    var array: [T] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
-}
-
 /// Where the dilated convolution runs: C in, batch items of `width` columns, dilation.
 struct DilatedConvShape: Equatable {
     var cin: Int, batch: Int, width: Int, dilation: Int

@@ -1,0 +1,25 @@
+import Foundation
+
+/// An owned, fixed-size buffer (scratch and caches that outlive a call).
+final class OwnedBuffer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    let count: Int
+
+    /// `count` values, all `value`.
+    init(repeating value: T, count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(1, count))
+        pointer.initialize(repeating: value, count: count)
+    }
+
+    /// A copy of `count` values at `source`.
+    init(copying source: UnsafePointer<T>, count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(1, count))
+        pointer.initialize(from: source, count: count)
+    }
+
+    deinit { pointer.deallocate() }
+
+    var array: [T] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+}
