@@ -66,8 +66,10 @@ struct Eval: ParsableCommand {
                              mean(\.griffinLim.melDistance), mean(\.griffinLim.logSpectralDistance), mean(\.griffinLim.rmsRatio)))
                 print("")
                 print("system\tmel_l1\tlsd8k\tmr_stft\trms")
-                for (name, k) in [("model", \EvaluationResult.model), ("noise-excited LPC", \EvaluationResult.lpc),
-                                  ("Griffin-Lim 32", \EvaluationResult.griffinLim)] {
+                // With --no-baselines their columns above are nan; the summary leaves them out.
+                let systems = [("model", \EvaluationResult.model), ("noise-excited LPC", \EvaluationResult.lpc),
+                               ("Griffin-Lim 32", \EvaluationResult.griffinLim)]
+                for (name, k) in systems.prefix(baselines ? 3 : 1) {
                     print(String(format: "%@\t%.4f\t%.4f\t%.4f\t%.3f", name, mean { $0[keyPath: k].melDistance },
                                  mean { $0[keyPath: k].logSpectralDistance }, mean { $0[keyPath: k].stftDistance },
                                  mean { $0[keyPath: k].rmsRatio }))
