@@ -191,7 +191,7 @@ final class ServerTests: XCTestCase {
             XCTAssertTrue(r.text.hasPrefix("busy"), r.text)
         }
 
-        let slow = try await start { $0.workers = 1; $0.timeoutSeconds = 0.2 }
+        let slow = try await start { $0.workers = 1; $0.timeoutSeconds = 0.05 }
         let late = try await slow.post("/v1/vocode", npy)
         let metrics = try await slow.request("GET", "/metrics")
         try await slow.stop()
