@@ -13,13 +13,23 @@ let archFlags: [String] = []
 
 let package = Package(
     name: "waveflow",
-    platforms: [.macOS(.v13)],
+    // macOS 14: Hummingbird 2's minimum there (Linux has no such floor).
+    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "waveflow", targets: ["waveflow"]),
         .library(name: "WaveFlow", targets: ["WaveFlow"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `waveflow serve` (WaveFlowServer): Hummingbird 2 on SwiftNIO, graceful
+        // shutdown through swift-service-lifecycle. (Its tests and
+        // `serve-bench` use Foundation's URLSession: AsyncHTTPClient would
+        // add BoringSSL to every build.)
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // C libraries, each behind its own module map (see Sources/C*/).
@@ -31,14 +41,30 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSoxr", pkgConfig: "soxr",
                        providers: [.apt(["libsoxr-dev"])]),
-        .systemLibrary(name: "CSystem"),
+        // (Not "CSystem": swift-system, which SwiftNIO brings in, has a target of that name.)
+        .systemLibrary(name: "CGlibcExtras"),
         // Our own C: elementwise kernels per instruction set (AVX2, AVX-512).
         .target(name: "CKernels"),
 
         // The engine: audio, features, numerical core, model, training.
         .target(
             name: "WaveFlow",
-            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr", "CSystem", "CKernels"],
+            dependencies: ["CSndFile", "CFFTW", "COpenBLAS", "CSoxr", "CGlibcExtras", "CKernels"],
+            swiftSettings: [.unsafeFlags(archFlags)]
+        ),
+        // The HTTP service (`waveflow serve`): routes, request parsing, the
+        // worker pool and queue, metrics, the page. Uses WaveFlow's public API.
+        .target(
+            name: "WaveFlowServer",
+            dependencies: [
+                "WaveFlow",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
         // The command-line tool: parses arguments, calls the engine.
@@ -46,7 +72,10 @@ let package = Package(
             name: "waveflow",
             dependencies: [
                 "WaveFlow",
+                "WaveFlowServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
@@ -62,6 +91,17 @@ let package = Package(
             name: "WaveFlowTests",
             dependencies: ["WaveFlow"],
             resources: [.copy("Fixtures")],
+            swiftSettings: [.unsafeFlags(archFlags)]
+        ),
+        // The service over real HTTP on loopback (in-process server, URLSession).
+        .testTarget(
+            name: "WaveFlowServerTests",
+            dependencies: [
+                "WaveFlow",
+                "WaveFlowServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: [.unsafeFlags(archFlags)]
         ),
     ],

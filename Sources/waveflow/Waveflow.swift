@@ -3,13 +3,31 @@ import Foundation
 import WaveFlow
 
 /// The root command: lists the subcommands.
-struct Waveflow: ParsableCommand {
+struct Waveflow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "waveflow",
         abstract: "A WaveFlow neural vocoder: learn from recordings, turn mel spectrograms into speech.",
         version: waveflowVersion,
-        subcommands: [Info.self, Mel.self, Train.self, Score.self, Synth.self, Eval.self, Export.self, Import.self, Bench.self]
+        subcommands: [Info.self, Mel.self, Train.self, Score.self, Synth.self, Eval.self, Export.self, Import.self, Bench.self,
+                      Serve.self, ServeBench.self, StreamCheck.self]
     )
+}
+
+extension Waveflow {
+    /// Parses `args` and runs the command: what `AsyncParsableCommand.main`
+    /// does (`serve` is async; the other commands run synchronously as before).
+    static func start(_ args: [String]) async {
+        do {
+            var command = try parseAsRoot(args)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// `--precision`: a precision, or `auto` (bf16 where it is available, else fp32).

@@ -6,7 +6,8 @@ import WaveFlow
 BLAS.ensureFastKernel()
 configureAllocator()
 switch Arguments.prepared(Array(CommandLine.arguments.dropFirst())) {
-case .success(let args): Waveflow.main(args)
+case .success(let args):
+    await Waveflow.start(args)
 case .failure(let e):
     logLine("waveflow: error: \(e.description)")
     exit(64)

@@ -58,6 +58,14 @@ final class HostileInputTests: XCTestCase {
         assertFails(["nan.safetensors", "not finite"]) { try Checkpoint.load(dir + "/nan.safetensors") }
         try Data([0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 60)).write(to: URL(fileURLWithPath: dir + "/model.pt"))
         assertFails(["model.pt", "PyTorch"]) { try Checkpoint.load(dir + "/model.pt") }
+        try Data([0x80, 0x02, 0x8A, 0x0A] + [UInt8](repeating: 0, count: 60)).write(to: URL(fileURLWithPath: dir + "/legacy.pt"))
+        assertFails(["legacy.pt", "legacy pickle"]) { try Checkpoint.load(dir + "/legacy.pt") }
+        // A safetensors header of 0x180 bytes starts with the byte 0x80 too (a
+        // checkpoint's header length depends on its paths): still read as one.
+        var header = [UInt8]("{\"__metadata__\":{}}".utf8)
+        header += [UInt8](repeating: 0x20, count: 0x180 - header.count)
+        let file = withUnsafeBytes(of: UInt64(0x180).littleEndian) { [UInt8]($0) } + header
+        XCTAssertEqual(try SafeTensors.decode(Data(file)).tensors.count, 0)
     }
 
     /// Outputs never clobber their inputs, symbolic links or devices; a

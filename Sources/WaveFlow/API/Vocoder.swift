@@ -34,8 +34,10 @@ import Foundation
 /// `Threads.count` defaults to every core, as the tool's `--threads` does.
 ///
 /// ## Not offered
-/// No streaming or chunked synthesis: each call vocodes one whole mel and
-/// returns frames × hop samples. No fixed latent (`waveflow synth --noise`)
+/// Each `synthesise` call vocodes one whole mel and returns frames × hop
+/// samples; ``synthesiseInChunks(mel:transpose:sigma:seed:denoise:chunkFrames:contextFrames:emit:)``
+/// gives it piece by piece (an approximation unless the context covers the
+/// mel). No fixed latent (`waveflow synth --noise`)
 /// either; ``Synthesizer/synthesise(mel:z:)`` takes one.
 ///
 /// ## Threads
@@ -143,6 +145,15 @@ public final class Vocoder: @unchecked Sendable {
         let m: NPYArray
         do { m = try synthesizer.validated(try NPY.read(path), transpose: transpose) } catch let e as WaveFlowError { throw e.at(path) }
         return try vocode(m, sigma: sigma, seed: seed, denoise: denoise)
+    }
+
+    /// The checks `synthesise` makes on a mel, on their own: 2-D, non-empty,
+    /// the model's band count, finite (for a service that refuses a bad
+    /// request before it queues it).
+    /// - Returns: the mel as `[n_mels, frames]`.
+    /// - Throws: `WaveFlowError` with the command line's one-line message.
+    public func validated(mel: NPYArray, transpose: Bool = false) throws -> NPYArray {
+        try synthesizer.validated(mel, transpose: transpose)
     }
 
     /// The option checks of `waveflow synth` (there done by the argument parser).

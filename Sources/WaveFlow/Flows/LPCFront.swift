@@ -39,6 +39,16 @@ public struct LPCEnvelope: Sendable, Equatable {
     }
 }
 
+/// The state of the LPC synthesis filter between two pieces of one
+/// utterance: its last `order` outputs (Float64).
+public struct LPCHistory: Sendable {
+    var ring: [Double]
+    var head: Int
+    /// Silence before the first sample.
+    public init(order: Int) { ring = [Double](repeating: 0, count: 2 * order); head = 0 }
+    init(ring: [Double], head: Int) { (self.ring, self.head) = (ring, head) }
+}
+
 /// The LPC front of one model configuration: the mel triangles, band
 /// normalisers, cosine table and lag window, made once. Immutable and safe to
 /// share between threads.
@@ -203,24 +213,35 @@ public struct LPCFront: Sendable {
     /// `x_t = g_{f(t)} e_t - sum_{k=1}^{p} a_{f(t)}[k] x_{t-k}`, run in
     /// Float64 (the filter's own history is never rounded).
     public func synthesise(_ e: [Float], envelope env: LPCEnvelope) -> [Float] {
+        var history = LPCHistory(order: order)
+        return synthesise(e, envelope: env, from: 0, history: &history)
+    }
+
+    /// The synthesis filter over samples `start ..< start + e.count` of an
+    /// utterance, continuing from `history` (the filter's last outputs,
+    /// updated): successive pieces give exactly the samples of one call on
+    /// the whole excitation (chunked synthesis).
+    public func synthesise(_ e: [Float], envelope env: LPCEnvelope, from start: Int, history: inout LPCHistory) -> [Float] {
         let p = order
+        precondition(history.ring.count == 2 * p)
         var x = [Float](repeating: 0, count: e.count)
         // A ring of the last p outputs in Float64, doubled so that a window of
         // p values is contiguous.
-        var ring = [Double](repeating: 0, count: 2 * p)
-        var head = 0 // ring[head + k - 1] is x_{t-k}
+        var ring = history.ring
+        var head = history.head // ring[head + k - 1] is x_{t-k}
         env.coefficients.withUnsafeBufferPointer { cp in
-            for t in 0..<e.count {
-                let f = env.frame(ofSample: t)
+            for i in 0..<e.count {
+                let f = env.frame(ofSample: start + i)
                 let a = cp.baseAddress! + f * (p + 1)
-                var sum = env.gains[f] * Double(e[t])
+                var sum = env.gains[f] * Double(e[i])
                 for k in 1...p { sum -= a[k] * ring[head + k - 1] }
                 head = head == 0 ? p - 1 : head - 1
                 ring[head] = sum
                 ring[head + p] = sum
-                x[t] = Float(sum)
+                x[i] = Float(sum)
             }
         }
+        history = LPCHistory(ring: ring, head: head)
         return x
     }
 

@@ -72,11 +72,11 @@ public enum EvaluationReport {
 }
 
 /// A minimal PNG writer (8-bit RGB, deflate "stored" blocks: no zlib needed).
-enum PNG {
+public enum PNG {
     /// A log-mel `[M, F]` as a picture: low bands at the bottom, `top - range
     /// ... top` nats mapped through a dark-to-bright colour ramp, two pixels
     /// per band.
-    static func spectrogram(_ mel: NPYArray, top: Float, range: Float) -> Data {
+    public static func spectrogram(_ mel: NPYArray, top: Float, range: Float) -> Data {
         let bands = mel.shape[0], frames = mel.shape[1]
         let scale = 2, height = bands * scale
         var rgb = [UInt8](repeating: 0, count: frames * height * 3)

@@ -43,10 +43,13 @@ public enum SafeTensors {
 
     public static func decode(_ data: Data) throws -> (metadata: [String: String], tensors: [String: Tensor]) {
         guard data.count >= 8 else { throw WaveFlowError("truncated: \(data.count) bytes, no header length") }
-        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.first == 0x80 {
+        let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        // A header length whose low byte is 0x80 is no pickle: only call it
+        // PyTorch when the bytes do not read as a safetensors header.
+        let headerFits = n <= UInt64(data.count - 8) && data.count > 8 && data[data.startIndex + 8] == UInt8(ascii: "{")
+        if !headerFits && (data.starts(with: [0x50, 0x4B, 0x03, 0x04]) || data.first == 0x80) {
             throw WaveFlowError("a PyTorch file (\(data.first == 0x80 ? "legacy pickle" : "zip archive")), not a safetensors checkpoint")
         }
-        let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n <= UInt64(data.count - 8) else {
             throw WaveFlowError("not a safetensors file, or truncated: its first 8 bytes announce a header of \(n) bytes, "
                                 + "the file has \(data.count)")

@@ -134,12 +134,20 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
     /// every step's inverse, last to first; then the LPC front's synthesis
     /// filter of section 11 if there is one).
     public func synthesise(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
+        frontSynthesis(synthesiseExcitation(mel: mel, frames: frames, z: z, context: context), mel: mel, frames: frames)
+    }
+
+    /// The flows' part of `synthesise`: every step's inverse, last to first,
+    /// without the LPC front's filter (the excitation e of a model with a
+    /// front, the audio itself otherwise). Chunked synthesis runs this on
+    /// overlapping pieces and the front's filter once, in order.
+    public func synthesiseExcitation(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
         let t = frames * config.hopLength, w = t / config.nGroup
         precondition(z.count == t)
         let condition = synthesisCondition(mel: mel, frames: frames)
         var x = squeezeAudio(z, batch: 1, width: w)
         for step in steps.reversed() { x = step.inverse(x, condition: condition, width: w, context: context) }
-        return frontSynthesis(unsqueezeAudio(x, batch: 1, width: w), mel: mel, frames: frames)
+        return unsqueezeAudio(x, batch: 1, width: w)
     }
 
     /// The naive twin of `synthesise`: the whole condition materialised,

@@ -116,7 +116,7 @@ public enum Threads {
 }
 
 #if canImport(Glibc)
-import CSystem
+import CGlibcExtras
 
 /// Keeps large freed blocks in the heap instead of returning them to the
 /// kernel: the layers allocate and free tens of megabytes per step, and with
