@@ -41,6 +41,10 @@ through the fused 1x1 conv once per row for all L layers.
 Run (CPU PyTorch; `pip install "torch==2.13.0+cpu"` on the project machine):
     python3 scripts/bench-pytorch-waveflow.py --preset h16-c64,h16-c32 --threads 2 --check
 
+On a busy machine (more runnable processes than cores) OpenMP's spinning waits
+can make --threads 2 several times slower than --threads 1; OMP_WAIT_POLICY=PASSIVE
+in the environment avoids most of that. Compare with `waveflow bench` run alike.
+
 --check first verifies, on a small random model with a non-zero output layer,
 that (a) the cached inverse inverts the forward (max |x - x'|, float32, ~1e-5
 expected), (b) it equals the naive inverse that reruns the network on all rows
@@ -49,7 +53,6 @@ Jacobian (float64, tiny model). A manual tool: not run by CI.
 """
 import argparse
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -252,7 +255,8 @@ def row(a, name, phase):
             with torch.inference_mode():
                 model.infer(mel, z)
         t, n = best_time(a.repeats, synth), frames * HOP
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter survives exec, so it would hold the parent's peak.
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
     print(f"{name:<12}{phase:<7}{params / 1e6:>8.2f}M{n / t:>12.0f}{t / (n / SR):>9.3f}{t:>9.3f}{peak:>9.0f}", flush=True)
 
 
