@@ -39,11 +39,7 @@ struct ServeBench: AsyncParsableCommand {
     struct Sample { var latency: Double; var status: Int; var audioSeconds: Double }
 
     func run() async throws {
-        let perSynthesis = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, workers))
-        VocoderServer.prepareProcessForServing(threadsPerSynthesis: perSynthesis)
-        var choice = ComputeOptions()
-        choice.precision = precision
-        let context = ComputeContext(precision: choice.resolvedPrecision(default: .auto), threads: perSynthesis)
+        let context = servingContext(workers: workers, threads: threads, precision: precision)
         let (vocoder, mel) = try runReportingErrors { () -> (Vocoder, NPYArray) in
             let v = try Vocoder(checkpoint: try model.load(), context: context)
             var m = try v.melSpectrogram(file: audio ?? "Audio/columns__sl-v-pust.ogg")
@@ -75,7 +71,7 @@ struct ServeBench: AsyncParsableCommand {
         let session = URLSession(configuration: config)
         let url = URL(string: "http://127.0.0.1:\(port)/v1/vocode" + (stream ? "?stream=1" : ""))!
         print("serve-bench: \(clients) clients x \(seconds) s on 127.0.0.1:\(port), \(String(format: "%.2f", perRequest)) s of audio per request, "
-              + "\(workers) worker(s) x \(perSynthesis) thread(s), \(context.effectivePrecision.rawValue)" + (stream ? ", streamed" : ""))
+              + "\(workers) worker(s) x \(context.threads) thread(s), \(context.effectivePrecision.rawValue)" + (stream ? ", streamed" : ""))
         let started = Date(), stopAt = started.addingTimeInterval(seconds)
         let samples = await withTaskGroup(of: [Sample].self) { tasks in
             for _ in 0..<clients {

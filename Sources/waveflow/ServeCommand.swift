@@ -44,11 +44,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let perSynthesis = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, workerCount))
-        VocoderServer.prepareProcessForServing(threadsPerSynthesis: perSynthesis)
-        var choice = ComputeOptions()
-        choice.precision = precision
-        let context = ComputeContext(precision: choice.resolvedPrecision(default: .auto), threads: perSynthesis)
+        let context = servingContext(workers: workerCount, threads: threads, precision: precision)
         let (vocoder, path) = try runReportingErrors { () -> (Vocoder, String) in
             guard let path = model.checkpoint ?? Checkpoint.defaultPath() else {
                 throw WaveFlowError("no checkpoint given and none found under Checkpoints/ (use --checkpoint)")
@@ -59,9 +55,20 @@ struct Serve: AsyncParsableCommand {
         let (h, w, q) = (host, workerCount, queue)
         try await server.run { port in
             print("waveflow serve: http://\(h):\(port)/ (\(path), \(context.effectivePrecision.rawValue), "
-                  + "\(w) worker(s) x \(perSynthesis) thread(s), queue \(q))")
+                  + "\(w) worker(s) x \(context.threads) thread(s), queue \(q))")
             fflush(stdout)
         }
         print("waveflow serve: stopped")
     }
+}
+
+/// Prepares the process for serving with `workers` concurrent syntheses and
+/// returns the context each runs in: `threads` per synthesis (default: the
+/// cores shared among the workers), the precision asked for (default auto).
+func servingContext(workers: Int, threads: Int?, precision: PrecisionChoice?) -> ComputeContext {
+    let perSynthesis = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, workers))
+    VocoderServer.prepareProcessForServing(threadsPerSynthesis: perSynthesis)
+    var choice = ComputeOptions()
+    choice.precision = precision
+    return ComputeContext(precision: choice.resolvedPrecision(default: .auto), threads: perSynthesis)
 }
