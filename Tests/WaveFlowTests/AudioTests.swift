@@ -87,6 +87,25 @@ final class AudioTests: XCTestCase {
         assertFails(["truncated.wav", "truncated"]) { try AudioFile.read(fixture("truncated.wav")) }
     }
 
+    /// A FIFO named .wav is refused at once (opening it would wait for a
+    /// writer forever), and so is a header whose sample rate would make
+    /// resampling grow the audio thousands of times (found by scripts/probe.sh).
+    func testNonRegularFilesAndAbsurdRatesAreRefused() throws {
+        let dir = temporaryFolder(self)
+        let fifo = dir + "/pipe.wav"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let t0 = Date()
+        assertFails(["pipe.wav", "not a regular file", "FIFO"]) { try AudioFile.read(fifo) }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2)
+        for rate in [1, 999, 2_000_000] {
+            let path = dir + "/rate\(rate).wav"
+            var wav = try Data(contentsOf: URL(fileURLWithPath: fixture("sine_float.wav")))
+            withUnsafeBytes(of: UInt32(rate).littleEndian) { wav.replaceSubrange(24 ..< 28, with: $0) }
+            try wav.write(to: URL(fileURLWithPath: path))
+            assertFails(["rate\(rate).wav", "sample rate \(rate) Hz"]) { try AudioFile.read(path, sampleRate: 22050) }
+        }
+    }
+
     /// A cut-off Ogg Vorbis stream, whose length libsndfile reports as
     /// INT64_MAX, is read in bounded chunks: what it holds, no crash.
     func testTruncatedOggReadsWhatItHolds() throws {

@@ -33,6 +33,21 @@ public enum AudioFile {
     static let maxFrames = 1 << 31
     /// More channels than this is a corrupt header.
     static let maxChannels = 1024
+    /// Sample rates read (a header's rate outside is taken as corrupt: 1 Hz
+    /// audio resampled to 22050 Hz would grow 22050-fold).
+    static let sampleRates = 1000...1_000_000
+
+    /// What a non-regular file is, for messages.
+    static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        case S_IFDIR: return "a folder"
+        default: return "not a regular file"
+        }
+    }
     public static let extensions: Set<String> = ["wav", "flac", "ogg", "oga", "aiff", "aif", "aifc", "au", "snd", "caf", "w64", "opus", "mp3"]
 
     /// Reads `path`, averages its channels to mono and, if `sampleRate` is
@@ -43,6 +58,12 @@ public enum AudioFile {
         guard FileManager.default.fileExists(atPath: path) else {
             throw WaveFlowError("no such file", path: path)
         }
+        // Opening a FIFO waits for a writer that may never come, and a device
+        // may never end: read regular files (or links to them) only.
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
+            throw WaveFlowError("not a regular file (\(fileKind(st.st_mode))): not read", path: path)
+        }
         var info = SF_INFO()
         guard let file = sf_open(path, Int32(SFM_READ), &info) else {
             let reason = String(cString: sf_strerror(nil))
@@ -52,6 +73,9 @@ public enum AudioFile {
         let channels = Int(info.channels)
         guard channels > 0, channels <= maxChannels, info.samplerate > 0 else {
             throw WaveFlowError("audio header is invalid (\(info.channels) channels, \(info.samplerate) Hz)", path: path)
+        }
+        guard sampleRates.contains(Int(info.samplerate)) else {
+            throw WaveFlowError("sample rate \(info.samplerate) Hz is outside \(sampleRates.lowerBound)-\(sampleRates.upperBound) Hz", path: path)
         }
         // The frame count in the header is a claim, not a fact: for a cut-off
         // Ogg Vorbis file libsndfile 1.2.0 reports INT64_MAX. Read in bounded
@@ -102,6 +126,9 @@ public enum AudioFile {
         }
         var audio = Audio(samples: mono, sampleRate: Int(info.samplerate))
         if let rate = sampleRate, rate != audio.sampleRate {
+            guard Double(frames) * Double(rate) / Double(audio.sampleRate) <= Double(maxFrames) else {
+                throw WaveFlowError("longer than \(maxFrames) frames at \(rate) Hz: not read", path: path)
+            }
             audio = try Resampler.resample(audio, to: rate)
         }
         return audio
