@@ -91,6 +91,7 @@ npy() {
     { printf '\x93NUMPY\x01\x00'; le $(( ${#hdr} + 1 )) 2; printf '%s\n' "$hdr"; cat "$3"; } > "$1"
 }
 # A safetensors file with its JSON header edited by sed: st_edit IN SED OUT.
+# (The model config is a JSON string inside that header: its quotes are \".)
 st_edit() {
     local n json
     n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
@@ -212,14 +213,14 @@ rand in/random.safetensors 5000 3;                         ck_probe "random byte
 for cut in 4 8 100 $(( mdata + 10 )) $(( msize / 2 )) $(( msize - 1 )); do head -c $cut in/model.safetensors > in/cut$cut.safetensors; ck_probe "cut at $cut of $msize bytes" in/cut$cut.safetensors; done
 cp in/model.safetensors in/hlen.safetensors; patch in/hlen.safetensors 0 '\x00\x00\x00\x00\x00\x00\x00\x7f'; ck_probe "header length 2^62" in/hlen.safetensors
 cp in/model.safetensors in/json.safetensors; patch in/json.safetensors 8 '[[[['; ck_probe "header not JSON" in/json.safetensors
-st_edit in/model.safetensors 's/"n_flows":[0-9]*/"n_flows":1000000/' in/flows.safetensors;        ck_probe "config n_flows = 1e6" in/flows.safetensors
-st_edit in/model.safetensors 's/"channels":[0-9]*/"channels":1000000000/' in/chan.safetensors;     ck_probe "config channels = 1e9" in/chan.safetensors
-st_edit in/model.safetensors 's/"n_flows":[0-9]*/"n_flows":-3/' in/negflows.safetensors;          ck_probe "config n_flows = -3" in/negflows.safetensors
-st_edit in/model.safetensors 's/"lpc_order":[0-9]*/"lpc_order":100000/' in/lpc.safetensors;       ck_probe "config lpc_order = 1e5" in/lpc.safetensors
-st_edit in/model.safetensors 's/"n_mels":[0-9]*/"n_mels":0/' in/mels.safetensors;                 ck_probe "config n_mels = 0" in/mels.safetensors
-st_edit in/model.safetensors 's/"hop_length":[0-9]*/"hop_length":0/' in/hop.safetensors;          ck_probe "config hop_length = 0" in/hop.safetensors
-st_edit in/model.safetensors 's/"channels":/"warp_factor":2,"channels":/' in/unknown.safetensors; ck_probe "config with an unknown key" in/unknown.safetensors
-st_edit in/model.safetensors 's/"channels":/"family":"nosuch","channels":/' in/family.safetensors; ck_probe "unknown family" in/family.safetensors
+st_edit in/model.safetensors 's/\\"n_flows\\":[0-9]*/\\"n_flows\\":1000000/' in/flows.safetensors;        ck_probe "config n_flows = 1e6" in/flows.safetensors
+st_edit in/model.safetensors 's/\\"channels\\":[0-9]*/\\"channels\\":1000000000/' in/chan.safetensors;     ck_probe "config channels = 1e9" in/chan.safetensors
+st_edit in/model.safetensors 's/\\"n_flows\\":[0-9]*/\\"n_flows\\":-3/' in/negflows.safetensors;          ck_probe "config n_flows = -3" in/negflows.safetensors
+st_edit in/model.safetensors 's/\\"lpc_order\\":[0-9]*/\\"lpc_order\\":100000/' in/lpc.safetensors;       ck_probe "config lpc_order = 1e5" in/lpc.safetensors
+st_edit in/model.safetensors 's/\\"n_mels\\":[0-9]*/\\"n_mels\\":0/' in/mels.safetensors;                 ck_probe "config n_mels = 0" in/mels.safetensors
+st_edit in/model.safetensors 's/\\"hop_length\\":[0-9]*/\\"hop_length\\":0/' in/hop.safetensors;          ck_probe "config hop_length = 0" in/hop.safetensors
+st_edit in/model.safetensors 's/\\"channels\\":/\\"warp_factor\\":2,\\"channels\\":/' in/unknown.safetensors; ck_probe "config with an unknown key (spec: ignored)" in/unknown.safetensors ok
+st_edit in/model.safetensors 's/\\"channels\\":/\\"family\\":\\"nosuch\\",\\"channels\\":/' in/family.safetensors; ck_probe "unknown family" in/family.safetensors
 st_edit in/model.safetensors 's/"data_offsets":\[\([0-9]*\),/"data_offsets":[\1000000,/' in/offsets.safetensors; ck_probe "tensor offsets past the end" in/offsets.safetensors
 st_edit in/model.safetensors 's/"shape":\[[0-9]*,/"shape":[4294967296,4294967296,/' in/shape.safetensors; ck_probe "tensor shape 2^32 x 2^32" in/shape.safetensors
 st_edit in/model.safetensors 's/"F32"/"F64"/' in/dtype.safetensors;                                ck_probe "a tensor's dtype changed" in/dtype.safetensors

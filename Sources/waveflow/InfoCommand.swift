@@ -12,6 +12,10 @@ struct Info: ParsableCommand {
     @Flag(help: "Also measure sgemm GFLOP/s at 128x576x16384 on 1 thread and on all threads.")
     var measure = false
 
+    @Flag(help: ArgumentHelp("Measure synthesis at each block width and keep the fastest for this machine.",
+                             discussion: "Takes about a minute. The result goes to $XDG_CACHE_HOME/waveflow/tuning.json (~/.cache/...), keyed by CPU model, features, L2 and cores; later runs on this machine use it (WAVEFLOW_BLOCK_COLUMNS still overrides). Run it on a quiet machine."))
+    var tune = false
+
     @Option(help: "Print the size of presets (comma-separated) or a JSON config file instead.")
     var config: String?
 
@@ -30,6 +34,19 @@ struct Info: ParsableCommand {
                         ? "\(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, " : ""
                     print("multiply-adds \(perRow)\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
                 }
+            }
+            return
+        }
+        if tune {
+            try runReportingErrors {
+                let context = compute.apply(defaultPrecision: .auto)
+                print("measuring synthesis of h16-c64 (\(context.precision.rawValue), \(context.threads) threads) at each block width:")
+                let tuning = try MachineTuning.measure(context: context) { columns, rate in
+                    print(String(format: "  %5d columns  %9.0f samples/s", columns, rate))
+                }
+                let path = MachineTuning.defaultPath()
+                try tuning.save(to: path)
+                print("fastest: \(tuning.synthesisBlockColumns) columns; saved \(path)")
             }
             return
         }

@@ -34,4 +34,37 @@ final class MachineTests: XCTestCase {
         XCTAssertEqual(ComputeContext.blockColumns(forL2: 1280 << 10), 1280)
         XCTAssertEqual(ComputeContext.blockColumns(forL2: nil), 1024)
     }
+
+    /// A tuning file is used only on the machine that measured it; a corrupt
+    /// or out-of-range one is ignored with a reason; the variable overrides.
+    func testTuningCacheIsKeyedAndOverridable() throws {
+        let dir = temporaryFolder(self)
+        let path = dir + "/cache/waveflow/tuning.json"
+        XCTAssertEqual(MachineTuning.defaultPath(environment: ["XDG_CACHE_HOME": dir + "/cache"]), path)
+        XCTAssertEqual(MachineTuning.defaultPath(environment: ["HOME": "/home/u", "XDG_CACHE_HOME": "relative"]),
+                       "/home/u/.cache/waveflow/tuning.json")
+        func reason(_ r: Result<MachineTuning, WaveFlowError>) -> String {
+            if case .failure(let e) = r { return e.description } else { return "used" }
+        }
+        XCTAssertTrue(reason(MachineTuning.load(from: path, key: "A")).contains("not measured"))
+        let tuning = MachineTuning(machine: "A", synthesisBlockColumns: 2048, measured: ["1024": 10, "2048": 12],
+                                   preset: "h16-c64", precision: "fp32", date: "2026-12-05T03:00:00Z")
+        try tuning.save(to: path)
+        XCTAssertEqual(try MachineTuning.load(from: path, key: "A").get(), tuning)
+        XCTAssertTrue(reason(MachineTuning.load(from: path, key: "B")).contains("another machine"))
+        let l2 = 512 << 10
+        let fromFile = BlockColumnsChoice.resolve(environment: [:], tuning: MachineTuning.load(from: path, key: "A"), l2: l2)
+        XCTAssertEqual(fromFile.columns, 2048)
+        XCTAssertTrue(fromFile.source.contains("measured 2026-12-05"))
+        XCTAssertEqual(BlockColumnsChoice.resolve(environment: [:], tuning: MachineTuning.load(from: path, key: "B"), l2: l2).columns, 512)
+        XCTAssertEqual(BlockColumnsChoice.resolve(environment: ["WAVEFLOW_BLOCK_COLUMNS": "300"],
+                                                  tuning: MachineTuning.load(from: path, key: "A"), l2: l2),
+                       BlockColumnsChoice(columns: 300, source: "WAVEFLOW_BLOCK_COLUMNS"))
+        try Data("{not json".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertTrue(reason(MachineTuning.load(from: path, key: "A")).contains("not a tuning file"))
+        var huge = tuning; huge.synthesisBlockColumns = 1 << 30
+        try huge.save(to: path)
+        XCTAssertTrue(reason(MachineTuning.load(from: path, key: "A")).contains("out of range"))
+        XCTAssertFalse(MachineTuning.machineKey.isEmpty)
+    }
 }

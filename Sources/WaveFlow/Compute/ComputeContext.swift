@@ -39,13 +39,12 @@ public struct ComputeContext: Sendable, Equatable {
         self.weightGradientsOnOneDNN = weightGradientsOnOneDNN
     }
 
-    /// The synthesis block for this machine: `WAVEFLOW_BLOCK_COLUMNS` if
-    /// set, else 1024 columns per MB of L2 (measured best on a 1 MB L2),
-    /// a multiple of 128 from 256 to 4096; 1024 where the L2 is unknown.
-    public static let defaultSynthesisBlockColumns: Int = {
-        if let text = ProcessInfo.processInfo.environment["WAVEFLOW_BLOCK_COLUMNS"], let n = Int(text), n >= 1 { return n }
-        return blockColumns(forL2: CPUCaches.current.l2)
-    }()
+    /// The synthesis block for this machine (``BlockColumnsChoice``):
+    /// `WAVEFLOW_BLOCK_COLUMNS` if set, else the width `waveflow info --tune`
+    /// measured fastest on this machine, else 1024 columns per MB of L2
+    /// (measured best on a 1 MB L2), a multiple of 128 from 256 to 4096;
+    /// 1024 where the L2 is unknown.
+    public static var defaultSynthesisBlockColumns: Int { BlockColumnsChoice.current.columns }
 
     /// 1024 columns per MB of L2, a multiple of 128 in 256...4096.
     static func blockColumns(forL2 l2: Int?) -> Int {

@@ -14,8 +14,7 @@ public func machineReport() -> [(String, String)] {
         ("CPU", "\(cpu.modelName) (\(cpu.vendor), family \(cpu.family), model \(cpu.model))"),
         ("CPU features", cpu.notableFeatures.joined(separator: " ")),
         ("caches", CPUCaches.current.description),
-        ("work sizes", "synthesis blocks of \(ComputeContext.defaultSynthesisBlockColumns) columns"
-            + (ProcessInfo.processInfo.environment["WAVEFLOW_BLOCK_COLUMNS"] != nil ? " (WAVEFLOW_BLOCK_COLUMNS)" : " (from the L2 size)")),
+        ("work sizes", "synthesis blocks of \(BlockColumnsChoice.current.columns) columns (\(BlockColumnsChoice.current.source))"),
         ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, row sums, bf16 rounding)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),

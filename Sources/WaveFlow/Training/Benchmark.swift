@@ -22,12 +22,19 @@ public enum Benchmark {
         measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count, repeats: 10, precision: precision)
     }
 
-    /// sgemm GFLOP/s on the shape of `config`'s main product (WaveFlow's
-    /// dilated 2-D convolution [2C, 9C] x [9C, n], WaveGlow's 1-D one
-    /// [2C, 3C] x [3C, n]) over `columns`, as `sgemmRate(channels:n:precision:)`.
+    /// sgemm GFLOP/s on the shape of `config`'s main product over `columns`,
+    /// as `sgemmRate(channels:n:precision:)`: WaveFlow's dilated 2-D
+    /// convolution [2C, 9C] x [9C, n]; WaveGlow's condition projection
+    /// [2CL, n_mels G] x [n_mels G, n] (most of its multiply-adds; its
+    /// [2C, 3C] convolution is too small a shape to stand for the machine,
+    /// above all in bf16).
     public static func sgemmRate(_ config: ModelConfig, columns n: Int, precision: Precision) -> Double {
         let c = config.channels
-        return measureSgemm(m: 2 * c, k: (config.isWaveGlow ? 3 : 9) * c, n: n, threads: Threads.count, repeats: 10, precision: precision)
+        if config.isWaveGlow {
+            return measureSgemm(m: 2 * c * config.nLayers, k: config.mel.nMels * config.nGroup, n: n,
+                                threads: Threads.count, repeats: 10, precision: precision)
+        }
+        return measureSgemm(m: 2 * c, k: 9 * c, n: n, threads: Threads.count, repeats: 10, precision: precision)
     }
 
     /// Wall time of the fastest of `repeats` runs of `body` (after one warm-up).

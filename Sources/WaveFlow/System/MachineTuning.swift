@@ -1,0 +1,109 @@
+import Foundation
+
+/// Work sizes measured once on this machine (`waveflow info --tune`) and kept
+/// in the user's cache folder, for choices the cache sizes alone do not settle.
+///
+/// The file is keyed by the machine (CPU model, vector level, L2 size, core
+/// count): a copy from another machine, or one left behind after the CPU
+/// changed under a virtual machine, is ignored rather than trusted.
+public struct MachineTuning: Codable, Sendable, Equatable {
+    /// What the measurement is valid for: see `machineKey`.
+    public var machine: String
+    /// The fastest synthesis block width measured (columns).
+    public var synthesisBlockColumns: Int
+    /// Synthesis samples/s measured for each block width tried.
+    public var measured: [String: Double]
+    /// Preset and precision the widths were measured with.
+    public var preset: String
+    public var precision: String
+    /// When (ISO 8601).
+    public var date: String
+
+    /// Block widths `--tune` tries.
+    public static let candidateBlockColumns = [256, 512, 1024, 2048, 4096]
+
+    /// This machine as the cache file names it: CPU model, the vector
+    /// features that choose kernels, L2 size and core count.
+    public static var machineKey: String {
+        let cpu = CPUInfo.current
+        return "\(cpu.modelName) | \(cpu.vendor) \(cpu.family)/\(cpu.model) | \(cpu.notableFeatures.joined(separator: " ")) | "
+            + "L2 \(CPUCaches.current.l2.map(String.init) ?? "?") | \(ProcessInfo.processInfo.activeProcessorCount) cores"
+    }
+
+    /// `$XDG_CACHE_HOME/waveflow/tuning.json`, else `~/.cache/waveflow/tuning.json`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let base = environment["XDG_CACHE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil }
+            ?? ((environment["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".cache")
+        return (base as NSString).appendingPathComponent("waveflow/tuning.json")
+    }
+
+    /// The tuning stored at `path` for the machine `key`, or why there is
+    /// none usable (missing, unreadable, for another machine, out of range).
+    public static func load(from path: String = defaultPath(), key: String = machineKey) -> Result<MachineTuning, WaveFlowError> {
+        guard FileManager.default.fileExists(atPath: path) else { return .failure(WaveFlowError("not measured", path: path)) }
+        guard let data = FileManager.default.contents(atPath: path), data.count < 1 << 20,
+              let tuning = try? JSONDecoder().decode(MachineTuning.self, from: data) else {
+            return .failure(WaveFlowError("not a tuning file: ignored", path: path))
+        }
+        guard tuning.machine == key else { return .failure(WaveFlowError("measured on another machine: ignored", path: path)) }
+        guard (64...65536).contains(tuning.synthesisBlockColumns) else {
+            return .failure(WaveFlowError("block width \(tuning.synthesisBlockColumns) out of range: ignored", path: path))
+        }
+        return .success(tuning)
+    }
+
+    /// Writes the tuning atomically (creating the folder).
+    public func save(to path: String = MachineTuning.defaultPath()) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw WaveFlowError("cannot create folder (\(error.localizedDescription))", path: folder)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(self), to: path)
+    }
+
+    /// Measures synthesis of `preset` at every candidate block width (the
+    /// best of `repeats` runs of `seconds` of audio each) and picks the fastest.
+    public static func measure(preset: String = "h16-c64", seconds: Double = 2, repeats: Int = 2, context: ComputeContext,
+                               progress: (Int, Double) -> Void = { _, _ in }) throws -> MachineTuning {
+        let config = try ModelConfig.named(preset)
+        var measured: [String: Double] = [:]
+        var best = (columns: 1024, rate: 0.0)
+        for columns in candidateBlockColumns {
+            var c = context
+            c.synthesisBlockColumns = columns
+            let rate = Benchmark.synthesis(config, seconds: seconds, repeats: repeats, context: c).samplesPerSecond
+            measured[String(columns)] = rate
+            progress(columns, rate)
+            if rate > best.rate { best = (columns, rate) }
+        }
+        return MachineTuning(machine: machineKey, synthesisBlockColumns: best.columns, measured: measured, preset: preset,
+                             precision: context.precision.rawValue, date: ISO8601DateFormatter().string(from: Date()))
+    }
+}
+
+/// Where the synthesis block width comes from, in order: the
+/// `WAVEFLOW_BLOCK_COLUMNS` variable, a tuning measured on this machine,
+/// the L2 size.
+public struct BlockColumnsChoice: Sendable, Equatable {
+    public var columns: Int
+    public var source: String
+
+    public static func resolve(environment: [String: String], tuning: Result<MachineTuning, WaveFlowError>, l2: Int?) -> BlockColumnsChoice {
+        if let text = environment["WAVEFLOW_BLOCK_COLUMNS"], let n = Int(text), n >= 1 {
+            return BlockColumnsChoice(columns: n, source: "WAVEFLOW_BLOCK_COLUMNS")
+        }
+        if case .success(let t) = tuning {
+            return BlockColumnsChoice(columns: t.synthesisBlockColumns, source: "measured \(t.date.prefix(10)) by waveflow info --tune")
+        }
+        return BlockColumnsChoice(columns: ComputeContext.blockColumns(forL2: l2),
+                                  source: l2 == nil ? "L2 size unknown" : "from the L2 size; waveflow info --tune measures")
+    }
+
+    /// This process's choice.
+    public static let current = resolve(environment: ProcessInfo.processInfo.environment,
+                                        tuning: MachineTuning.load(), l2: CPUCaches.current.l2)
+}
