@@ -151,7 +151,7 @@ audio_probe "/dev/zero" /dev/zero
 audio_probe "/dev/null" /dev/null
 long=$(printf 'x%.0s' $(seq 300)); audio_probe "a 300-character name" "in/$long.wav"
 mkdir -p bad-corpus; cp in/random.wav in/empty.wav in/text.flac in/ch0.wav bad-corpus/
-probe audio "train: every file bad" fail "random.wav" -- "$W" train bad-corpus --steps 1 --config tiny --checkpoints out/ck --threads 1
+probe audio "train: every file bad" fail "bad-corpus" -- "$W" train bad-corpus --steps 1 --config tiny --checkpoints out/ck --threads 1
 mkdir -p mixed-corpus; cp corpus/* in/random.wav mixed-corpus/; mkfifo mixed-corpus/pipe.ogg
 probe audio "train: good files beside bad ones and FIFOs" ok "" -- "$W" train mixed-corpus --steps 1 --config tiny --segment 4096 --batch 2 --checkpoints out/ck --threads 1
 rm -rf out/ck
@@ -255,7 +255,7 @@ opt_probe "synth --sigma nan" synth in/good.npy out/o.wav --sigma nan
 opt_probe "synth --sigma 1e30" synth in/good.npy out/o.wav --sigma 1e30 --checkpoint in/model.safetensors
 opt_probe "train --batch 0" train corpus --batch 0
 opt_probe "train --lr 0" train corpus --lr 0
-opt_probe "train --segment 1" train corpus --segment 1 --config tiny --checkpoints out/seg --steps 1
+probe config "option: train --segment 1 (rounded up to a hop)" any "" -- "$W" train corpus --segment 1 --config tiny --checkpoints out/seg --steps 1
 opt_probe "--threads 0" mel in/good.ogg out/o.npy --threads 0
 opt_probe "--threads 100000" mel in/good.ogg out/o.npy --threads 100000
 opt_probe "--precision fp8" mel in/good.ogg out/o.npy --precision fp8
@@ -299,33 +299,36 @@ mkdir -p small; cp corpus/*.ogg small/
 sig_train() {
     case " $KINDS " in *" signals "*) ;; *) return ;; esac
     rm -rf out/sig
-    "$W" train small --config tiny --steps 100000 --segment 4096 --batch 2 --checkpoints out/sig --run r --threads 1 > /dev/null 2> "$T/.err" &
-    local pid=$! status outcome=ok
+    "$W" train small --config tiny --steps 100000 --segment 4096 --batch 2 --checkpoint-every 1 --checkpoints out/sig --run r \
+        --threads 1 > /dev/null 2> "$T/.err" &
+    local pid=$! status outcome=ok i
+    # Stop it in the middle of its work: after its first checkpoint, a few seconds on.
+    for ((i = 0; i < 120 && ! -e out/sig/r/latest.safetensors; i++)); do sleep 1; done
     sleep "$3"; kill -"$2" $pid; wait $pid; status=$?
     [ "$status" -ne "$4" ] && outcome="exit $status, expected $4"
     if [ "$2" != KILL ] && ! ls out/sig/r/step-*.safetensors > /dev/null 2>&1; then outcome="no checkpoint saved"; fi
     [ -n "$(leftovers out/sig)" ] && [ "$2" != KILL ] && outcome="LEFTOVER: $(leftovers out/sig | head -1)"
     if [ "$2" = KILL ]; then   # a hard stop: resume must work and clean up
-        timeout 120 "$W" train small --resume --steps 3 --checkpoints out/sig --run r --threads 1 > /dev/null 2> "$T/.err2"
+        local last; last=$(grep -o '"step":[0-9]*' out/sig/r/metrics.jsonl | tail -1 | cut -d: -f2)
+        timeout 120 "$W" train small --resume --steps $(( ${last:-0} + 2 )) --checkpoints out/sig --run r --threads 1 > /dev/null 2> "$T/.err2"
         local r=$?
         if [ $r -ne 0 ]; then outcome="resume after kill -9 failed: $(head -1 "$T/.err2")"
         elif [ -n "$(leftovers out/sig)" ]; then outcome="LEFTOVER after resume: $(leftovers out/sig | head -1)"
-        elif [ "$(grep -o '"step":[0-9]*' out/sig/r/metrics.jsonl | grep -v val | sort | uniq -d | head -1)" != "" ] \
-             && [ "$(grep -v val_nll out/sig/r/metrics.jsonl | grep -o '"step":[0-9]*' | sort | uniq -d | head -1)" != "" ]; then
+        elif [ -n "$(grep -v val_nll out/sig/r/metrics.jsonl | grep -o '"step":[0-9]*' | sort | uniq -d | head -1)" ]; then
             outcome="duplicate metrics rows"
         fi
     fi
     record signals "$1" "$status" "$outcome"
 }
-sig_train "train: Ctrl-C (SIGINT)" INT 12 130
-sig_train "train: SIGTERM" TERM 12 143
-sig_train "train: kill -9, then --resume" KILL 12 137
+sig_train "train: Ctrl-C (SIGINT)" INT 2 130
+sig_train "train: SIGTERM" TERM 2 143
+sig_train "train: kill -9, then --resume" KILL 2.5 137
 sig_batch() { # NAME COMMAND... : interrupt a batch job, check no partial outputs
     case " $KINDS " in *" signals "*) ;; *) return ;; esac
     rm -rf out/batch; "$@" > /dev/null 2>&1 &
     local pid=$! outcome=ok status
     sleep 1.5; kill -INT $pid; wait $pid; status=$?
-    [ $status -eq 0 ] && outcome="finished before the signal (inconclusive)"
+    [ $status -ne 130 ] && outcome="exit $status, expected 130 (finished before the signal?)"
     [ -n "$(leftovers out)" ] && outcome="LEFTOVER: $(leftovers out | head -1)"
     for f in out/batch/*; do [ -e "$f" ] || continue; case $f in
         *.wav) "$W" mel "$f" /dev/stdout > /dev/null 2>&1 || "$W" score in/model.safetensors "$f" > /dev/null 2>&1 || outcome="half-written $f";;

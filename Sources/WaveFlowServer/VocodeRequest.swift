@@ -50,7 +50,9 @@ struct SynthesisOptions: Equatable, Sendable {
         }
         switch name {
         case "sigma":
-            guard let v = Double(text), v.isFinite, v >= 0 else { throw RequestError.bad("sigma must be a non-negative number (got '\(text)')") }
+            guard let v = Double(text), Synthesizer.sigmaRange.contains(v) else {
+                throw RequestError.bad("sigma must be a number from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound) (got '\(text)')")
+            }
             sigma = v
         case "seed":
             guard let v = UInt64(text) else { throw RequestError.bad("seed must be an integer from 0 to 2^64-1 (got '\(text)')") }

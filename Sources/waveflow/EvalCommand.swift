@@ -25,6 +25,12 @@ struct Eval: ParsableCommand {
     var baselines = true
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        guard Synthesizer.sigmaRange.contains(sigma) else {
+            throw ValidationError("--sigma must be from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound), not \(sigma)")
+        }
+    }
+
     func run() throws {
         let context = compute.apply(defaultPrecision: .auto)
         try runReportingErrors {

@@ -41,7 +41,9 @@ struct Synth: ParsableCommand {
 
     func validate() throws {
         guard SampleFormat(rawValue: format) != nil else { throw ValidationError("--format must be pcm16 or float") }
-        guard sigma >= 0 else { throw ValidationError("--sigma must be non-negative") }
+        guard Synthesizer.sigmaRange.contains(sigma) else {
+            throw ValidationError("--sigma must be from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound), not \(sigma)")
+        }
         guard denoise >= 0 else { throw ValidationError("--denoise must be non-negative") }
     }
 

@@ -45,7 +45,7 @@ struct ComputeOptions: ParsableArguments {
     var precision: PrecisionChoice?
 
     func validate() throws {
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        if let t = threads, !(1...4096).contains(t) { throw ValidationError("--threads must be from 1 to 4096, not \(t)") }
         if precision == .bf16, case .failure(let e) = OneDNN.bf16 { throw ValidationError("--precision bf16: \(e.message)") }
     }
 

@@ -74,4 +74,16 @@ final class FamilyTests: XCTestCase {
         cfg = ModelTests.tinyConfig(); cfg.kernelSize = [3, 5]
         assertFails(["kernel_size"]) { try cfg.validate() }
     }
+
+    /// A config file for `train --config` with a key nobody reads (a typo)
+    /// is refused, naming the key; the keys a checkpoint records are fine.
+    /// (Checkpoints' configs ignore unknown keys: MODEL-SPEC section 10.)
+    func testConfigFileRefusesUnknownKeys() throws {
+        let dir = temporaryFolder(self)
+        let typo = dir + "/typo.json", recorded = dir + "/recorded.json"
+        try Data(#"{"channels": 16, "n_flow": 4}"#.utf8).write(to: URL(fileURLWithPath: typo))
+        assertFails(["typo.json", "unknown config key 'n_flow'", "n_flows"]) { try ModelConfig.named(typo) }
+        try Data(#"{"channels": 16, "step": 950, "corpus": "/c", "validation_nll": -4.3}"#.utf8).write(to: URL(fileURLWithPath: recorded))
+        XCTAssertEqual(try ModelConfig.named(recorded).channels, 16)
+    }
 }

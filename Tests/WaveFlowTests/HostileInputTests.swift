@@ -200,7 +200,15 @@ final class CommandLineMessageTests: XCTestCase {
         XCTAssertEqual(try run(["help", "synth"]).status, 0)
         let sigma = try run(["synth", "a.npy", "b.wav", "--sigma", "-1"])
         XCTAssertNotEqual(sigma.status, 0)
-        XCTAssertTrue(sigma.stderr.contains("--sigma must be non-negative"), sigma.stderr)
+        XCTAssertTrue(sigma.stderr.contains("--sigma must be from 0.0 to 10.0, not -1.0"), sigma.stderr)
+        for bad in ["nan", "1e30"] {
+            let r = try run(["synth", "a.npy", "b.wav", "--sigma", bad])
+            XCTAssertTrue(r.status != 0 && r.stderr.contains("--sigma must be from 0.0 to 10.0"), r.stderr)
+        }
+        let eval = try run(["eval", "model.safetensors", "a.wav", "--sigma", "-2"])
+        XCTAssertTrue(eval.status != 0 && eval.stderr.contains("--sigma must be from 0.0 to 10.0"), eval.stderr)
+        let threads = try run(["mel", "a.wav", "b.npy", "--threads", "100000"])
+        XCTAssertTrue(threads.status != 0 && threads.stderr.contains("--threads must be from 1 to 4096"), threads.stderr)
         let mel = try run(["mel", exampleAudio("tank__sv-v-chtel.ogg"), "/tmp/m.npy", "--fmax", "20000"])
         XCTAssertNotEqual(mel.status, 0)
         XCTAssertTrue(mel.stderr.contains("fmax 20000") && !mel.stderr.contains("MelConfig("), mel.stderr)

@@ -158,7 +158,9 @@ public final class Vocoder: @unchecked Sendable {
 
     /// The option checks of `waveflow synth` (there done by the argument parser).
     func check(sigma: Double, denoise: Float) throws {
-        guard sigma >= 0, sigma.isFinite else { throw WaveFlowError("sigma must be non-negative and finite (got \(sigma))") }
+        guard Synthesizer.sigmaRange.contains(sigma) else {
+            throw WaveFlowError("sigma must be non-negative, at most \(Synthesizer.sigmaRange.upperBound) (got \(sigma))")
+        }
         guard denoise >= 0, denoise.isFinite else { throw WaveFlowError("denoise must be non-negative and finite (got \(denoise))") }
     }
 

@@ -31,6 +31,10 @@ public struct Synthesizer {
         return m
     }
 
+    /// Temperatures accepted (1 is the trained distribution; far above it
+    /// every sample clips, so a larger value is taken for a typo).
+    public static let sigmaRange: ClosedRange<Double> = 0...10
+
     /// Latent z ~ N(0, sigma^2) of `count` samples from `seed` (SplitMix64 +
     /// Box-Muller: the same numbers on every machine).
     public static func noise(count: Int, sigma: Double, seed: UInt64) -> [Float] {

@@ -34,7 +34,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var coupling = "affine"
     public var alternateHalves = false
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case sampleRate = "sample_rate", nFFT = "n_fft", hopLength = "hop_length", winLength = "win_length"
         case nMels = "n_mels", fmin, fmax, upsampleFactors = "upsample_factors", nGroup = "n_group"
         case nFlows = "n_flows", nLayers = "n_layers", channels, kernelSize = "kernel_size"
@@ -239,6 +239,20 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// Keys a checkpoint's config records besides the model's (not mathematics).
+    static let recordedKeys: Set<String> = ["step", "corpus", "validation_nll", "training"]
+
+    /// Refuses a key that is neither the model's nor a recorded one. Used
+    /// for config files a user writes for `train --config`, where such a key
+    /// is a typo that would silently train another model; checkpoints'
+    /// configs ignore unknown keys, as MODEL-SPEC section 10 asks.
+    static func checkKnown(_ object: [String: Any]) throws {
+        let known = Set(CodingKeys.allCases.map(\.rawValue)).union(recordedKeys)
+        for key in object.keys.sorted() where !known.contains(key) {
+            throw WaveFlowError("unknown config key '\(key)' (known: \(CodingKeys.allCases.map(\.rawValue).sorted().joined(separator: ", ")))")
+        }
+    }
+
     /// A preset by name, or a JSON file with any of the spec's keys.
     public static func named(_ nameOrPath: String) throws -> ModelConfig {
         if let p = presets[nameOrPath] { return p }
@@ -250,7 +264,10 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         }
         do {
             let c = try JSONDecoder().decode(ModelConfig.self, from: data)
-            if let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] { try checkKeys(object) }
+            if let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+                try checkKeys(object)
+                try checkKnown(object)
+            }
             try c.validate()
             return c
         } catch let e as WaveFlowError {
