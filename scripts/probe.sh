@@ -299,11 +299,11 @@ mkdir -p small; cp corpus/*.ogg small/
 sig_train() {
     case " $KINDS " in *" signals "*) ;; *) return ;; esac
     rm -rf out/sig
-    "$W" train small --config tiny --steps 100000 --segment 4096 --batch 2 --checkpoint-every 1 --checkpoints out/sig --run r \
+    env --default-signal=INT "$W" train small --config tiny --steps 100000 --segment 4096 --batch 2 --checkpoint-every 1 --checkpoints out/sig --run r \
         --threads 1 > /dev/null 2> "$T/.err" &
     local pid=$! status outcome=ok i
     # Stop it in the middle of its work: after its first checkpoint, a few seconds on.
-    for ((i = 0; i < 120 && ! -e out/sig/r/latest.safetensors; i++)); do sleep 1; done
+    i=0; while [ $i -lt 120 ] && [ ! -e out/sig/r/latest.safetensors ]; do sleep 1; i=$((i + 1)); done
     sleep "$3"; kill -"$2" $pid; wait $pid; status=$?
     [ "$status" -ne "$4" ] && outcome="exit $status, expected $4"
     if [ "$2" != KILL ] && ! ls out/sig/r/step-*.safetensors > /dev/null 2>&1; then outcome="no checkpoint saved"; fi
@@ -325,13 +325,14 @@ sig_train "train: SIGTERM" TERM 2 143
 sig_train "train: kill -9, then --resume" KILL 2.5 137
 sig_batch() { # NAME COMMAND... : interrupt a batch job, check no partial outputs
     case " $KINDS " in *" signals "*) ;; *) return ;; esac
-    rm -rf out/batch; "$@" > /dev/null 2>&1 &
+    # A script's background job ignores SIGINT; give it the default, as a terminal would.
+    rm -rf out/batch; env --default-signal=INT "${@:2}" > /dev/null 2>&1 &
     local pid=$! outcome=ok status
     sleep 1.5; kill -INT $pid; wait $pid; status=$?
     [ $status -ne 130 ] && outcome="exit $status, expected 130 (finished before the signal?)"
     [ -n "$(leftovers out)" ] && outcome="LEFTOVER: $(leftovers out | head -1)"
     for f in out/batch/*; do [ -e "$f" ] || continue; case $f in
-        *.wav) "$W" mel "$f" /dev/stdout > /dev/null 2>&1 || "$W" score in/model.safetensors "$f" > /dev/null 2>&1 || outcome="half-written $f";;
+        *.wav) "$W" mel "$f" "$T/check.npy" > /dev/null 2>&1 || outcome="half-written $f"; rm -f "$T/check.npy";;
         *.npy) "$W" synth "$f" "$T/check.wav" --checkpoint in/model.safetensors > /dev/null 2>&1 || outcome="half-written $f";; esac
     done
     record signals "$1" "$status" "$outcome"

@@ -166,6 +166,53 @@ final class HostileInputTests: XCTestCase {
 
 /// Long audio is scored in chunks with exact context, so `score` and `eval`
 /// stay within bounded memory and still give the whole-utterance NLL.
+/// Ctrl-C in the middle of a batch: the process dies of the signal (status
+/// 128 + 2 in a shell), every output it leaves is complete and no temporary
+/// file stays behind.
+final class InterruptTests: XCTestCase {
+    func testInterruptedBatchSynthesisLeavesOnlyCompleteFiles() throws {
+        let dir = temporaryFolder(self)
+        try makeDirectory(dir + "/audio")
+        let names = try FileManager.default.contentsOfDirectory(atPath: exampleAudio("")).filter { $0.hasSuffix(".ogg") }.sorted()
+        for n in names.prefix(6) { try FileManager.default.copyItem(atPath: exampleAudio(n), toPath: dir + "/audio/" + n) }
+        XCTAssertEqual(try CLITests.run(executable: CLITests.toolPath, ["mel", dir + "/audio", dir + "/mels"]).status, 0)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.toolPath)
+        p.arguments = ["synth", dir + "/mels", dir + "/wavs", "--threads", "1"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Interrupt once the first file is out (or after 60 s at the latest).
+        let t0 = Date()
+        func written() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/wavs")) ?? []).filter { !$0.hasPrefix(".") } }
+        while written().isEmpty && p.isRunning && Date().timeIntervalSince(t0) < 60 { usleep(20_000) }
+        usleep(300_000)
+        let stillRunning = p.isRunning
+        p.interrupt()
+        p.waitUntilExit()
+        if stillRunning {
+            XCTAssertEqual(p.terminationReason, .uncaughtSignal)
+            XCTAssertEqual(p.terminationStatus, SIGINT)
+        }
+        let all = try FileManager.default.contentsOfDirectory(atPath: dir + "/wavs")
+        XCTAssertEqual(all.filter { $0.hasPrefix(".") }, [], "temporary files left behind")
+        XCTAssertFalse(all.isEmpty)
+        for f in all { XCTAssertNoThrow(try AudioFile.read(dir + "/wavs/" + f), f) }
+    }
+
+    /// The table the signal handler reads: a registered path is there whole,
+    /// NUL-terminated, and gone once unregistered.
+    func testTemporaryFileTable() {
+        let path = "/tmp/.x.wav.123.456.tmp"
+        let slot = TemporaryFiles.register(path)
+        XCTAssertNotNil(slot)
+        XCTAssertEqual(String(cString: TemporaryFiles.table + slot! * TemporaryFiles.length), path)
+        TemporaryFiles.unregister(slot)
+        XCTAssertEqual(TemporaryFiles.table[slot! * TemporaryFiles.length], 0)
+        XCTAssertNil(TemporaryFiles.register(String(repeating: "a", count: TemporaryFiles.length + 1)))
+    }
+}
+
 final class ChunkedScoringTests: XCTestCase {
     func testChunkedNLLEqualsWhole() throws {
         for (lpc, glow) in [(0, false), (4, false), (0, true), (4, true)] {

@@ -23,6 +23,8 @@ public enum AtomicFile {
         }
         try checkReplaceable(path)
         let tmp = temporaryPath(for: path)
+        let slot = TemporaryFiles.register(tmp)
+        defer { TemporaryFiles.unregister(slot) }
         do {
             try body(tmp)
         } catch {
@@ -71,9 +73,71 @@ public enum AtomicFile {
     /// Writes `data` atomically to `path`.
     public static func write(_ data: Data, to path: String) throws {
         try write(to: path) { tmp in
-            guard FileManager.default.createFile(atPath: tmp, contents: data) else {
-                throw WaveFlowError("cannot write: \(String(cString: strerror(errno)))", path: path)
+            // Written in place: the temporary file is already the atomic step
+            // (Foundation's own atomic write would add a second, untracked one).
+            do {
+                try data.write(to: URL(fileURLWithPath: tmp))
+            } catch {
+                throw WaveFlowError("cannot write: \((error as NSError).localizedDescription)", path: path)
             }
+        }
+    }
+}
+
+/// The temporary files `AtomicFile` is writing right now, so that an
+/// interrupted process removes them instead of leaving them behind.
+///
+/// Paths live in a fixed table allocated up front: the signal handler only
+/// reads it and calls `unlink`, which is async-signal-safe.
+public enum TemporaryFiles {
+    static let slots = 64, length = 4096
+    nonisolated(unsafe) static let table: UnsafeMutablePointer<CChar> = {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: slots * length)
+        p.initialize(repeating: 0, count: slots * length)
+        return p
+    }()
+    nonisolated(unsafe) static var used = [Bool](repeating: false, count: slots)
+    static let lock = NSLock()
+
+    /// Records `path`; returns its slot (nil when the table is full or the
+    /// path too long: that file is then simply not cleaned up on a signal).
+    static func register(_ path: String) -> Int? {
+        let bytes = Array(path.utf8CString)
+        guard bytes.count <= length else { return nil }
+        lock.lock(); defer { lock.unlock() }
+        guard let i = used.firstIndex(of: false) else { return nil }
+        used[i] = true
+        let p = table + i * length
+        // The first byte last: the handler sees either nothing or the whole path.
+        for k in stride(from: bytes.count - 1, through: 1, by: -1) { p[k] = bytes[k] }
+        p.pointee = bytes[0]
+        return i
+    }
+
+    static func unregister(_ slot: Int?) {
+        guard let slot else { return }
+        lock.lock(); defer { lock.unlock() }
+        table[slot * length] = 0
+        used[slot] = false
+    }
+
+    /// On SIGINT, SIGTERM or SIGHUP: removes the temporary files being
+    /// written, then dies of the signal as if there were no handler (so the
+    /// shell sees 128 + signal). Completed outputs are complete; the one being
+    /// written is not left half-done. A signal the process ignores (a
+    /// background job of a script, `nohup`) stays ignored.
+    public static func removeOnSignals() {
+        _ = table
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            let previous = signal(sig) { s in
+                for i in 0..<TemporaryFiles.slots {
+                    let p = TemporaryFiles.table + i * TemporaryFiles.length
+                    if p.pointee != 0 { unlink(p) }
+                }
+                signal(s, SIG_DFL)
+                raise(s)
+            }
+            if let previous, unsafeBitCast(previous, to: Int.self) == 1 /* SIG_IGN */ { signal(sig, SIG_IGN) }
         }
     }
 }
