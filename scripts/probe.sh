@@ -50,7 +50,7 @@ PROTECT=()
 protect() { PROTECT=("$@"); sha256sum "$@" > "$T/.protected" 2>/dev/null; }
 
 # Temporary or half-written files the tool may leave in DIR.
-leftovers() { find "$1" -maxdepth 2 \( -name '.*.tmp' -o -name '.dat.nosync*' -o -name '*.partial' \) 2>/dev/null; }
+leftovers() { find "$1" \( -name '.*.tmp' -o -name '.dat.nosync*' -o -name '*.partial' \) 2>/dev/null; }
 
 # probe KIND NAME EXPECT MENTION -- COMMAND...
 #   EXPECT: fail (refused: non-zero, first stderr line is an error),
@@ -304,7 +304,7 @@ sig_train() {
     local pid=$! status outcome=ok i
     # Stop it in the middle of its work: after its first checkpoint, a few seconds on.
     i=0; while [ $i -lt 120 ] && [ ! -e out/sig/r/latest.safetensors ]; do sleep 1; i=$((i + 1)); done
-    sleep "$3"; kill -"$2" $pid; wait $pid; status=$?
+    sleep "$3"; kill -"$2" $pid; wait $pid 2> /dev/null; status=$?
     [ "$status" -ne "$4" ] && outcome="exit $status, expected $4"
     if [ "$2" != KILL ] && ! ls out/sig/r/step-*.safetensors > /dev/null 2>&1; then outcome="no checkpoint saved"; fi
     [ -n "$(leftovers out/sig)" ] && [ "$2" != KILL ] && outcome="LEFTOVER: $(leftovers out/sig | head -1)"
@@ -323,23 +323,27 @@ sig_train() {
 sig_train "train: Ctrl-C (SIGINT)" INT 2 130
 sig_train "train: SIGTERM" TERM 2 143
 sig_train "train: kill -9, then --resume" KILL 2.5 137
-sig_batch() { # NAME COMMAND... : interrupt a batch job, check no partial outputs
+sig_batch() { # NAME SIGNAL STATUS COMMAND... : interrupt a batch job, check no partial outputs
     case " $KINDS " in *" signals "*) ;; *) return ;; esac
     # A script's background job ignores SIGINT; give it the default, as a terminal would.
-    rm -rf out/batch; env --default-signal=INT "${@:2}" > /dev/null 2>&1 &
-    local pid=$! outcome=ok status
-    sleep 1.5; kill -INT $pid; wait $pid; status=$?
-    [ $status -ne 130 ] && outcome="exit $status, expected 130 (finished before the signal?)"
+    rm -rf out/batch; env --default-signal=INT "${@:4}" > /dev/null 2>&1 &
+    local pid=$! outcome=ok status i=0
+    # Signal it once its first output is there.
+    while [ $i -lt 600 ] && [ -z "$(ls out/batch 2>/dev/null)" ]; do sleep 0.1; i=$((i + 1)); done
+    sleep 0.2; kill -"$2" $pid; wait $pid; status=$?
+    [ $status -ne "$3" ] && outcome="exit $status, expected $3 (finished before the signal?)"
     [ -n "$(leftovers out)" ] && outcome="LEFTOVER: $(leftovers out | head -1)"
-    for f in out/batch/*; do [ -e "$f" ] || continue; case $f in
+    for f in $(find out/batch -type f); do case $f in
         *.wav) "$W" mel "$f" "$T/check.npy" > /dev/null 2>&1 || outcome="half-written $f"; rm -f "$T/check.npy";;
         *.npy) "$W" synth "$f" "$T/check.wav" --checkpoint in/model.safetensors > /dev/null 2>&1 || outcome="half-written $f";; esac
     done
     record signals "$1" "$status" "$outcome"
 }
 case " $KINDS " in *" signals "*) mkdir -p mels; "$W" mel corpus mels --threads 1 > /dev/null 2>&1;; esac
-sig_batch "synth batch: Ctrl-C" "$W" synth mels out/batch --checkpoint in/model.safetensors --threads 1
-sig_batch "mel batch: Ctrl-C" "$W" mel corpus out/batch --threads 1
+case " $KINDS " in *" signals "*) for k in 1 2 3 4 5 6; do mkdir -p big/$k; cp corpus/* big/$k/; done;; esac
+sig_batch "synth batch: Ctrl-C" INT 130 "$W" synth mels out/batch --checkpoint in/model.safetensors --threads 1
+sig_batch "synth batch: SIGTERM" TERM 143 "$W" synth mels out/batch --checkpoint in/model.safetensors --threads 1
+sig_batch "mel batch (120 files): Ctrl-C" INT 130 "$W" mel big out/batch --threads 1
 
 # ---------------------------------------------------------------- resume
 rs() { probe resume "$1" "$2" "$3" -- "$W" train small "${@:4}" --checkpoints out/rs --threads 1 --segment 4096 --batch 2; }

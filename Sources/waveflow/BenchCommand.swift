@@ -33,7 +33,7 @@ struct Bench: ParsableCommand {
             let cpu = CPUInfo.current
             print("CPU \(cpu.modelName) (family \(cpu.family), model \(cpu.model)); \(cpu.notableFeatures.joined(separator: " "))")
             print("caches \(CPUCaches.current.description); elementwise \(VectorKernels.level.rawValue); "
-                  + "synthesis blocks of \(context.synthesisBlockColumns) columns")
+                  + "synthesis blocks of \(context.synthesisBlockColumns) columns (\(BlockColumnsChoice.current.source))")
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
             if let melAudio {
                 let audio = try AudioFile.read(melAudio, sampleRate: 22050)

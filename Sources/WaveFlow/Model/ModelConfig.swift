@@ -240,7 +240,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     /// Keys a checkpoint's config records besides the model's (not mathematics).
-    static let recordedKeys: Set<String> = ["step", "corpus", "validation_nll", "training"]
+    static let recordedKeys: Set<String> = ["step", "corpus", "validation_nll", "training", "imported_from"]
 
     /// Refuses a key that is neither the model's nor a recorded one. Used
     /// for config files a user writes for `train --config`, where such a key
