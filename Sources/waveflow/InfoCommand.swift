@@ -13,7 +13,7 @@ struct Info: ParsableCommand {
     var measure = false
 
     @Flag(help: ArgumentHelp("Measure synthesis at each block width and keep the fastest for this machine.",
-                             discussion: "Takes about a minute. The result goes to $XDG_CACHE_HOME/waveflow/tuning.json (~/.cache/...), keyed by CPU model, features, L2 and cores; later runs on this machine use it (WAVEFLOW_BLOCK_COLUMNS still overrides). Run it on a quiet machine."))
+                             discussion: "Takes about two minutes (8 s of audio, best of 2, per width). The result goes to $XDG_CACHE_HOME/waveflow/tuning.json (~/.cache/...), keyed by CPU model, features, L2 and cores; later runs on this machine use it (WAVEFLOW_BLOCK_COLUMNS still overrides). Run it on a quiet machine."))
     var tune = false
 
     @Option(help: "Print the size of presets (comma-separated) or a JSON config file instead.")

@@ -67,7 +67,7 @@ public struct MachineTuning: Codable, Sendable, Equatable {
 
     /// Measures synthesis of `preset` at every candidate block width (the
     /// best of `repeats` runs of `seconds` of audio each) and picks the fastest.
-    public static func measure(preset: String = "h16-c64", seconds: Double = 2, repeats: Int = 2, context: ComputeContext,
+    public static func measure(preset: String = "h16-c64", seconds: Double = 8, repeats: Int = 2, context: ComputeContext,
                                progress: (Int, Double) -> Void = { _, _ in }) throws -> MachineTuning {
         let config = try ModelConfig.named(preset)
         var measured: [String: Double] = [:]
