@@ -46,7 +46,8 @@ struct Info: ParsableCommand {
                 }
                 let path = MachineTuning.defaultPath()
                 try tuning.save(to: path)
-                print("fastest: \(tuning.synthesisBlockColumns) columns; saved \(path)")
+                print("chosen: \(tuning.synthesisBlockColumns) columns (the L2 rule's \(ComputeContext.blockColumns(forL2: CPUCaches.current.l2)) "
+                      + "unless another is at least 3% faster); saved \(path)")
             }
             return
         }

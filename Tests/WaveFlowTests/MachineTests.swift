@@ -66,5 +66,11 @@ final class MachineTests: XCTestCase {
         try huge.save(to: path)
         XCTAssertTrue(reason(MachineTuning.load(from: path, key: "A")).contains("out of range"))
         XCTAssertFalse(MachineTuning.machineKey.isEmpty)
+        // The measured best replaces the L2 rule only when clearly faster.
+        let rates = ["256": 28490.0, "512": 29296, "1024": 27919, "2048": 29478, "4096": 22457]
+        XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 1024, margin: 0.06), 1024) // 2048 only 5.6% faster
+        XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 1024, margin: 0.03), 2048)
+        XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 512, margin: 0.03), 512)   // 2048 only 0.6% faster
+        XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 4096, margin: 0.03), 2048)
     }
 }

@@ -47,7 +47,7 @@ public struct ComputeContext: Sendable, Equatable {
     public static var defaultSynthesisBlockColumns: Int { BlockColumnsChoice.current.columns }
 
     /// 1024 columns per MB of L2, a multiple of 128 in 256...4096.
-    static func blockColumns(forL2 l2: Int?) -> Int {
+    public static func blockColumns(forL2 l2: Int?) -> Int {
         guard let l2, l2 > 0 else { return 1024 }
         return min(4096, max(256, 1024 * l2 / (1 << 20) / 128 * 128))
     }

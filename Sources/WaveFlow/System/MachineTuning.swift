@@ -66,22 +66,34 @@ public struct MachineTuning: Codable, Sendable, Equatable {
     }
 
     /// Measures synthesis of `preset` at every candidate block width (the
-    /// best of `repeats` runs of `seconds` of audio each) and picks the fastest.
+    /// best of `repeats` runs of `seconds` of audio each) and picks the
+    /// fastest, unless it beats the L2 rule's width by less than
+    /// `margin` (differences of a few percent are this machine's noise).
     public static func measure(preset: String = "h16-c64", seconds: Double = 8, repeats: Int = 2, context: ComputeContext,
+                               margin: Double = 0.03,
                                progress: (Int, Double) -> Void = { _, _ in }) throws -> MachineTuning {
         let config = try ModelConfig.named(preset)
         var measured: [String: Double] = [:]
-        var best = (columns: 1024, rate: 0.0)
         for columns in candidateBlockColumns {
             var c = context
             c.synthesisBlockColumns = columns
             let rate = Benchmark.synthesis(config, seconds: seconds, repeats: repeats, context: c).samplesPerSecond
             measured[String(columns)] = rate
             progress(columns, rate)
-            if rate > best.rate { best = (columns, rate) }
         }
-        return MachineTuning(machine: machineKey, synthesisBlockColumns: best.columns, measured: measured, preset: preset,
+        let rule = ComputeContext.blockColumns(forL2: CPUCaches.current.l2)
+        let chosen = choose(measured: measured, rule: rule, margin: margin)
+        return MachineTuning(machine: machineKey, synthesisBlockColumns: chosen, measured: measured, preset: preset,
                              precision: context.precision.rawValue, date: ISO8601DateFormatter().string(from: Date()))
+    }
+}
+
+extension MachineTuning {
+    /// The fastest measured width, or `rule` if that is within `margin` of it.
+    static func choose(measured: [String: Double], rule: Int, margin: Double) -> Int {
+        guard let best = measured.max(by: { $0.value < $1.value }), let width = Int(best.key) else { return rule }
+        if let ruleRate = measured[String(rule)], best.value < ruleRate * (1 + margin) { return rule }
+        return width
     }
 }
 
