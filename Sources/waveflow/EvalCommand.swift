@@ -26,9 +26,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard Synthesizer.sigmaRange.contains(sigma) else {
-            throw ValidationError("--sigma must be from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound), not \(sigma)")
-        }
+        try validateSigma(sigma)
     }
 
     func run() throws {

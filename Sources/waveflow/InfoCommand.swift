@@ -47,7 +47,7 @@ struct Info: ParsableCommand {
                 let path = MachineTuning.defaultPath()
                 try tuning.save(to: path)
                 print("chosen: \(tuning.synthesisBlockColumns) columns (the L2 rule's \(ComputeContext.blockColumns(forL2: CPUCaches.current.l2)) "
-                      + "unless another is at least 3% faster); saved \(path)")
+                      + "unless another is at least \(Int(MachineTuning.margin * 100))% faster); saved \(path)")
             }
             return
         }

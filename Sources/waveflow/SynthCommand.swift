@@ -41,9 +41,7 @@ struct Synth: ParsableCommand {
 
     func validate() throws {
         guard SampleFormat(rawValue: format) != nil else { throw ValidationError("--format must be pcm16 or float") }
-        guard Synthesizer.sigmaRange.contains(sigma) else {
-            throw ValidationError("--sigma must be from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound), not \(sigma)")
-        }
+        try validateSigma(sigma)
         guard denoise >= 0 else { throw ValidationError("--denoise must be non-negative") }
     }
 

@@ -30,6 +30,13 @@ extension Waveflow {
     }
 }
 
+/// The `--sigma` check `synth` and `eval` share.
+func validateSigma(_ sigma: Double) throws {
+    guard Synthesizer.sigmaRange.contains(sigma) else {
+        throw ValidationError("--sigma must be from \(Synthesizer.sigmaRange.lowerBound) to \(Synthesizer.sigmaRange.upperBound), not \(sigma)")
+    }
+}
+
 /// `--precision`: a precision, or `auto` (bf16 where it is available, else fp32).
 enum PrecisionChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, fp32, bf16

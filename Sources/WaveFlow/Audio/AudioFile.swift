@@ -37,17 +37,6 @@ public enum AudioFile {
     /// audio resampled to 22050 Hz would grow 22050-fold).
     static let sampleRates = 1000...1_000_000
 
-    /// What a non-regular file is, for messages.
-    static func fileKind(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFIFO: return "a FIFO"
-        case S_IFCHR: return "a character device"
-        case S_IFBLK: return "a block device"
-        case S_IFSOCK: return "a socket"
-        case S_IFDIR: return "a folder"
-        default: return "not a regular file"
-        }
-    }
     public static let extensions: Set<String> = ["wav", "flac", "ogg", "oga", "aiff", "aif", "aifc", "au", "snd", "caf", "w64", "opus", "mp3"]
 
     /// Reads `path`, averages its channels to mono and, if `sampleRate` is
@@ -62,7 +51,7 @@ public enum AudioFile {
         // may never end: read regular files (or links to them) only.
         var st = stat()
         if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
-            throw WaveFlowError("not a regular file (\(fileKind(st.st_mode))): not read", path: path)
+            throw WaveFlowError("not a regular file (\(fileTypeName(st.st_mode))): not read", path: path)
         }
         var info = SF_INFO()
         guard let file = sf_open(path, Int32(SFM_READ), &info) else {

@@ -43,17 +43,8 @@ public enum AtomicFile {
     public static func checkReplaceable(_ path: String) throws {
         var st = stat()
         guard lstat(path, &st) == 0 else { return } // absent
-        let kind = st.st_mode & S_IFMT
-        if kind == S_IFREG { return }
-        let what: String
-        switch kind {
-        case S_IFLNK: what = "a symbolic link"
-        case S_IFDIR: what = "a folder"
-        case S_IFCHR, S_IFBLK: what = "a device"
-        case S_IFIFO: what = "a pipe"
-        default: what = "not a regular file"
-        }
-        throw WaveFlowError("output is \(what): not replaced (remove it or choose another name)", path: path)
+        if st.st_mode & S_IFMT == S_IFREG { return }
+        throw WaveFlowError("output is \(fileTypeName(st.st_mode)): not replaced (remove it or choose another name)", path: path)
     }
 
     /// Throws if `output` is the same file as one of `inputs` (same device
@@ -84,6 +75,21 @@ public enum AtomicFile {
     }
 }
 
+/// What a file of `mode` (from `stat`/`lstat`) is, for messages about
+/// files that are not regular ones.
+func fileTypeName(_ mode: mode_t) -> String {
+    switch mode & S_IFMT {
+    case S_IFREG: return "a regular file"
+    case S_IFLNK: return "a symbolic link"
+    case S_IFDIR: return "a folder"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFIFO: return "a FIFO (named pipe)"
+    case S_IFSOCK: return "a socket"
+    default: return "not a regular file"
+    }
+}
+
 /// The temporary files `AtomicFile` is writing right now, so that an
 /// interrupted process removes them instead of leaving them behind.
 ///
@@ -96,7 +102,8 @@ public enum TemporaryFiles {
         p.initialize(repeating: 0, count: slots * length)
         return p
     }()
-    nonisolated(unsafe) static var used = [Bool](repeating: false, count: slots)
+    /// Serialises `register` and `unregister` (a slot is free when its first
+    /// byte is 0).
     static let lock = NSLock()
 
     /// Records `path`; returns its slot (nil when the table is full or the
@@ -105,8 +112,7 @@ public enum TemporaryFiles {
         let bytes = Array(path.utf8CString)
         guard bytes.count <= length else { return nil }
         lock.lock(); defer { lock.unlock() }
-        guard let i = used.firstIndex(of: false) else { return nil }
-        used[i] = true
+        guard let i = (0..<slots).first(where: { table[$0 * length] == 0 }) else { return nil }
         let p = table + i * length
         // The first byte last: the handler sees either nothing or the whole path.
         for k in stride(from: bytes.count - 1, through: 1, by: -1) { p[k] = bytes[k] }
@@ -118,7 +124,6 @@ public enum TemporaryFiles {
         guard let slot else { return }
         lock.lock(); defer { lock.unlock() }
         table[slot * length] = 0
-        used[slot] = false
     }
 
     /// On SIGINT, SIGTERM or SIGHUP: removes the temporary files being

@@ -9,7 +9,8 @@ import Foundation
 public struct MachineTuning: Codable, Sendable, Equatable {
     /// What the measurement is valid for: see `machineKey`.
     public var machine: String
-    /// The fastest synthesis block width measured (columns).
+    /// The synthesis block width chosen from the measurements (columns; see
+    /// `measure`).
     public var synthesisBlockColumns: Int
     /// Synthesis samples/s measured for each block width tried.
     public var measured: [String: Double]
@@ -18,6 +19,10 @@ public struct MachineTuning: Codable, Sendable, Equatable {
     public var precision: String
     /// When (ISO 8601).
     public var date: String
+
+    /// How much faster than the L2 rule's width a measured one must be to
+    /// replace it (this machine's run-to-run drift is about 5%).
+    public static let margin = 0.03
 
     /// Block widths `--tune` tries.
     public static let candidateBlockColumns = [256, 512, 1024, 2048, 4096]
@@ -54,12 +59,7 @@ public struct MachineTuning: Codable, Sendable, Equatable {
 
     /// Writes the tuning atomically (creating the folder).
     public func save(to path: String = MachineTuning.defaultPath()) throws {
-        let folder = (path as NSString).deletingLastPathComponent
-        do {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        } catch {
-            throw WaveFlowError("cannot create folder (\(error.localizedDescription))", path: folder)
-        }
+        try makeDirectory((path as NSString).deletingLastPathComponent)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(self), to: path)
@@ -70,7 +70,7 @@ public struct MachineTuning: Codable, Sendable, Equatable {
     /// fastest, unless it beats the L2 rule's width by less than
     /// `margin` (differences of a few percent are this machine's noise).
     public static func measure(preset: String = "h16-c64", seconds: Double = 8, repeats: Int = 2, context: ComputeContext,
-                               margin: Double = 0.03,
+                               margin: Double = MachineTuning.margin,
                                progress: (Int, Double) -> Void = { _, _ in }) throws -> MachineTuning {
         let config = try ModelConfig.named(preset)
         var measured: [String: Double] = [:]
