@@ -18,6 +18,12 @@ final class HostileInputTests: XCTestCase {
         }
         assertFails(["shape"]) { try NPY.decode(npy("(80, 230584300921369395)")) }
         assertFails(["shape"]) { try NPY.decode(npy("(4611686018427387904, 4)")) }
+        // Fortran order with no values but a huge dimension: read at once, no spin.
+        var fortran = npy("(0, 3841578300896386160)")
+        fortran.replaceSubrange(fortran.range(of: Data("False".utf8))!, with: Data("True ".utf8))
+        let t0 = Date()
+        XCTAssertEqual(try NPY.decode(fortran).shape, [0, 3841578300896386160])
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1)
         let header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,3,3],\"data_offsets\":[0,16]}}"
         var st = Data()
         withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { st.append(contentsOf: $0) }

@@ -19,6 +19,9 @@ public struct Tensor: Equatable, Sendable {
     public func transposed() -> Tensor {
         precondition(shape.count == 2)
         let (r, c) = (shape[0], shape[1])
+        // No values, no loop: a shape like [2^62, 0] read from a file must not
+        // spin through 2^62 empty rows (found by the npy fuzz target).
+        if values.isEmpty { return Tensor(shape: [c, r], values: []) }
         var out = [Float](repeating: 0, count: values.count)
         for i in 0..<r { for j in 0..<c { out[j * r + i] = values[i * c + j] } }
         return Tensor(shape: [c, r], values: out)
