@@ -27,7 +27,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let context = compute.apply()
+        let context = compute.apply(defaultFolding: .always)
         try runReportingErrors {
             var melRow: String?
             let cpu = CPUInfo.current
@@ -76,7 +76,7 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds), "--repeats", String(repeats)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
-                    args += ["--precision", context.precision.rawValue]
+                    args += ["--precision", context.precision.rawValue, "--fold", context.conditionFolding.rawValue]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out
@@ -105,7 +105,8 @@ struct Bench: ParsableCommand {
                       perSample: Benchmark.peakMemoryMB * 1024 / Double(batch * segment)))
         case "synth":
             let sy = Benchmark.synthesis(cfg, seconds: seconds, repeats: repeats, context: context)
-            print(row(name, context, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil))
+            print(row(name, context, "synth", sy.samplesPerSecond, Double(cfg.sampleRate) / sy.samplesPerSecond, sy.gflops, sg, perSample: nil)
+                  + (sy.foldSeconds.map { String(format: "  folded (built in %.2f s)", $0) } ?? ""))
         default:
             throw ValidationError("unknown phase \(phase) (train, synth)")
         }

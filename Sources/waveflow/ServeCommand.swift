@@ -70,5 +70,6 @@ func servingContext(workers: Int, threads: Int?, precision: PrecisionChoice?) ->
     VocoderServer.prepareProcessForServing(threadsPerSynthesis: perSynthesis)
     var choice = ComputeOptions()
     choice.precision = precision
-    return ComputeContext(precision: choice.resolvedPrecision(default: .auto), threads: perSynthesis)
+    // Many requests from one model: WaveGlow's folded projections pay for themselves.
+    return ComputeContext(precision: choice.resolvedPrecision(default: .auto), threads: perSynthesis).with(conditionFolding: .always)
 }

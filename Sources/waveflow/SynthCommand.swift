@@ -46,7 +46,10 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
-        let context = compute.apply(defaultPrecision: .auto)
+        // A folder is many utterances from one model: the fold pays for itself.
+        var isFolder: ObjCBool = false
+        let folder = FileManager.default.fileExists(atPath: input, isDirectory: &isFolder) && isFolder.boolValue
+        let context = compute.apply(defaultPrecision: .auto, defaultFolding: folder ? .always : .auto)
         try runReportingErrors {
             let ck = try model.load()
             let synth = Synthesizer(model: ck.model, context: context)
@@ -58,8 +61,7 @@ struct Synth: ParsableCommand {
             }
             let fmt = SampleFormat(rawValue: format)!
             let rate = ck.config.sampleRate
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: input, isDirectory: &isDir), isDir.boolValue {
+            if folder {
                 if noise != nil { throw WaveFlowError("--noise applies to a single file") }
                 let files = listFiles(in: input) { $0.hasSuffix(".npy") }
                 guard !files.isEmpty else { throw WaveFlowError("no .npy files found", path: input) }

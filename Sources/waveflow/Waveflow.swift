@@ -51,6 +51,10 @@ struct ComputeOptions: ParsableArguments {
                                discussion: "fp32: Float32 on OpenBLAS, the reference (training's weight gradients on oneDNN's f32 matmul where oneDNN loads: same precision, faster here). bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
     var precision: PrecisionChoice?
 
+    @Option(help: ArgumentHelp("WaveGlow synthesis: fold the upsampler into the condition projections: auto, always or never (default: always for a folder, bench and serve; auto otherwise).",
+                               discussion: "Folding halves the projections' multiply-adds and drops the upsampler, for a one-time cost of about 7 s of audio's synthesis and memory (252 MB for wg-c32; never over 1 GB). auto: only for an utterance long enough to pay for it. Same audio up to float rounding."))
+    var fold: ConditionFolding?
+
     func validate() throws {
         if let t = threads, !(1...4096).contains(t) { throw ValidationError("--threads must be from 1 to 4096, not \(t)") }
         if precision == .bf16, case .failure(let e) = OneDNN.bf16 { throw ValidationError("--precision bf16: \(e.message)") }
@@ -71,10 +75,15 @@ struct ComputeOptions: ParsableArguments {
     /// precision (`defaultPrecision` when none was asked for).
     /// - Returns: the compute context the command passes to the library.
     @discardableResult
-    func apply(ranksOnThisMachine: Int = 1, defaultPrecision: PrecisionChoice = .fp32) -> ComputeContext {
+    func apply(ranksOnThisMachine: Int = 1, defaultPrecision: PrecisionChoice = .fp32,
+               defaultFolding: ConditionFolding = .auto) -> ComputeContext {
         Threads.count = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisMachine))
         return ComputeContext(precision: resolvedPrecision(default: defaultPrecision), threads: Threads.count)
+            .with(conditionFolding: fold ?? defaultFolding)
     }
+}
+
+extension ConditionFolding: ExpressibleByArgument {
 }
 
 /// Runs `body`, turning an engine error into a one-line message and exit 1.

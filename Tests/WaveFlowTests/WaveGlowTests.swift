@@ -145,6 +145,54 @@ final class WaveGlowTests: XCTestCase {
         }
     }
 
+    /// Synthesis with the upsampler folded into every flow's projection
+    /// (`WaveGlowConditionFold`) equals the unfolded naive twin up to
+    /// rounding, in one block and in several; the kept fold follows the
+    /// weights (one changed value is enough); `.auto` folds only an utterance
+    /// long enough to pay for it, or with a fold already kept.
+    func testFoldedConditionEqualsUnfolded() throws {
+        for v in Self.variants {
+            let cfg = Self.tinyConfig(coupling: v == "additive" ? "additive" : "affine", alternate: v == "alternate", flows: 5)
+            let model: FlowModel<Double> = Self.randomModel(cfg, seed: 9)
+            let up = try XCTUnwrap(model.conditioner as? WaveGlowUpsampler<Double>)
+            let frames = 40, t = frames * cfg.hopLength // w = 80 columns, P = 2 per frame
+            var rng = TestRNG(12)
+            let mel: [Double] = rng.array(cfg.nMels * frames), z: [Double] = rng.array(t, scale: 0.8)
+            let folded = ComputeContext.fp32.with(conditionFolding: .always)
+            var blocked = folded
+            blocked.synthesisBlockColumns = 1 // blocks of 16 x reach columns, not frame-aligned
+            XCTAssertFalse(up.hasFold)
+            let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)
+            for context in [folded, blocked] {
+                let out = model.synthesise(mel: mel, frames: frames, z: z, context: context)
+                XCTAssertLessThan(normRelativeError(out, naive), Tolerance.float64Reordered, "\(v) folded")
+            }
+            XCTAssertTrue(up.hasFold)
+            // One changed value of a projection, then of the upsampler's bias: the fold follows.
+            for name in ["WN.4.cond_layer.weight", "upsample.bias"] {
+                model.params.valueBuffer[model.params.offset(name) + 1] += 0.25
+                let changed = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)
+                XCTAssertGreaterThan(normRelativeError(changed, naive), 1e-6, name)
+                let out = model.synthesise(mel: mel, frames: frames, z: z, context: blocked)
+                XCTAssertLessThan(normRelativeError(out, changed), Tolerance.float64Reordered, "\(v) after changing \(name)")
+            }
+        }
+        // .auto: a short utterance unfolded, one past the break-even folded (and the fold kept for later ones).
+        let cfg = Self.tinyConfig()
+        let model: FlowModel<Float> = Self.randomModel(cfg, seed: 4)
+        let up = try XCTUnwrap(model.conditioner as? WaveGlowUpsampler<Float>)
+        let breakEven = up.foldSources.breakEvenColumns, perFrame = cfg.hopLength / cfg.nGroup
+        var rng = TestRNG(5)
+        for (frames, folds) in [(2, false), (breakEven / perFrame + 1, true)] {
+            let mel: [Float] = rng.array(cfg.nMels * frames), z: [Float] = rng.array(frames * cfg.hopLength)
+            let out = model.synthesise(mel: mel, frames: frames, z: z, context: .fp32)
+            XCTAssertEqual(up.hasFold, folds, "\(frames) frames, break-even \(breakEven) columns")
+            let naive = model.synthesiseNaive(mel: mel, frames: frames, z: z, context: .fp32)
+            XCTAssertLessThan(normRelativeError(out, naive), Tolerance.float32Reordered)
+        }
+        XCTAssertNil(up.foldForSynthesis(columns: 1 << 20, context: ComputeContext.fp32.with(conditionFolding: .never)))
+    }
+
     /// The dilated convolution's expansion product equals direct sums, and
     /// its adjoint is the transpose of the expansion (<E a, g> = <a, E^T g>).
     func testDilatedConvolutionMatchesNaive() {

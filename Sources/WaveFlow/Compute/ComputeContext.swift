@@ -26,6 +26,9 @@ public struct ComputeContext: Sendable, Equatable {
     /// Whether Float32 weight-gradient products may run on oneDNN's f32
     /// matmul (see `WeightGradients`); from `WAVEFLOW_WEIGHT_GRADIENTS`.
     public var weightGradientsOnOneDNN: Bool
+    /// Whether WaveGlow synthesis may fold the upsampler into each flow's
+    /// condition projection (`ConditionFolding`); other families ignore it.
+    public var conditionFolding: ConditionFolding = .auto
 
     /// - Parameters:
     ///   - precision: `.fp32` (the reference) or `.bf16`.
@@ -75,9 +78,34 @@ public struct ComputeContext: Sendable, Equatable {
         return true
     }
 
+    /// The same context with another condition-folding policy.
+    public func with(conditionFolding f: ConditionFolding) -> ComputeContext {
+        var c = self
+        c.conditionFolding = f
+        return c
+    }
+
     /// The precision products really run in: `.bf16` only where it is available.
     public var effectivePrecision: Precision {
         if precision == .bf16, case .success = OneDNN.bf16 { return .bf16 }
         return .fp32
     }
+}
+
+/// When WaveGlow synthesis folds the ConvTranspose1d upsampler into each
+/// flow's condition projection (`WaveGlowConditionFold`): half the
+/// projection's multiply-adds and no upsampler per synthesis, for a one-time
+/// fold that costs as much as synthesising about 7 s of audio and memory of
+/// `n_flows * 2CL * hop/G * 4M` values (252 MB for wg-c32; never above
+/// `WaveGlowConditionFold.memoryLimit`). The fold is kept with the model and
+/// rebuilt when its weights change.
+public enum ConditionFolding: String, Sendable, Equatable, CaseIterable {
+    /// Fold when a valid fold is already kept, or this utterance alone is
+    /// long enough to pay for building one (a one-off `synth`).
+    case auto
+    /// Fold whenever the memory limit allows (a service, batch vocoding,
+    /// `bench`: many utterances from one loaded model).
+    case always
+    /// Never fold (the reference path).
+    case never
 }

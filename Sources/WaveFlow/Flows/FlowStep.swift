@@ -74,8 +74,10 @@ public protocol Conditioner<Scalar>: AnyObject, Sendable {
     func forward(mel: [Scalar], batch: Int, frames: Int) -> (condition: [Scalar], cache: Any)
     /// Accumulates the parameters' gradients from dc [B, M, F*hop].
     func backward(mel: [Scalar], cache: Any, dCondition: [Scalar])
-    /// The condition of mel [M, F] (B = 1) as grid rows of `rows` (h), for synthesis.
-    func synthesisCondition(mel: [Scalar], frames: Int, rows: Int) -> any ConditionRows<Scalar>
+    /// The condition of mel [M, F] (B = 1) as grid rows of `rows` (h), for
+    /// synthesis in `context` (which may choose a faster form of it that the
+    /// family's steps read directly).
+    func synthesisCondition(mel: [Scalar], frames: Int, rows: Int, context: ComputeContext) -> any ConditionRows<Scalar>
 }
 
 /// The standard normal prior on z and the likelihood (MODEL-SPEC section 7):

@@ -82,7 +82,7 @@ public final class WaveFlowUpsampler<T: Real>: Conditioner {
 
     /// Grid rows of the condition of mel [M, F] (B = 1), computed on demand:
     /// every stage but the last is run, the last only at the requested columns.
-    public func synthesisCondition(mel: [T], frames: Int, rows: Int) -> any ConditionRows<T> {
+    public func synthesisCondition(mel: [T], frames: Int, rows: Int, context: ComputeContext) -> any ConditionRows<T> {
         condition(mel: mel, frames: frames, rows: rows)
     }
 

@@ -13,6 +13,8 @@ import Foundation
 public final class WaveGlowCoupling<T: Real>: FlowStep {
     public typealias Scalar = T
     public let name: String
+    /// k.
+    let flow: Int
     let params: ParameterSet<T>
     let network: WaveGlowNetwork<T>
     /// The rows WN_k reads and the rows it transforms (nh each).
@@ -24,6 +26,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     /// Coupling k of `config` on rows `first ..< n_group`, its tensors (`WN.k.*`) already in `params`.
     init(config: ModelConfig, flow k: Int, firstRow e: Int, params: ParameterSet<T>) {
         name = "WN.\(k)."
+        flow = k
         self.params = params
         let nh = (config.nGroup - e) / 2
         additive = config.coupling == "additive"
@@ -84,7 +87,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         let a0 = x.withUnsafeBufferPointer { gatherRows($0.baseAddress!, inputRows, grid: grid) }
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
         let netCache = keepCache ? WaveGlowNetwork<T>.Cache(batch: bn, width: w, input: a0, condition: cg) : nil
-        let out = network.forward(input: a0, condition: cg, batch: bn, width: w, weights: weights, cache: netCache, context: context)
+        let out = network.forward(input: a0, condition: .grouped(cg), batch: bn, width: w, weights: weights, cache: netCache, context: context)
         // out = [t; log s]: rows 0..<nh are t, nh..<2nh log s (affine only).
         var z = x
         var logdet = [T](repeating: 0, count: bn)
@@ -141,17 +144,27 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     /// X from Z [h, w] (B = 1): WN_k on the untouched half, then
     /// x = (z - t) exp(-log s) on the other, in column blocks (see
-    /// `invertColumns`) over the cores.
+    /// `invertColumns`) over the cores. A `FoldedCondition` is projected
+    /// block by block from the mel's windows; any other is grouped whole first.
     @_specialize(where T == Float)
     public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
+        let blocks = inverseBlocks(width: w, context: context)
+        if let folded = condition as? FoldedCondition<T> {
+            let fold = folded.fold
+            return invertColumns(z, grid: grid, blocks: blocks, context: context) { js in
+                let s = OwnedBuffer<T>(repeating: 0, count: fold.outputs * js.count)
+                fold.project(flow: self.flow, windows: folded.windows.pointer, columns: js, into: s.pointer, context: context)
+                return .projected(s)
+            }
+        }
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
         if let whole = condition as? UpsampledCondition<T> {
             whole.grouped(into: cg.pointer)
         } else {
             for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
         }
-        return invertColumns(z, grid: grid, condition: cg, blocks: inverseBlocks(width: w, context: context), context: context)
+        return invertColumns(z, grid: grid, blocks: blocks, context: context) { self.groupedColumns(cg, width: w, $0) }
     }
 
     /// The same from the whole condition Cd [M, 1, h, w], in one block: the
@@ -161,7 +174,15 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     public func inverseNaive(_ z: [T], condition cd: [T], width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        return invertColumns(z, grid: grid, condition: cg, blocks: 1, context: context)
+        return invertColumns(z, grid: grid, blocks: 1, context: context) { self.groupedColumns(cg, width: w, $0) }
+    }
+
+    /// Columns `js` of Cg [MG, w].
+    func groupedColumns(_ cg: OwnedBuffer<T>, width w: Int, _ js: Range<Int>) -> WaveGlowNetwork<T>.Condition {
+        let mg = bands * group
+        let c = OwnedBuffer<T>(repeating: 0, count: mg * js.count)
+        for r in 0..<mg { (c.pointer + r * js.count).update(from: cg.pointer + r * w + js.lowerBound, count: js.count) }
+        return .grouped(c)
     }
 
     /// Columns one side of a column that WN_k's output there depends on: the
@@ -184,9 +205,11 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     /// Inverts the coupling on `blocks` column blocks of equal width: each
     /// block runs WN_k on its columns plus `reach` on each side (exact: WN_k's
-    /// input is the untouched half of Z), blocks spread over the cores.
-    func invertColumns(_ z: [T], grid: GridShape, condition cg: OwnedBuffer<T>, blocks nBlocks: Int, context: ComputeContext) -> [T] {
-        let (w, nh, mg) = (grid.width, halfRows, bands * group)
+    /// input is the untouched half of Z), with `condition(columns)` as its
+    /// condition, blocks spread over the cores.
+    func invertColumns(_ z: [T], grid: GridShape, blocks nBlocks: Int, context: ComputeContext,
+                       condition: @escaping (Range<Int>) -> WaveGlowNetwork<T>.Condition) -> [T] {
+        let (w, nh) = (grid.width, halfRows)
         var x = z
         let count = max(1, min(nBlocks, w))
         let blocks = (0..<count).map { w * $0 / count ..< w * ($0 + 1) / count }
@@ -196,11 +219,10 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                 let zs = UnsafeSendable(UnsafeMutablePointer(mutating: zp.baseAddress!))
                 let run = { (js: Range<Int>) in
                     let lo = max(0, js.lowerBound - self.reach), hi = min(w, js.upperBound + self.reach), wb = hi - lo
-                    let a0 = OwnedBuffer<T>(repeating: 0, count: nh * wb), c = OwnedBuffer<T>(repeating: 0, count: mg * wb)
+                    let a0 = OwnedBuffer<T>(repeating: 0, count: nh * wb)
                     for (r, row) in self.inputRows.enumerated() { (a0.pointer + r * wb).update(from: zs.p + row * w + lo, count: wb) }
-                    for r in 0..<mg { (c.pointer + r * wb).update(from: cg.pointer + r * w + lo, count: wb) }
-                    let out = self.network.forward(input: a0, condition: c, batch: 1, width: wb, weights: self.weights,
-                                                   context: context)
+                    let out = self.network.forward(input: a0, condition: condition(lo ..< hi), batch: 1, width: wb,
+                                                   weights: self.weights, context: context)
                     for (r, row) in self.transformedRows.enumerated() {
                         for j in js {
                             let p = r * wb + j - lo

@@ -51,11 +51,20 @@ struct WaveGlowNetwork<T: Real>: Sendable {
 
     // MARK: - Forward
 
-    /// out [nout, N] = WN(A0 [nh, N] | Cg [MG, N]); with `cache`, what the
-    /// backward pass needs is kept there.
+    /// What WN_k is conditioned on: the grouped condition Cg [MG, N], or its
+    /// projection s = cond(Cg) [2CL, N] already made (bias included; the
+    /// folded synthesis path, `WaveGlowConditionFold`), which `forward` then
+    /// adds its layers onto.
+    enum Condition {
+        case grouped(OwnedBuffer<T>)
+        case projected(OwnedBuffer<T>)
+    }
+
+    /// out [nout, N] = WN(A0 [nh, N] | condition); with `cache` (a grouped
+    /// condition only), what the backward pass needs is kept there.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func forward(input a0: OwnedBuffer<T>, condition cg: OwnedBuffer<T>, batch: Int, width: Int,
+    func forward(input a0: OwnedBuffer<T>, condition: Condition, batch: Int, width: Int,
                  weights w: UnsafeMutablePointer<T>, cache: Cache? = nil, context: ComputeContext) -> OwnedBuffer<T> {
         let (c, n) = (channels, batch * width)
         let a = OwnedBuffer<T>(repeating: 0, count: c * n), skip = OwnedBuffer<T>(repeating: 0, count: c * n)
@@ -63,9 +72,16 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a.pointer)
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
-        let y = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
-        Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg.pointer, weight: w + cond,
-                        bias: w + condB, output: y.pointer)
+        let y: OwnedBuffer<T>
+        switch condition {
+        case .grouped(let cg):
+            y = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
+            Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg.pointer, weight: w + cond,
+                            bias: w + condB, output: y.pointer)
+        case .projected(let s):
+            precondition(cache == nil && s.count == 2 * c * layers * n, "a projected condition is for synthesis only")
+            y = s
+        }
         for i in 0..<layers {
             if let cache { cache.a.append(OwnedBuffer(copying: a.pointer, count: c * n)) }
             layerForward(i, a: a, y: y.pointer + 2 * c * i * n, g: g, e: e, skip: skip, batch: batch, width: width,

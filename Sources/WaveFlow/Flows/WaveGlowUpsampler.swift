@@ -15,12 +15,24 @@ public final class WaveGlowUpsampler<T: Real>: Conditioner {
     let weight: Int, bias: Int
     /// Frames per product: bounds the scratch P to [M*K, 64].
     static var framesPerBlock: Int { 64 }
+    /// The weights every flow's folded projection is made of.
+    let foldSources: WaveGlowConditionFold<T>.Sources
+    /// The fold last built (`foldForSynthesis`), while its weights are unchanged.
+    private let kept = KeptFold()
 
+    /// The fold and its lock.
+    private final class KeptFold: @unchecked Sendable {
+        let lock = NSLock()
+        var fold: WaveGlowConditionFold<T>?
+    }
+
+    /// The upsampler of `config`; every `WN.k.cond_layer` must already be in `params` (for the fold).
     init(config: ModelConfig, params: ParameterSet<T>) {
         self.params = params
         (bands, hop) = (config.nMels, config.hopLength)
         weight = params.offset("upsample.weight")
         bias = params.offset("upsample.bias")
+        foldSources = WaveGlowConditionFold.Sources(config: config, params: params)
     }
 
     var kernel: Int { 4 * hop }
@@ -95,9 +107,44 @@ public final class WaveGlowUpsampler<T: Real>: Conditioner {
         } }
     }
 
-    public func synthesisCondition(mel: [T], frames: Int, rows: Int) -> any ConditionRows<T> {
+    /// The folded projections' windows when `foldForSynthesis` gives a fold,
+    /// else the whole upsampled condition.
+    public func synthesisCondition(mel: [T], frames: Int, rows: Int, context: ComputeContext) -> any ConditionRows<T> {
+        if let fold = foldForSynthesis(columns: frames * hop / rows, context: context) {
+            return FoldedCondition(fold: fold, windows: fold.windows(mel: mel, frames: frames), mel: mel, frames: frames, rows: rows,
+                                   upsampler: self)
+        }
+        return upsampledCondition(mel: mel, frames: frames, rows: rows)
+    }
+
+    /// The whole upsampled condition of mel [M, F] as grid rows.
+    func upsampledCondition(mel: [T], frames: Int, rows: Int) -> UpsampledCondition<T> {
         UpsampledCondition(values: forward(mel: mel, batch: 1, frames: frames).condition, bands: bands, width: frames * hop, rows: rows)
     }
+
+    /// The fold to synthesise `columns` grouped columns with under
+    /// `context.conditionFolding` (`ConditionFolding`): the kept one if its
+    /// weights are unchanged (checksum), else a new one when the policy and
+    /// `WaveGlowConditionFold.memoryLimit` allow; nil for the unfolded path.
+    /// Concurrent callers wait for one build.
+    func foldForSynthesis(columns: Int, context: ComputeContext) -> WaveGlowConditionFold<T>? {
+        let s = foldSources
+        guard context.conditionFolding != .never, s.worthFolding, s.bytes <= WaveGlowConditionFold<T>.memoryLimit else { return nil }
+        kept.lock.lock(); defer { kept.lock.unlock() }
+        let wanted = context.conditionFolding == .always || columns >= s.breakEvenColumns
+        guard kept.fold != nil || wanted else { return nil }
+        let values = UnsafePointer(params.valueBuffer.baseAddress!)
+        let sum = WaveGlowConditionFold<T>.checksum(s, values: values)
+        if let fold = kept.fold, fold.checksum == sum { return fold }
+        kept.fold = nil // the weights changed since
+        guard wanted else { return nil }
+        let built = WaveGlowConditionFold(sources: s, values: values, checksum: sum)
+        kept.fold = built
+        return built
+    }
+
+    /// Whether a fold is kept (tests, `bench`).
+    var hasFold: Bool { kept.lock.lock(); defer { kept.lock.unlock() }; return kept.fold != nil }
 }
 
 /// A whole upsampled condition c [M, cw] served as grid rows: row i is

@@ -125,9 +125,10 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
 
     // MARK: - Synthesis
 
-    /// The condition of mel [M, F] (B = 1) as grid rows, computed on demand.
-    public func synthesisCondition(mel: [T], frames: Int) -> any ConditionRows<T> {
-        conditioner.synthesisCondition(mel: mel, frames: frames, rows: config.nGroup)
+    /// The condition of mel [M, F] (B = 1) as grid rows, computed on demand
+    /// (for WaveGlow, folded into the projections when `context` allows).
+    public func synthesisCondition(mel: [T], frames: Int, context: ComputeContext = .fp32) -> any ConditionRows<T> {
+        conditioner.synthesisCondition(mel: mel, frames: frames, rows: config.nGroup, context: context)
     }
 
     /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8:
@@ -144,7 +145,7 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
     public func synthesiseExcitation(mel: [T], frames: Int, z: [T], context: ComputeContext) -> [T] {
         let t = frames * config.hopLength, w = t / config.nGroup
         precondition(z.count == t)
-        let condition = synthesisCondition(mel: mel, frames: frames)
+        let condition = synthesisCondition(mel: mel, frames: frames, context: context)
         var x = squeezeAudio(z, batch: 1, width: w)
         for step in steps.reversed() { x = step.inverse(x, condition: condition, width: w, context: context) }
         return unsqueezeAudio(x, batch: 1, width: w)

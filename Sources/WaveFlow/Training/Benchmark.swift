@@ -95,16 +95,27 @@ public enum Benchmark {
 
     /// Synthesis of `seconds` of audio from a random mel (the fastest of
     /// `repeats` runs after a warm-up); FLOPs counted as the multiply-adds it
-    /// performs.
-    public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2, context: ComputeContext) -> (samplesPerSecond: Double, gflops: Double) {
+    /// performs. For WaveGlow with `context.conditionFolding` allowing it,
+    /// the fold is built first, timed on its own (`foldSeconds`, nil when
+    /// not folded), and the FLOPs are the folded path's.
+    public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2, context: ComputeContext)
+        -> (samplesPerSecond: Double, gflops: Double, foldSeconds: Double?) {
         let model = FlowModel<Float>(config: config)
         model.initialise(seed: 1)
         var rng = SplitMix64(seed: 4)
         let frames = Int(seconds * Double(config.sampleRate)) / config.hopLength
         let mel = (0..<(config.nMels * frames)).map { _ in Float(rng.uniform(-8, 0)) }
         let z = Synthesizer.noise(count: frames * config.hopLength, sigma: 0.7, seed: 1)
+        var macs = config.performedMacsPerSample, foldSeconds: Double?
+        if let up = model.conditioner as? WaveGlowUpsampler<Float> {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            if up.foldForSynthesis(columns: frames * config.hopLength / config.nGroup, context: context) != nil {
+                foldSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                macs -= up.foldSources.savedMacsPerColumn / Double(config.nGroup)
+            }
+        }
         let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z, context: context) }
         let samples = Double(frames * config.hopLength)
-        return (samples / t, 2 * config.performedMacsPerSample * samples / t / 1e9)
+        return (samples / t, 2 * macs * samples / t / 1e9, foldSeconds)
     }
 }
