@@ -12,6 +12,9 @@ What it measures, like Sources/WaveFlow/Training/Benchmark.swift (the fastest of
          of --seconds (frames = seconds*22050/hop) under torch.inference_mode();
          the latent is drawn outside the timing. samples/s = frames*hop / time.
   RTF    time / seconds of audio processed (below 1 is faster than real time).
+  --bf16 runs the forward pass (train) and the inverse (synth) under
+         torch.autocast("cpu", dtype=torch.bfloat16): bf16 products with
+         Float32 elsewhere, PyTorch's counterpart of `--precision bf16`.
 
 The model: ConvTranspose1d upsampler M->M (kernel 4*hop, stride hop), squeeze
 into groups of G, K flows of [invertible 1x1 conv, affine coupling with a WN
@@ -27,6 +30,7 @@ float32, ~1e-4 expected) and that the log-det equals log|det J| of the
 autograd Jacobian on a tiny input (float64). A manual tool: not run by CI.
 """
 import argparse
+import contextlib
 import numpy as np
 import os
 import resource
@@ -204,7 +208,9 @@ def main():
     p.add_argument("--pt", help="a checkpoint in the authors' state-dict form ({'model': state_dict}): loaded when it "
                    "exists, else written from the random model (then give it to `waveflow synth --checkpoint`)")
     p.add_argument("--mel", help="vocode this .npy mel [M, F] (synth only) instead of a random one")
+    p.add_argument("--bf16", action="store_true", help="bf16 products (torch.autocast on the CPU)")
     a = p.parse_args()
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
     torch.set_num_threads(a.threads)
     base = dict(C=a.channels, K=a.flows, L=a.layers, G=a.group, E=a.early_every, S=a.early_size)
     if a.preset:
@@ -212,7 +218,8 @@ def main():
     else:
         runs = [(f"C{a.channels}-K{a.flows}-L{a.layers}-G{a.group}", base)]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"CPU: {cpu} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"CPU: {cpu} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
+          + ("bf16 autocast" if a.bf16 else "fp32"))
     if a.check:
         check(runs[0][1], a.mels, a.hop)
     assert a.segment % a.group == 0 and a.hop % a.group == 0
@@ -234,7 +241,8 @@ def main():
 
                 def step():
                     opt.zero_grad(set_to_none=True)
-                    _, logp = model(x, mel)
+                    with precision:
+                        _, logp = model(x, mel)
                     (-logp / a.segment).mean().backward()
                     opt.step()
                 t, n = best_time(a.repeats, step), a.batch * a.segment
@@ -247,7 +255,7 @@ def main():
                 z = 0.7 * torch.randn(1, frames * a.hop)
 
                 def synth():
-                    with torch.inference_mode():
+                    with torch.inference_mode(), precision:
                         model.infer(mel, z)
                 t, n = best_time(a.repeats, synth), frames * a.hop
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

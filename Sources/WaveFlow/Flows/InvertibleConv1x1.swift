@@ -27,17 +27,28 @@ public final class InvertibleConv1x1<T: Real>: FlowStep {
     /// W as Float64, row-major [c, c].
     var matrix: [Double] { (0 ..< c * c).map { Double(params.valueBuffer[weight + $0]) } }
 
-    /// Y[rows] = M X[rows] for each item of X [B, h, w] (other rows copied).
+    /// Y[rows] = M X[rows] for each item of X [B, h, w] (other rows copied),
+    /// as c*c scaled row additions on the calling thread: a [c, c] x [c, w]
+    /// product is too small for BLAS's threads, and waking them leaves them
+    /// spinning on the cores synthesis's column blocks run on.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func apply(_ m: [T], to x: [T], grid: GridShape) -> [T] {
         let (h, w) = (grid.rows, grid.width)
         var y = x
-        m.withUnsafeBufferPointer { mp in x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
             for b in 0..<grid.batch {
                 let off = (b * h + rows.lowerBound) * w
-                T.gemm(transA: false, transB: false, m: c, n: w, k: c, alpha: 1, a: mp.baseAddress!, lda: c,
-                       b: xp.baseAddress! + off, ldb: w, beta: 0, c: yp.baseAddress! + off, ldc: w)
+                for i in 0..<c {
+                    let dst = yp.baseAddress! + off + i * w
+                    dst.update(repeating: 0, count: w)
+                    for k in 0..<c {
+                        let mik = m[i * c + k], src = xp.baseAddress! + off + k * w
+                        for j in 0..<w { dst[j] += mik * src[j] }
+                    }
+                }
             }
-        } } }
+        } }
         return y
     }
 
