@@ -147,34 +147,50 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         return out
     }
 
-    /// s [2CL, js.count] of flow k's WN (bias included) for grouped columns
-    /// `js`, from `windows` (`windows(mel:frames:)`): one product
-    /// R [frames, 2CL*P] = windows x F_k^T over the frames the columns span,
-    /// then each row's P phases of a frame copied into place.
+    /// Frames per product in `project`: bounds each worker's R to
+    /// [256, 2CL*P / workers] whatever the duration.
+    static var framesPerProduct: Int { 256 }
+
+    /// s [2CL, w] of flow k's WN (bias included) for all w grouped columns
+    /// of an utterance of `frames` frames, from `windows`
+    /// (`windows(mel:frames:)`). The output rows split over the cores, each
+    /// worker taking its rows' part of F_k through products
+    /// R [frames, rows*P] = windows x F_k[rows]^T (so F_k is read once per
+    /// 256 frames, not once per column block), then each row's P phases of a
+    /// frame copied into place. Column block j ..< j' of s is then the
+    /// projection of those columns: there is nothing to recompute in the
+    /// coupling's halos.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func project(flow k: Int, windows: UnsafePointer<T>, columns js: Range<Int>, into y: UnsafeMutablePointer<T>,
+    func project(flow k: Int, windows: UnsafePointer<T>, frames: Int, width w: Int, into y: UnsafeMutablePointer<T>,
                  context: ComputeContext) {
         let (p, rows, win) = (phases, outputs, window)
-        let f0 = js.lowerBound / p, f1 = (js.upperBound - 1) / p + 1, nf = f1 - f0
-        let r = OwnedBuffer<T>(repeating: 0, count: nf * rows * p)
-        T.product(context, transA: false, transB: true, m: nf, n: rows * p, k: win, a: windows + f0 * win, a16: nil, lda: win,
-                  b: matrices[k].pointer, b16: bf16Matrix(k, context: context, frames: nf), ldb: win,
-                  accumulate: false, c: r.pointer, ldc: rows * p)
-        let (wb, lo, b) = (js.count, js.lowerBound, biases[k].pointer)
-        for o in 0..<rows {
-            let dst = y + o * wb - lo, bias = b[o]
-            for f in f0..<f1 {
-                // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at o*P.
-                let src = r.pointer + (f - f0) * rows * p + o * p - f * p
-                for n in max(lo, f * p) ..< min(js.upperBound, (f + 1) * p) { dst[n] = src[n] + bias }
+        let parts = max(1, min(context.threads, rows))
+        let chunk = Self.framesPerProduct
+        Threads.parallelFor(parts) { part in
+            let o0 = rows * part / parts, o1 = rows * (part + 1) / parts, n = (o1 - o0) * p
+            let r = OwnedBuffer<T>(repeating: 0, count: min(chunk, frames) * n)
+            let b16 = self.bf16Matrix(k, context: context, frames: min(chunk, frames))
+            for f0 in stride(from: 0, to: frames, by: chunk) {
+                let nf = min(chunk, frames - f0)
+                T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * win, a16: nil, lda: win,
+                          b: self.matrices[k].pointer + o0 * p * win, b16: b16.map { $0 + o0 * p * win }, ldb: win,
+                          accumulate: false, c: r.pointer, ldc: n)
+                for o in o0..<o1 {
+                    let dst = y + o * w, bias = self.biases[k].pointer[o]
+                    for f in f0 ..< f0 + nf {
+                        // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - o0)*P.
+                        let src = r.pointer + (f - f0) * n + (o - o0) * p - f * p
+                        for col in f * p ..< min(w, (f + 1) * p) { dst[col] = src[col] + bias }
+                    }
+                }
             }
         }
     }
 
     /// F_k rounded to bf16 when the products of `frames` rows run in bf16 in
     /// `context` (made once, kept); nil otherwise.
-    private func bf16Matrix(_ k: Int, context: ComputeContext, frames: Int) -> UnsafePointer<UInt16>? {
+    func bf16Matrix(_ k: Int, context: ComputeContext, frames: Int) -> UnsafePointer<UInt16>? {
         guard context.bf16Products(frames, outputs * phases, window) else { return nil }
         lock.lock(); defer { lock.unlock() }
         if let m = bf16[k] { return UnsafePointer(m) }

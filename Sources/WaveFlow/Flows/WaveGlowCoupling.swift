@@ -151,11 +151,15 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let blocks = inverseBlocks(width: w, context: context)
         if let folded = condition as? FoldedCondition<T> {
-            let fold = folded.fold
+            // The projection s [2CL, w] of every column at once, then each block's columns of it.
+            let rows = folded.fold.outputs
+            let s = OwnedBuffer<T>(repeating: 0, count: rows * w)
+            folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w, into: s.pointer,
+                                context: context)
             return invertColumns(z, grid: grid, blocks: blocks, context: context) { js in
-                let s = OwnedBuffer<T>(repeating: 0, count: fold.outputs * js.count)
-                fold.project(flow: self.flow, windows: folded.windows.pointer, columns: js, into: s.pointer, context: context)
-                return .projected(s)
+                let block = OwnedBuffer<T>(repeating: 0, count: rows * js.count)
+                for o in 0..<rows { (block.pointer + o * js.count).update(from: s.pointer + o * w + js.lowerBound, count: js.count) }
+                return .projected(block)
             }
         }
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)

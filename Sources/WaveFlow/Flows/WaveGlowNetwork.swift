@@ -38,12 +38,13 @@ struct WaveGlowNetwork<T: Real>: Sendable {
 
     /// What the backward pass needs: the input, the condition, each layer's
     /// input a_i [C, N], the pre-gate y of every layer (s [2CL, N], layer
-    /// i's y in rows 2C*i ..< 2C*(i+1)), the summed skips [C, N].
+    /// i's y in rows 2C*i ..< 2C*(i+1)), [a_L; skip] [2C, N] (the summed
+    /// skips in rows C ..< 2C).
     final class Cache {
         let batch: Int, width: Int
         let input: OwnedBuffer<T>, condition: OwnedBuffer<T>
         var a: [OwnedBuffer<T>] = []
-        var y: OwnedBuffer<T>?, skip: OwnedBuffer<T>?
+        var y: OwnedBuffer<T>?, aSkip: OwnedBuffer<T>?
         init(batch: Int, width: Int, input: OwnedBuffer<T>, condition: OwnedBuffer<T>) {
             (self.batch, self.width, self.input, self.condition) = (batch, width, input, condition)
         }
@@ -67,9 +68,10 @@ struct WaveGlowNetwork<T: Real>: Sendable {
     func forward(input a0: OwnedBuffer<T>, condition: Condition, batch: Int, width: Int,
                  weights w: UnsafeMutablePointer<T>, cache: Cache? = nil, context: ComputeContext) -> OwnedBuffer<T> {
         let (c, n) = (channels, batch * width)
-        let a = OwnedBuffer<T>(repeating: 0, count: c * n), skip = OwnedBuffer<T>(repeating: 0, count: c * n)
+        // [a; skip] [2C, N] in one buffer: a layer's residual and skip 1x1s are one product into it.
+        let aSkip = OwnedBuffer<T>(repeating: 0, count: 2 * c * n), a = aSkip.pointer, skip = aSkip.pointer + c * n
         let g = OwnedBuffer<T>(repeating: 0, count: c * n), e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
-        Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a.pointer)
+        Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a)
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
         let y: OwnedBuffer<T>
@@ -83,37 +85,31 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             y = s
         }
         for i in 0..<layers {
-            if let cache { cache.a.append(OwnedBuffer(copying: a.pointer, count: c * n)) }
-            layerForward(i, a: a, y: y.pointer + 2 * c * i * n, g: g, e: e, skip: skip, batch: batch, width: width,
-                         weights: w, context: context)
+            if let cache { cache.a.append(OwnedBuffer(copying: a, count: c * n)) }
+            layerForward(i, aSkip: a, y: y.pointer + 2 * c * i * n, g: g, e: e, batch: batch, width: width, weights: w,
+                         context: context)
         }
-        if let cache { (cache.y, cache.skip) = (y, skip) }
+        if let cache { (cache.y, cache.aSkip) = (y, aSkip) }
         let out = OwnedBuffer<T>(repeating: 0, count: outputs * n)
-        Conv1x1.forward(context, cin: channels, cout: outputs, n: n, input: skip.pointer, weight: w + end, bias: w + endB,
+        Conv1x1.forward(context, cin: channels, cout: outputs, n: n, input: skip, weight: w + end, bias: w + endB,
                         output: out.pointer)
         return out
     }
 
     /// Layer i on y [2C, N] holding its condition share: y += in_i(a),
-    /// g = gate(y), a += res, skip += skip part.
-    private func layerForward(_ i: Int, a: OwnedBuffer<T>, y: UnsafeMutablePointer<T>, g: OwnedBuffer<T>, e: OwnedBuffer<T>,
-                              skip: OwnedBuffer<T>, batch: Int, width: Int,
-                              weights w: UnsafeMutablePointer<T>, context: ComputeContext) {
+    /// g = gate(y), then [a; skip] [2C, N] += res_skip_i(g) (a += res,
+    /// skip += the skip part; the last layer's C rows go to skip alone).
+    private func layerForward(_ i: Int, aSkip: UnsafeMutablePointer<T>, y: UnsafeMutablePointer<T>, g: OwnedBuffer<T>,
+                              e: OwnedBuffer<T>, batch: Int, width: Int, weights w: UnsafeMutablePointer<T>,
+                              context: ComputeContext) {
         let (c, n, lo) = (channels, batch * width, layerOffsets[i])
-        DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: a.pointer,
-                              weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
+        DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: aSkip,
+                                     weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
         addBias(y, w + lo.convB, rows: 2 * c, cols: n)
         Gate.forward(y, g.pointer, channels: c, n: n)
-        if i < layers - 1 {
-            // a_{i+1} = a_i + res (rows 0..<C), skip += rows C..<2C.
-            Conv1x1.forward(context, cin: c, cout: c, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
-                            output: a.pointer, accumulate: true)
-            Conv1x1.forward(context, cin: c, cout: c, n: n, input: g.pointer, weight: w + lo.resSkip + c * c,
-                            bias: w + lo.resSkipB + c, output: skip.pointer, accumulate: true)
-        } else {
-            Conv1x1.forward(context, cin: c, cout: c, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
-                            output: skip.pointer, accumulate: true)
-        }
+        let last = i == layers - 1
+        Conv1x1.forward(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
+                        output: last ? aSkip + c * n : aSkip, accumulate: true)
     }
 
     // MARK: - Backward
@@ -128,7 +124,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         // [da; dSkip]: dSkip is the same for every layer; da is accumulated layer by layer.
         let dRS = OwnedBuffer<T>(repeating: 0, count: 2 * c * n)
         let da = dRS.pointer, dSkip = dRS.pointer + c * n
-        Conv1x1.backward(context, cin: c, cout: outputs, n: n, input: cache.skip!.pointer, weight: w + end, dOutput: dOut,
+        Conv1x1.backward(context, cin: c, cout: outputs, n: n, input: cache.aSkip!.pointer + c * n, weight: w + end, dOutput: dOut,
                          dWeight: gr + end, dBias: gr + endB, dInput: dSkip, accumulateInput: false)
         // dy of every layer, [2CL, N], for one condition product at the end.
         let dY = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
