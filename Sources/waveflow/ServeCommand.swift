@@ -49,7 +49,13 @@ struct Serve: AsyncParsableCommand {
             guard let path = model.checkpoint ?? Checkpoint.defaultPath() else {
                 throw WaveFlowError("no checkpoint given and none found under Checkpoints/ (use --checkpoint)")
             }
-            return (try Vocoder(checkpoint: try Checkpoint.load(path), context: context), path)
+            let vocoder = try Vocoder(checkpoint: try Checkpoint.load(path), context: context)
+            let t0 = Date()
+            let kept = vocoder.prepare()
+            if kept > 0 {
+                print(String(format: "waveflow serve: folded the condition projections in %.1f s (%.0f MB)", Date().timeIntervalSince(t0), kept))
+            }
+            return (vocoder, path)
         }
         let server = VocoderServer(vocoder: vocoder, options: options, checkpointName: path)
         let (h, w, q) = (host, workerCount, queue)

@@ -46,12 +46,19 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
-        // A folder is many utterances from one model: the fold pays for itself.
         var isFolder: ObjCBool = false
         let folder = FileManager.default.fileExists(atPath: input, isDirectory: &isFolder) && isFolder.boolValue
-        let context = compute.apply(defaultPrecision: .auto, defaultFolding: folder ? .always : .auto)
+        var context = compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try model.load()
+            // A folder whose mels (4 bytes a value) add up to more frames than
+            // WaveGlow's fold costs: fold once for all of them.
+            if folder, compute.fold == nil, let breakEven = ck.model.foldBreakEvenFrames {
+                let bytes = listFiles(in: input) { $0.hasSuffix(".npy") }.reduce(0) {
+                    $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0)
+                }
+                if bytes / (4 * ck.config.nMels) >= breakEven { context = context.with(conditionFolding: .always) }
+            }
             let synth = Synthesizer(model: ck.model, context: context)
             let denoiser = denoise > 0 ? try Denoiser(model: ck.model, context: context) : nil
             /// Synthesis followed by the optional denoiser.

@@ -51,7 +51,7 @@ struct ComputeOptions: ParsableArguments {
                                discussion: "fp32: Float32 on OpenBLAS, the reference (training's weight gradients on oneDNN's f32 matmul where oneDNN loads: same precision, faster here). bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
     var precision: PrecisionChoice?
 
-    @Option(help: ArgumentHelp("WaveGlow synthesis: fold the upsampler into the condition projections: auto, always or never (default: always for a folder, bench and serve; auto otherwise).",
+    @Option(help: ArgumentHelp("WaveGlow synthesis: fold the upsampler into the condition projections: auto, always or never (default: always for bench, serve and a folder of mels long enough to pay for it; auto otherwise).",
                                discussion: "Folding halves the projections' multiply-adds and drops the upsampler, for a one-time cost of about 7 s of audio's synthesis and memory (252 MB for wg-c32; never over 1 GB). auto: only for an utterance long enough to pay for it. Same audio up to float rounding."))
     var fold: ConditionFolding?
 

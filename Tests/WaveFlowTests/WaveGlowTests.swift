@@ -191,6 +191,12 @@ final class WaveGlowTests: XCTestCase {
             XCTAssertLessThan(normRelativeError(out, naive), Tolerance.float32Reordered)
         }
         XCTAssertNil(up.foldForSynthesis(columns: 1 << 20, context: ComputeContext.fp32.with(conditionFolding: .never)))
+        // A service builds the fold before its first request; `.auto` builds nothing ahead.
+        let served: FlowModel<Float> = Self.randomModel(cfg, seed: 6)
+        XCTAssertEqual(served.prepareForSynthesis(context: .fp32), 0)
+        let megabytes = served.prepareForSynthesis(context: ComputeContext.fp32.with(conditionFolding: .always))
+        XCTAssertEqual(megabytes, Double(cfg.nFlows * 2 * cfg.channels * cfg.nLayers * 2 * 4 * cfg.nMels * 4) / 1e6, accuracy: 1e-12)
+        XCTAssertTrue(try XCTUnwrap(served.conditioner as? WaveGlowUpsampler<Float>).hasFold)
     }
 
     /// The dilated convolution's expansion product equals direct sums, and

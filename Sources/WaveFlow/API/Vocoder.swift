@@ -81,6 +81,15 @@ public final class Vocoder: @unchecked Sendable {
         mel = try MelSpectrogram(config: checkpoint.config.mel)
     }
 
+    /// Builds what synthesis keeps with the model now rather than in the
+    /// first call (WaveGlow's folded projections, when the context's
+    /// `conditionFolding` is `.always`): a service calls it before taking
+    /// requests. Returns the megabytes kept (0: nothing to build).
+    @discardableResult
+    public func prepare() -> Double {
+        synthesizer.model.prepareForSynthesis(context: context)
+    }
+
     /// The audio sample rate in Hz (of the mels' source and of the output).
     public var sampleRate: Int { config.sampleRate }
     /// The feature configuration the model expects its mels in.

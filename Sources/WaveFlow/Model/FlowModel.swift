@@ -131,6 +131,26 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
         conditioner.synthesisCondition(mel: mel, frames: frames, rows: config.nGroup, context: context)
     }
 
+    /// Mel frames of synthesis whose savings pay for WaveGlow's folded
+    /// projections (`ConditionFolding`), over however many utterances; nil
+    /// when the model has nothing to fold (another family, or over the
+    /// memory limit).
+    public var foldBreakEvenFrames: Int? {
+        guard let up = conditioner as? WaveGlowUpsampler<T>, up.foldSources.worthFolding,
+              up.foldSources.bytes <= WaveGlowConditionFold<T>.memoryLimit else { return nil }
+        return (up.foldSources.breakEvenColumns + up.foldSources.phases - 1) / up.foldSources.phases
+    }
+
+    /// Builds now what synthesis in `context` keeps with the model, so that
+    /// the first utterance does not wait for it: WaveGlow's folded condition
+    /// projections when `context.conditionFolding` is `.always` (and the
+    /// memory limit allows). Returns the megabytes kept (0: nothing).
+    @discardableResult
+    public func prepareForSynthesis(context: ComputeContext) -> Double {
+        guard let up = conditioner as? WaveGlowUpsampler<T>, up.foldForSynthesis(columns: 0, context: context) != nil else { return 0 }
+        return Double(up.foldSources.bytes) / 1e6 * Double(MemoryLayout<T>.size) / 4
+    }
+
     /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8:
     /// every step's inverse, last to first; then the LPC front's synthesis
     /// filter of section 11 if there is one).
