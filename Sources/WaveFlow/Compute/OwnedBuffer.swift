@@ -12,6 +12,16 @@ final class OwnedBuffer<T>: @unchecked Sendable {
         pointer.initialize(repeating: value, count: count)
     }
 
+    /// `count` values left unset, for scratch that the caller writes
+    /// completely before reading it (a product's output with beta 0, a
+    /// copy's destination): no pass of zeros over memory about to be
+    /// overwritten. Plain values only (Float, Double).
+    init(unsetCount count: Int) {
+        precondition(_isPOD(T.self), "unset buffers hold plain values only")
+        self.count = count
+        pointer = .allocate(capacity: max(1, count))
+    }
+
     /// A copy of `count` values at `source`.
     init(copying source: UnsafePointer<T>, count: Int) {
         self.count = count

@@ -169,19 +169,21 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         let chunk = Self.framesPerProduct
         Threads.parallelFor(parts) { part in
             let o0 = rows * part / parts, o1 = rows * (part + 1) / parts, n = (o1 - o0) * p
-            let r = OwnedBuffer<T>(repeating: 0, count: min(chunk, frames) * n)
+            let r = OwnedBuffer<T>(unsetCount: min(chunk, frames) * n)
             let b16 = self.bf16Matrix(k, context: context, frames: min(chunk, frames))
             for f0 in stride(from: 0, to: frames, by: chunk) {
                 let nf = min(chunk, frames - f0)
                 T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * win, a16: nil, lda: win,
                           b: self.matrices[k].pointer + o0 * p * win, b16: b16.map { $0 + o0 * p * win }, ldb: win,
                           accumulate: false, c: r.pointer, ldc: n)
-                for o in o0..<o1 {
-                    let dst = y + o * w, bias = self.biases[k].pointer[o]
-                    for f in f0 ..< f0 + nf {
-                        // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - o0)*P.
-                        let src = r.pointer + (f - f0) * n + (o - o0) * p - f * p
-                        for col in f * p ..< min(w, (f + 1) * p) { dst[col] = src[col] + bias }
+                // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - o0)*P:
+                // read R in order, write P columns of each row.
+                let bias = self.biases[k].pointer
+                for f in f0 ..< f0 + nf {
+                    let c0 = f * p, count = min(w, c0 + p) - c0, row = r.pointer + (f - f0) * n
+                    for o in o0..<o1 {
+                        let dst = y + o * w + c0, src = row + (o - o0) * p, b = bias[o]
+                        for q in 0..<count { dst[q] = src[q] + b }
                     }
                 }
             }

@@ -153,11 +153,11 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         if let folded = condition as? FoldedCondition<T> {
             // The projection s [2CL, w] of every column at once, then each block's columns of it.
             let rows = folded.fold.outputs
-            let s = OwnedBuffer<T>(repeating: 0, count: rows * w)
+            let s = OwnedBuffer<T>(unsetCount: rows * w)
             folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w, into: s.pointer,
                                 context: context)
             return invertColumns(z, grid: grid, blocks: blocks, context: context) { js in
-                let block = OwnedBuffer<T>(repeating: 0, count: rows * js.count)
+                let block = OwnedBuffer<T>(unsetCount: rows * js.count)
                 for o in 0..<rows { (block.pointer + o * js.count).update(from: s.pointer + o * w + js.lowerBound, count: js.count) }
                 return .projected(block)
             }
@@ -184,7 +184,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     /// Columns `js` of Cg [MG, w].
     func groupedColumns(_ cg: OwnedBuffer<T>, width w: Int, _ js: Range<Int>) -> WaveGlowNetwork<T>.Condition {
         let mg = bands * group
-        let c = OwnedBuffer<T>(repeating: 0, count: mg * js.count)
+        let c = OwnedBuffer<T>(unsetCount: mg * js.count)
         for r in 0..<mg { (c.pointer + r * js.count).update(from: cg.pointer + r * w + js.lowerBound, count: js.count) }
         return .grouped(c)
     }
@@ -223,7 +223,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                 let zs = UnsafeSendable(UnsafeMutablePointer(mutating: zp.baseAddress!))
                 let run = { (js: Range<Int>) in
                     let lo = max(0, js.lowerBound - self.reach), hi = min(w, js.upperBound + self.reach), wb = hi - lo
-                    let a0 = OwnedBuffer<T>(repeating: 0, count: nh * wb)
+                    let a0 = OwnedBuffer<T>(unsetCount: nh * wb)
                     for (r, row) in self.inputRows.enumerated() { (a0.pointer + r * wb).update(from: zs.p + row * w + lo, count: wb) }
                     let out = self.network.forward(input: a0, condition: condition(lo ..< hi), batch: 1, width: wb,
                                                    weights: self.weights, context: context)

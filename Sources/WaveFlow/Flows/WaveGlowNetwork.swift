@@ -70,14 +70,14 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         let (c, n) = (channels, batch * width)
         // [a; skip] [2C, N] in one buffer: a layer's residual and skip 1x1s are one product into it.
         let aSkip = OwnedBuffer<T>(repeating: 0, count: 2 * c * n), a = aSkip.pointer, skip = aSkip.pointer + c * n
-        let g = OwnedBuffer<T>(repeating: 0, count: c * n), e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
+        let g = OwnedBuffer<T>(unsetCount: c * n), e = OwnedBuffer<T>(unsetCount: 3 * c * n)
         Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a)
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
         let y: OwnedBuffer<T>
         switch condition {
         case .grouped(let cg):
-            y = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
+            y = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
             Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg.pointer, weight: w + cond,
                             bias: w + condB, output: y.pointer)
         case .projected(let s):
@@ -90,7 +90,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
                          context: context)
         }
         if let cache { (cache.y, cache.aSkip) = (y, aSkip) }
-        let out = OwnedBuffer<T>(repeating: 0, count: outputs * n)
+        let out = OwnedBuffer<T>(unsetCount: outputs * n)
         Conv1x1.forward(context, cin: channels, cout: outputs, n: n, input: skip, weight: w + end, bias: w + endB,
                         output: out.pointer)
         return out
