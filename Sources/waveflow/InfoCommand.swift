@@ -33,6 +33,17 @@ struct Info: ParsableCommand {
                     let perRow = c.family == "waveflow"
                         ? "\(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, " : ""
                     print("multiply-adds \(perRow)\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
+                    if c.family == "waveglow" {
+                        let fold = ConditionFoldSize(waveGlow: c)
+                        if fold.applies {
+                            print(String(format: "folded        %.3f M per sample in synthesis (--fold); the fold: %.0f MB, %.1f G multiply-adds, "
+                                         + "paid back after %.1f s of audio", (c.macsPerSample - fold.savedMacsPerColumn / Double(c.nGroup)) / 1e6,
+                                         Double(fold.bytes) / 1e6, fold.buildMacs / 1e9,
+                                         Double(fold.breakEvenFrames * c.hopLength) / Double(c.sampleRate)))
+                        } else {
+                            print("folded        not folded (\(fold.bytes > ConditionFoldSize.memoryLimit ? "\(fold.bytes / 1_000_000) MB, over the \(ConditionFoldSize.memoryLimit >> 20) MB limit" : "nothing to save"))")
+                        }
+                    }
                 }
             }
             return

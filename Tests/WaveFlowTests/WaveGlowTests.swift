@@ -181,7 +181,7 @@ final class WaveGlowTests: XCTestCase {
         let cfg = Self.tinyConfig()
         let model: FlowModel<Float> = Self.randomModel(cfg, seed: 4)
         let up = try XCTUnwrap(model.conditioner as? WaveGlowUpsampler<Float>)
-        let breakEven = up.foldSources.breakEvenColumns, perFrame = cfg.hopLength / cfg.nGroup
+        let breakEven = up.foldSources.size.breakEvenColumns, perFrame = cfg.hopLength / cfg.nGroup
         var rng = TestRNG(5)
         for (frames, folds) in [(2, false), (breakEven / perFrame + 1, true)] {
             let mel: [Float] = rng.array(cfg.nMels * frames), z: [Float] = rng.array(frames * cfg.hopLength)

@@ -97,7 +97,7 @@ public struct ComputeContext: Sendable, Equatable {
 /// projection's multiply-adds and no upsampler per synthesis, for a one-time
 /// fold that costs as much as synthesising about 7 s of audio and memory of
 /// `n_flows * 2CL * hop/G * 4M` values (252 MB for wg-c32; never above
-/// `WaveGlowConditionFold.memoryLimit`). The fold is kept with the model and
+/// `ConditionFoldSize.memoryLimit`). The fold is kept with the model and
 /// rebuilt when its weights change.
 public enum ConditionFolding: String, Sendable, Equatable, CaseIterable {
     /// Fold when a valid fold is already kept, or this utterance alone is

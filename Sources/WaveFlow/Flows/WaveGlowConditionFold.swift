@@ -22,51 +22,73 @@ import Foundation
 // Shape letters: K flows, C channels, L layers, M bands, G group, P = hop/G,
 // F frames, 2CL projection rows.
 
+/// The size and cost of a WaveGlow model's folded condition projections
+/// (`ConditionFolding`), from its config alone (`waveflow info --config`).
+public struct ConditionFoldSize: Sendable, Equatable {
+    /// M, hop, G, 2CL, K.
+    public let bands: Int, hop: Int, group: Int, outputs: Int, flows: Int
+
+    /// The most memory a fold may take (its Float32 matrices): folding is
+    /// skipped above it (published sizes: C = 256 would need 2 GB).
+    public static var memoryLimit: Int { 1 << 30 }
+
+    /// The fold of a WaveGlow `config` (any other family's is meaningless).
+    public init(waveGlow config: ModelConfig) {
+        (bands, hop, group) = (config.nMels, config.hopLength, config.nGroup)
+        (outputs, flows) = (2 * config.channels * config.nLayers, config.nFlows)
+    }
+
+    /// P = hop / G, columns per mel frame.
+    public var phases: Int { hop / group }
+    /// The folded matrices' size in bytes (Float32).
+    public var bytes: Int { flows * outputs * phases * 4 * bands * MemoryLayout<Float>.size }
+    /// Multiply-adds to build the fold.
+    public var buildMacs: Double { Double(flows) * Double(outputs) * Double(bands * group) * Double(phases * 4 * bands) }
+    /// Multiply-adds a folded column saves: the projection's MG - 4M per
+    /// row and flow, and the upsampler's 4M*M per sample.
+    public var savedMacsPerColumn: Double {
+        Double(flows * outputs * (bands * group - 4 * bands)) + Double(group * 4 * bands * bands)
+    }
+    /// Whether folding saves anything (the projection's inputs shrink from
+    /// MG to 4M only for G > 4) within `memoryLimit`.
+    public var applies: Bool { bands * group > 4 * bands && bytes <= Self.memoryLimit }
+    /// Columns of synthesis whose savings pay for building the fold.
+    public var breakEvenColumns: Int { Int((buildMacs / savedMacsPerColumn).rounded(.up)) }
+    /// The same in mel frames.
+    public var breakEvenFrames: Int { (breakEvenColumns + phases - 1) / phases }
+}
+
 /// Every flow's condition projection with the upsampler folded in
 /// (`ConditionFolding`), for synthesis.
 final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
-    /// Where the folded weights live in the arena, and the shapes.
+    /// Where the folded weights live in the arena, and the fold's size.
     struct Sources: Sendable {
         /// `upsample.weight` [M, M, 4*hop] and `upsample.bias` [M].
         var weight: Int, bias: Int
         /// `WN.k.cond_layer.weight` [2CL, MG] and its bias [2CL], per flow.
         var conditionWeights: [Int], conditionBiases: [Int]
-        var bands: Int, hop: Int, group: Int, outputs: Int
+        let size: ConditionFoldSize
 
         init(config: ModelConfig, params: ParameterSet<T>) {
             weight = params.offset("upsample.weight"); bias = params.offset("upsample.bias")
             conditionWeights = (0..<config.nFlows).map { params.offset("WN.\($0).cond_layer.weight") }
             conditionBiases = (0..<config.nFlows).map { params.offset("WN.\($0).cond_layer.bias") }
-            (bands, hop, group, outputs) = (config.nMels, config.hopLength, config.nGroup, 2 * config.channels * config.nLayers)
+            size = ConditionFoldSize(waveGlow: config)
         }
 
-        var phases: Int { hop / group }
-        var flows: Int { conditionWeights.count }
+        var bands: Int { size.bands }
+        var hop: Int { size.hop }
+        var group: Int { size.group }
+        var outputs: Int { size.outputs }
+        var phases: Int { size.phases }
+        var flows: Int { size.flows }
         /// The arena ranges the fold is made of, for its checksum.
         var ranges: [Range<Int>] {
             [weight ..< weight + bands * bands * 4 * hop, bias ..< bias + bands]
                 + conditionWeights.map { $0 ..< $0 + outputs * bands * group }
                 + conditionBiases.map { $0 ..< $0 + outputs }
         }
-        /// The folded matrices' size in bytes (Float32).
-        var bytes: Int { flows * outputs * phases * 4 * bands * MemoryLayout<Float>.size }
-        /// Multiply-adds to build the fold.
-        var buildMacs: Double { Double(flows) * Double(outputs) * Double(bands * group) * Double(phases * 4 * bands) }
-        /// Multiply-adds a folded column saves: the projection's MG - 4M per
-        /// row and flow, and the upsampler's 4M*M per sample.
-        var savedMacsPerColumn: Double {
-            Double(flows * outputs * (bands * group - 4 * bands)) + Double(group * 4 * bands * bands)
-        }
-        /// Whether folding saves anything: the projection's inputs shrink
-        /// from MG to 4M only for G > 4.
-        var worthFolding: Bool { bands * group > 4 * bands }
-        /// Columns of synthesis whose savings pay for building the fold.
-        var breakEvenColumns: Int { Int((buildMacs / savedMacsPerColumn).rounded(.up)) }
     }
-
-    /// The most memory a fold may take (its Float32 matrices): folding is
-    /// skipped above it (published sizes: C = 256 would need 2 GB).
-    static var memoryLimit: Int { 1 << 30 }
 
     let sources: Sources
     /// Per flow: F_k [2CL*P, 4M] (row o*P + p, column d*M + c').

@@ -125,13 +125,13 @@ public final class WaveGlowUpsampler<T: Real>: Conditioner {
     /// The fold to synthesise `columns` grouped columns with under
     /// `context.conditionFolding` (`ConditionFolding`): the kept one if its
     /// weights are unchanged (checksum), else a new one when the policy and
-    /// `WaveGlowConditionFold.memoryLimit` allow; nil for the unfolded path.
+    /// `ConditionFoldSize.memoryLimit` allow; nil for the unfolded path.
     /// Concurrent callers wait for one build.
     func foldForSynthesis(columns: Int, context: ComputeContext) -> WaveGlowConditionFold<T>? {
         let s = foldSources
-        guard context.conditionFolding != .never, s.worthFolding, s.bytes <= WaveGlowConditionFold<T>.memoryLimit else { return nil }
+        guard context.conditionFolding != .never, s.size.applies else { return nil }
         kept.lock.lock(); defer { kept.lock.unlock() }
-        let wanted = context.conditionFolding == .always || columns >= s.breakEvenColumns
+        let wanted = context.conditionFolding == .always || columns >= s.size.breakEvenColumns
         guard kept.fold != nil || wanted else { return nil }
         let values = UnsafePointer(params.valueBuffer.baseAddress!)
         let sum = WaveGlowConditionFold<T>.checksum(s, values: values)

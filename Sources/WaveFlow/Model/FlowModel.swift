@@ -136,9 +136,8 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
     /// when the model has nothing to fold (another family, or over the
     /// memory limit).
     public var foldBreakEvenFrames: Int? {
-        guard let up = conditioner as? WaveGlowUpsampler<T>, up.foldSources.worthFolding,
-              up.foldSources.bytes <= WaveGlowConditionFold<T>.memoryLimit else { return nil }
-        return (up.foldSources.breakEvenColumns + up.foldSources.phases - 1) / up.foldSources.phases
+        guard let up = conditioner as? WaveGlowUpsampler<T>, up.foldSources.size.applies else { return nil }
+        return up.foldSources.size.breakEvenFrames
     }
 
     /// Builds now what synthesis in `context` keeps with the model, so that
@@ -148,7 +147,7 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
     @discardableResult
     public func prepareForSynthesis(context: ComputeContext) -> Double {
         guard let up = conditioner as? WaveGlowUpsampler<T>, up.foldForSynthesis(columns: 0, context: context) != nil else { return 0 }
-        return Double(up.foldSources.bytes) / 1e6 * Double(MemoryLayout<T>.size) / 4
+        return Double(up.foldSources.size.bytes) / 1e6 * Double(MemoryLayout<T>.size) / 4
     }
 
     /// Audio [F*hop] from mel [M, F] and latent z [F*hop] (MODEL-SPEC 8:
