@@ -14,6 +14,24 @@ public struct SynthesisCondition<T: Real>: ConditionRows {
     public let bands: Int
     let inWidth: Int, factor: Int, rows: Int, columns: Int
     let slope: T
+    /// With s = h / f > 1, the input de-interleaved by column residue:
+    /// [s][M][ceil(W / s)], entry (b, y, k) = input[y, k*s + b], so that a
+    /// row's stride-s reads become contiguous (vector) loops. Empty for s = 1.
+    let phased: [T]
+
+    /// The last stage's input [M, W] and weights; `rows` h, `columns` w = F*hop / h.
+    init(input: [T], weight: [T], bias: T, bands: Int, inWidth: Int, factor: Int, rows: Int, columns: Int, slope: T) {
+        (self.input, self.weight, self.bias, self.bands) = (input, weight, bias, bands)
+        (self.inWidth, self.factor, self.rows, self.columns, self.slope) = (inWidth, factor, rows, columns, slope)
+        let s = rows % factor == 0 ? rows / factor : 1
+        guard s > 1 else { phased = []; return }
+        let pw = (inWidth + s - 1) / s
+        var out = [T](repeating: 0, count: s * bands * pw)
+        for b in 0..<s { for y in 0..<bands { for k in 0..<pw where k * s + b < inWidth {
+            out[(b * bands + y) * pw + k] = input[y * inWidth + k * s + b]
+        } } }
+        phased = out
+    }
 
     /// Row i as [M, w]: c[m, j*h + i] for j in 0..<w.
     public func row(_ i: Int) -> [T] {
@@ -36,7 +54,8 @@ public struct SynthesisCondition<T: Real>: ConditionRows {
         let (m, f, h, win, j0) = (bands, factor, rows, inWidth, js.lowerBound)
         guard h % f == 0 else { rowNaive(i, columns: js, into: out, rowStride: ld); return }
         let s = h / f, q = (i + f / 2) / f, t0 = i + f / 2 - q * f
-        input.withUnsafeBufferPointer { ip in
+        let pw = (win + s - 1) / s
+        (s == 1 ? input : phased).withUnsafeBufferPointer { ip in
             let inp = ip.baseAddress!
             for y in 0..<m {
                 let o = out + y * ld
@@ -50,11 +69,15 @@ public struct SynthesisCondition<T: Real>: ConditionRows {
                         let lo = max(j0, off >= 0 ? 0 : (-off + s - 1) / s)
                         let hi = min(js.upperBound, win - 1 - off < 0 ? 0 : (win - 1 - off) / s + 1)
                         guard lo < hi else { continue }
-                        let src = inp + yin * win + off, dst = o - j0
+                        let dst = o - j0
                         if s == 1 {
+                            let src = inp + yin * win + off
                             for j in lo..<hi { dst[j] += wgt * src[j] }
                         } else {
-                            for j in lo..<hi { dst[j] += wgt * src[j * s] }
+                            // Input column j*s + off = (j + a)*s + b: phase b, index j + a.
+                            let a = off >= 0 ? off / s : -((-off + s - 1) / s), b = off - a * s
+                            let src = inp + (b * m + yin) * pw + a
+                            for j in lo..<hi { dst[j] += wgt * src[j] }
                         }
                     }
                 }
