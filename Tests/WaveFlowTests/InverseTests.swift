@@ -127,4 +127,30 @@ final class ConcurrentSynthesisTests: XCTestCase {
             for i in jobs.indices { XCTAssertEqual(results.audio[i], sequential[i], "utterance \(i)") }
         }
     }
+
+    /// The same for WaveGlow with folded projections: the threads race to
+    /// build one model's fold (one builds, the others wait for it) and
+    /// every utterance equals the sequential synthesis of a twin model.
+    func testConcurrentFoldedWaveGlowSynthesisEqualsSequential() throws {
+        let cfg = WaveGlowTests.tinyConfig(flows: 5)
+        let model: FlowModel<Float> = WaveGlowTests.randomModel(cfg, seed: 23), twin: FlowModel<Float> = WaveGlowTests.randomModel(cfg, seed: 23)
+        var rng = TestRNG(9)
+        let jobs: [(mel: [Float], z: [Float], frames: Int)] = [5, 9, 3, 12].map { frames in
+            (rng.array(cfg.nMels * frames), rng.array(frames * cfg.hopLength), frames)
+        }
+        let context = ComputeContext(precision: .fp32, threads: 2).with(conditionFolding: .always)
+        let sequential = jobs.map { twin.synthesise(mel: $0.mel, frames: $0.frames, z: $0.z, context: context) }
+        final class Results: @unchecked Sendable { var audio: [[Float]] = [] }
+        let results = Results()
+        results.audio = [[Float]](repeating: [], count: jobs.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+            let a = model.synthesise(mel: jobs[i].mel, frames: jobs[i].frames, z: jobs[i].z, context: context)
+            lock.lock(); results.audio[i] = a; lock.unlock()
+        }
+        XCTAssertTrue(try XCTUnwrap(model.conditioner as? WaveGlowUpsampler<Float>).hasFold)
+        for i in jobs.indices {
+            XCTAssertLessThan(normRelativeError(results.audio[i], sequential[i]), Tolerance.float32Reordered, "utterance \(i)")
+        }
+    }
 }
