@@ -37,7 +37,7 @@ struct Info: ParsableCommand {
                         let fold = ConditionFoldSize(waveGlow: c)
                         if fold.applies {
                             print(String(format: "folded        %.3f M per sample in synthesis (--fold); the fold: %.0f MB, %.1f G multiply-adds, "
-                                         + "paid back after %.1f s of audio", (c.macsPerSample - fold.savedMacsPerColumn / Double(c.nGroup)) / 1e6,
+                                         + "paid back after %.1f s of audio", (c.macsPerSample - fold.savedMacsPerSample) / 1e6,
                                          Double(fold.bytes) / 1e6, fold.buildMacs / 1e9,
                                          Double(fold.breakEvenFrames * c.hopLength) / Double(c.sampleRate)))
                         } else {

@@ -51,10 +51,11 @@ struct Synth: ParsableCommand {
         var context = compute.apply(defaultPrecision: .auto)
         try runReportingErrors {
             let ck = try model.load()
+            let files = folder ? listFiles(in: input) { $0.hasSuffix(".npy") } : []
             // A folder whose mels (4 bytes a value) add up to more frames than
             // WaveGlow's fold costs: fold once for all of them.
             if folder, compute.fold == nil, let breakEven = ck.model.foldBreakEvenFrames {
-                let bytes = listFiles(in: input) { $0.hasSuffix(".npy") }.reduce(0) {
+                let bytes = files.reduce(0) {
                     $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0)
                 }
                 if bytes / (4 * ck.config.nMels) >= breakEven { context = context.with(conditionFolding: .always) }
@@ -70,7 +71,6 @@ struct Synth: ParsableCommand {
             let rate = ck.config.sampleRate
             if folder {
                 if noise != nil { throw WaveFlowError("--noise applies to a single file") }
-                let files = listFiles(in: input) { $0.hasSuffix(".npy") }
                 guard !files.isEmpty else { throw WaveFlowError("no .npy files found", path: input) }
                 try makeDirectory(output)
                 let progress = ProgressLine("synth", total: files.count, unit: "files")

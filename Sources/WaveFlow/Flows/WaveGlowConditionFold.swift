@@ -49,6 +49,8 @@ public struct ConditionFoldSize: Sendable, Equatable {
     public var savedMacsPerColumn: Double {
         Double(flows * outputs * (bands * group - 4 * bands)) + Double(group * 4 * bands * bands)
     }
+    /// The same per audio sample (a column is G samples).
+    public var savedMacsPerSample: Double { savedMacsPerColumn / Double(group) }
     /// Whether folding saves anything (the projection's inputs shrink from
     /// MG to 4M only for G > 4) within `memoryLimit`.
     public var applies: Bool { bands * group > 4 * bands && bytes <= Self.memoryLimit }

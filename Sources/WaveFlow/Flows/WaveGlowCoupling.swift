@@ -144,8 +144,10 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     /// X from Z [h, w] (B = 1): WN_k on the untouched half, then
     /// x = (z - t) exp(-log s) on the other, in column blocks (see
-    /// `invertColumns`) over the cores. A `FoldedCondition` is projected
-    /// block by block from the mel's windows; any other is grouped whole first.
+    /// `invertColumns`) over the cores. With a `FoldedCondition` every
+    /// column's projection is made at once from the mel's windows and each
+    /// block takes its columns of it; any other condition is grouped whole
+    /// first and each block projects its columns.
     @_specialize(where T == Float)
     public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
@@ -156,10 +158,8 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
             let s = OwnedBuffer<T>(unsetCount: rows * w)
             folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w, into: s.pointer,
                                 context: context)
-            return invertColumns(z, grid: grid, blocks: blocks, context: context) { js in
-                let block = OwnedBuffer<T>(unsetCount: rows * js.count)
-                for o in 0..<rows { (block.pointer + o * js.count).update(from: s.pointer + o * w + js.lowerBound, count: js.count) }
-                return .projected(block)
+            return invertColumns(z, grid: grid, blocks: blocks, context: context) {
+                .projected(Self.columns($0, of: s, rows: rows, width: w))
             }
         }
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
@@ -168,7 +168,9 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         } else {
             for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
         }
-        return invertColumns(z, grid: grid, blocks: blocks, context: context) { self.groupedColumns(cg, width: w, $0) }
+        return invertColumns(z, grid: grid, blocks: blocks, context: context) {
+            .grouped(Self.columns($0, of: cg, rows: self.bands * self.group, width: w))
+        }
     }
 
     /// The same from the whole condition Cd [M, 1, h, w], in one block: the
@@ -178,15 +180,16 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     public func inverseNaive(_ z: [T], condition cd: [T], width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        return invertColumns(z, grid: grid, blocks: 1, context: context) { self.groupedColumns(cg, width: w, $0) }
+        return invertColumns(z, grid: grid, blocks: 1, context: context) {
+            .grouped(Self.columns($0, of: cg, rows: self.bands * self.group, width: w))
+        }
     }
 
-    /// Columns `js` of Cg [MG, w].
-    func groupedColumns(_ cg: OwnedBuffer<T>, width w: Int, _ js: Range<Int>) -> WaveGlowNetwork<T>.Condition {
-        let mg = bands * group
-        let c = OwnedBuffer<T>(unsetCount: mg * js.count)
-        for r in 0..<mg { (c.pointer + r * js.count).update(from: cg.pointer + r * w + js.lowerBound, count: js.count) }
-        return .grouped(c)
+    /// Columns `js` of a [rows, w] matrix (Cg, or the folded projection), as [rows, js.count].
+    static func columns(_ js: Range<Int>, of m: OwnedBuffer<T>, rows: Int, width w: Int) -> OwnedBuffer<T> {
+        let out = OwnedBuffer<T>(unsetCount: rows * js.count)
+        for r in 0..<rows { (out.pointer + r * js.count).update(from: m.pointer + r * w + js.lowerBound, count: js.count) }
+        return out
     }
 
     /// Columns one side of a column that WN_k's output there depends on: the

@@ -104,7 +104,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
                               context: ComputeContext) {
         let (c, n, lo) = (channels, batch * width, layerOffsets[i])
         DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: aSkip,
-                                     weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
+                              weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
         addBias(y, w + lo.convB, rows: 2 * c, cols: n)
         Gate.forward(y, g.pointer, channels: c, n: n)
         let last = i == layers - 1

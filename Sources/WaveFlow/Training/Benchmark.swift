@@ -111,7 +111,7 @@ public enum Benchmark {
             let t0 = DispatchTime.now().uptimeNanoseconds
             if up.foldForSynthesis(columns: frames * config.hopLength / config.nGroup, context: context) != nil {
                 foldSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-                macs -= up.foldSources.size.savedMacsPerColumn / Double(config.nGroup)
+                macs -= up.foldSources.size.savedMacsPerSample
             }
         }
         let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z, context: context) }
