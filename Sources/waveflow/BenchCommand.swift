@@ -76,7 +76,8 @@ struct Bench: ParsableCommand {
                     var args = ["bench", "--row-only", "--presets", name, "--phases", phase, "--batch", String(batch),
                                 "--segment", String(segment), "--seconds", String(seconds), "--repeats", String(repeats)]
                     if let t = compute.threads { args += ["--threads", String(t)] }
-                    args += ["--precision", context.precision.rawValue, "--fold", context.conditionFolding.rawValue]
+                    args += ["--precision", context.precision.rawValue, "--fold", context.conditionFolding.rawValue,
+                             "--winograd", context.widthWinograd.rawValue]
                     p.arguments = args
                     let out = Pipe()
                     p.standardOutput = out

@@ -55,6 +55,10 @@ struct ComputeOptions: ParsableArguments {
                                discussion: "Folding halves the projections' multiply-adds and drops the upsampler, for a one-time cost of about 7 s of audio's synthesis and memory (252 MB for wg-c32; never over 1 GB). auto: only for an utterance long enough to pay for it. Same audio up to float rounding."))
     var fold: ConditionFolding?
 
+    @Option(help: ArgumentHelp("WaveFlow synthesis in fp32: width convolutions by Winograd's F(4,3): auto, always or never (default: auto).",
+                               discussion: "Half the convolutions' multiply-adds; the same audio up to float rounding. auto: the layers whose dilation fits the column blocks (at most a quarter of a block's outputs wasted). bf16 products never use it."))
+    var winograd: WinogradPolicy?
+
     func validate() throws {
         if let t = threads, !(1...4096).contains(t) { throw ValidationError("--threads must be from 1 to 4096, not \(t)") }
         if precision == .bf16, case .failure(let e) = OneDNN.bf16 { throw ValidationError("--precision bf16: \(e.message)") }
@@ -79,11 +83,14 @@ struct ComputeOptions: ParsableArguments {
                defaultFolding: ConditionFolding = .auto) -> ComputeContext {
         Threads.count = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisMachine))
         return ComputeContext(precision: resolvedPrecision(default: defaultPrecision), threads: Threads.count)
-            .with(conditionFolding: fold ?? defaultFolding)
+            .with(conditionFolding: fold ?? defaultFolding).with(widthWinograd: winograd ?? .auto)
     }
 }
 
 extension ConditionFolding: ExpressibleByArgument {
+}
+
+extension WinogradPolicy: ExpressibleByArgument {
 }
 
 /// Runs `body`, turning an engine error into a one-line message and exit 1.

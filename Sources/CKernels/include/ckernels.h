@@ -45,5 +45,15 @@ void wf_to_bf16_avx2(const float *src, uint16_t *dst, long count);
 void wf_to_bf16_avx512(const float *src, uint16_t *dst, long count);
 void wf_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count);
 
+/// C [m, n] (row stride ldc) = A[:, kFirst ..< kFirst + segments*segK] B
+/// (+ C when accumulate),
+/// B being `segments` blocks of segK rows, block s at b[s] (row stride ldb).
+/// A [m, kTotal] packed by panels of 6 rows: ap[(p*kTotal + k)*6 + i] =
+/// A[6p + i, k], zero past row m. Any m, n >= 1.
+void wf_panel_gemm_avx2(const float *ap, long m, long kTotal, long kFirst, const float *const *b, long segments,
+                        long segK, long ldb, long n, float *c, long ldc, int accumulate);
+void wf_panel_gemm_avx512(const float *ap, long m, long kTotal, long kFirst, const float *const *b, long segments,
+                          long segK, long ldb, long n, float *c, long ldc, int accumulate);
+
 #endif
 #endif

@@ -29,6 +29,10 @@ public struct ComputeContext: Sendable, Equatable {
     /// Whether WaveGlow synthesis may fold the upsampler into each flow's
     /// condition projection (`ConditionFolding`); other families ignore it.
     public var conditionFolding: ConditionFolding = .auto
+    /// Whether WaveFlow synthesis computes its width convolutions with
+    /// Winograd's F(4, 3) (`WidthWinograd`) where its operands are Float32 or
+    /// Float64 (never bf16: the transforms would magnify bf16's rounding).
+    public var widthWinograd: WinogradPolicy = .auto
 
     /// - Parameters:
     ///   - precision: `.fp32` (the reference) or `.bf16`.
@@ -85,6 +89,13 @@ public struct ComputeContext: Sendable, Equatable {
         return c
     }
 
+    /// The same context with another Winograd policy.
+    public func with(widthWinograd p: WinogradPolicy) -> ComputeContext {
+        var c = self
+        c.widthWinograd = p
+        return c
+    }
+
     /// The precision products really run in: `.bf16` only where it is available.
     public var effectivePrecision: Precision {
         if precision == .bf16, case .success = OneDNN.bf16 { return .bf16 }
@@ -107,5 +118,19 @@ public enum ConditionFolding: String, Sendable, Equatable, CaseIterable {
     /// `bench`: many utterances from one loaded model).
     case always
     /// Never fold (the reference path).
+    case never
+}
+
+/// Where WaveFlow synthesis computes a layer's kernel-3 width convolution by
+/// Winograd's F(4, 3) (`WidthWinograd`): half the multiply-adds of the
+/// direct products, the same audio up to float rounding. Only for Float32
+/// and Float64 operands.
+public enum WinogradPolicy: String, Sendable, Equatable, CaseIterable {
+    /// Layers whose tiles fit their column blocks (at most a quarter of the
+    /// outputs computed past a block's end: `WidthWinograd.pays`).
+    case auto
+    /// Every layer, however many outputs its tiles drop (the tests).
+    case always
+    /// Never: the direct products (the reference path).
     case never
 }

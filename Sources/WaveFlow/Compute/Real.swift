@@ -51,6 +51,12 @@ public protocol Real: BinaryFloatingPoint, Codable, Sendable where Self.RawSigni
     static func gateBackward(kept: UnsafeMutablePointer<Self>, dg: UnsafePointer<Self>, channels: Int, n: Int)
     /// out[r] += sum over columns of x [rows, cols].
     static func accumulateRowSums(_ x: UnsafePointer<Self>, into out: UnsafeMutablePointer<Self>, rows: Int, cols: Int)
+    /// C [m, n] = A[:, kFirst ..< kFirst + count * segK] x [B_0; ...; B_count-1]
+    /// (+ C when `accumulate`) on the calling thread, each B_s [segK, n] at `segments[s]` (row
+    /// stride ldb); A from `PackedWeights` (see there).
+    static func segmentProduct(_ a: PackedWeights<Self>, firstColumn kFirst: Int, segments: UnsafePointer<UnsafePointer<Self>>,
+                               count: Int, segmentRows segK: Int, ldb: Int, n: Int, c: UnsafeMutablePointer<Self>, ldc: Int,
+                               accumulate: Bool)
 }
 
 /// A computation generic over how product operands are stored, for
@@ -137,6 +143,18 @@ extension Float: Real {
     public static func accumulateRowSums(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
         Threads.parallelFor(rows) { r in out[r] += VectorKernels.sum(x + r * cols, count: cols) }
     }
+
+    /// The panel kernel (`VectorKernels.panelProduct`) where one runs, else BLAS per segment.
+    public static func segmentProduct(_ a: PackedWeights<Float>, firstColumn kFirst: Int, segments: UnsafePointer<UnsafePointer<Float>>,
+                                      count: Int, segmentRows segK: Int, ldb: Int, n: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                      accumulate: Bool) {
+        if let ap = a.panels, UnsafeRawPointer(segments).withMemoryRebound(to: UnsafePointer<Float>?.self, capacity: count, {
+            VectorKernels.panelProduct(ap, m: a.rows, kTotal: a.columns, kFirst: kFirst, b: $0, segments: count, segK: segK,
+                                       ldb: ldb, n: n, c: c, ldc: ldc, accumulate: accumulate)
+        }) { return }
+        segmentProductBLAS(a, firstColumn: kFirst, segments: segments, count: count, segmentRows: segK, ldb: ldb, n: n, c: c, ldc: ldc,
+                           accumulate: accumulate)
+    }
 }
 
 /// Which Float32 products run on oneDNN's f32 matmul instead of OpenBLAS:
@@ -219,6 +237,12 @@ extension Double: Real {
     }
     public static func accumulateRowSums(_ x: UnsafePointer<Double>, into out: UnsafeMutablePointer<Double>, rows: Int, cols: Int) {
         accumulateRowSumsNaive(x, into: out, rows: rows, cols: cols)
+    }
+    public static func segmentProduct(_ a: PackedWeights<Double>, firstColumn kFirst: Int, segments: UnsafePointer<UnsafePointer<Double>>,
+                                      count: Int, segmentRows segK: Int, ldb: Int, n: Int, c: UnsafeMutablePointer<Double>, ldc: Int,
+                                      accumulate: Bool) {
+        segmentProductBLAS(a, firstColumn: kFirst, segments: segments, count: count, segmentRows: segK, ldb: ldb, n: n, c: c, ldc: ldc,
+                           accumulate: accumulate)
     }
 }
 

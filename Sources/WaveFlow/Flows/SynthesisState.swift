@@ -18,12 +18,14 @@ public final class LayerRowCache<O: ProductOperands> {
     public let channels: Int, width: Int
     let slots: [UnsafeMutablePointer<O.Element>]
 
-    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int) {
+    /// - Parameter keepsPastRows: false keeps only the row last stored (a
+    ///   layer whose past rows are kept transformed, `WinogradRowCache`).
+    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int, keepsPastRows: Bool = true) {
         self.dilation = dilation
         self.widthDilation = widthDilation
         self.channels = channels
         self.width = width
-        slots = (0 ..< 1 + 2 * dilation).map { _ in
+        slots = (0 ..< (keepsPastRows ? 1 + 2 * dilation : 1)).map { _ in
             let p = UnsafeMutablePointer<O.Element>.allocate(capacity: channels * width)
             p.initialize(repeating: O.zero, count: channels * width)
             return p
@@ -43,6 +45,9 @@ public final class LayerRowCache<O: ProductOperands> {
         }
     }
 
+    /// Row r [C, w] as stored (the last one stored when past rows are not kept).
+    func row(_ r: Int) -> UnsafePointer<O.Element> { UnsafePointer(slots[r % slots.count]) }
+
     /// Writes columns `js` of row r, expanded, into `e` [3C, js.count].
     /// Returns false (writing nothing) for rows before 0.
     public func expand(_ r: Int, columns js: Range<Int>, into e: UnsafeMutablePointer<O.Element>) -> Bool {
@@ -59,14 +64,59 @@ public final class LayerRowCache<O: ProductOperands> {
     }
 }
 
+/// The ring buffer of one residual layer's input rows for Winograd synthesis
+/// (`WidthWinograd`): slot r % (1 + 2dh) holds row r already transformed for
+/// the layer's width convolution, V [6][C, tiles] per column block, so each
+/// row is transformed once, not once per vertical tap that reads it. The
+/// tiles are the block's own (`WidthWinograd.Tiling`): blocks must be the
+/// same for the whole flow.
+final class WinogradRowCache<T: Real> {
+    let dilation: Int, channels: Int
+    /// Per block: its tiling, and where its V starts in a slot.
+    let tilings: [WidthWinograd.Tiling], offsets: [Int]
+    let slots: [UnsafeMutablePointer<T>]
+
+    init(dilation: Int, widthDilation: Int, channels: Int, blockWidths: [Int]) {
+        (self.dilation, self.channels) = (dilation, channels)
+        tilings = blockWidths.map { WidthWinograd.Tiling(dilation: widthDilation, columns: $0) }
+        var offsets: [Int] = [], total = 0
+        for t in tilings { offsets.append(total); total += WidthWinograd.points * channels * t.rowStride }
+        self.offsets = offsets
+        // Every value is written (transformInput) before any is read.
+        slots = (0 ..< 1 + 2 * dilation).map { _ in .allocate(capacity: total) }
+    }
+
+    deinit { for p in slots { p.deallocate() } }
+
+    /// Row r's V [6][C, tiles] for block b (row stride `tilings[b].rowStride`, point stride C times that).
+    func block(_ r: Int, _ b: Int) -> UnsafeMutablePointer<T> { slots[r % slots.count] + offsets[b] }
+}
+
+/// One worker's scratch for Winograd layers: the products [6][2C, tiles], a
+/// channel's phase-split input and the output transform's [4][tiles].
+final class WinogradScratch<T: Real> {
+    let products, split, outputs: UnsafeMutablePointer<T>
+
+    init(channels c: Int, tiles: Int, splitCount: Int) {
+        products = .allocate(capacity: 6 * 2 * c * tiles)
+        split = .allocate(capacity: splitCount)
+        outputs = .allocate(capacity: 4 * tiles)
+    }
+
+    deinit { products.deallocate(); split.deallocate(); outputs.deallocate() }
+}
+
 /// One worker's scratch for a column block of synthesis (`block` columns):
 /// the pre-gate activations [2C, block], the gate [C, block] and as
 /// operands, and the condition row [M, block] before conversion.
 final class SynthesisScratch<O: ProductOperands> {
     let y, g, cond: UnsafeMutablePointer<O.Scalar>
     let gOperand: UnsafeMutablePointer<O.Element>
+    /// For Winograd layers (sizes from `RowInversion.winogradScratchSizes`).
+    let winograd: WinogradScratch<O.Scalar>?
 
-    init(channels c: Int, bands m: Int, block: Int) {
+    init(channels c: Int, bands m: Int, block: Int, winograd sizes: (tiles: Int, split: Int)? = nil) {
+        winograd = sizes.map { WinogradScratch(channels: c, tiles: $0.tiles, splitCount: $0.split) }
         y = .allocate(capacity: 2 * c * block)
         g = .allocate(capacity: c * block)
         cond = .allocate(capacity: m * block)
@@ -86,6 +136,13 @@ final class SynthesisScratch<O: ProductOperands> {
 final class SynthesisWeights<O: ProductOperands> {
     let c: Int, m: Int, layers: Int
     let taps: UnsafeMutablePointer<O.Element>     // [L][2][2C, 3C]
+    /// Per layer, the Winograd transform of all 3 vertical taps' kernels
+    /// (`WidthWinograd.transformKernel`), U [6][2C, 3C] with the taps in the
+    /// order of the rows r - 2dh, r - dh, r; for Float32 and Float64 operands only.
+    let winogradTaps: [PackedWeights<O.Scalar>] // [L][6] of [2C, 3C]; empty for bf16
+    /// Per layer, W_cond [2C, M] and [W_res; W_skip] [2C, C] packed for the
+    /// panel kernel (`Real.packedProduct`); empty for bf16.
+    let packedCondition, packedOut: [PackedWeights<O.Scalar>]
     let tapAndCond: UnsafeMutablePointer<O.Element> // [L][2C, 3C + M]
     let out: UnsafeMutablePointer<O.Element>      // [L][2C, C]
     let gateBias: UnsafeMutablePointer<O.Scalar>  // [L][2C]
@@ -104,6 +161,10 @@ final class SynthesisWeights<O: ProductOperands> {
         output = .allocate(capacity: 2 * c)
         outputBias = .allocate(capacity: 2)
         let wt = step.weights
+        let native = O.Element.self == O.Scalar.self
+        winogradTaps = native ? Self.winogradTaps(step) : []
+        packedCondition = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.cond, rows: 2 * c, columns: m, lda: m) } : []
+        packedOut = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.out, rows: 2 * c, columns: c, lda: c) } : []
         do {
             for (l, lo) in step.layerOffsets.enumerated() {
                 let regrouped = CausalConv.regroup(wt + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
@@ -127,6 +188,24 @@ final class SynthesisWeights<O: ProductOperands> {
                 }
                 outputBias[o] = b
             }
+        }
+    }
+
+    /// Per layer and point, U [2C, 3C]: the Winograd transform of the layer's
+    /// kernel, its vertical taps side by side.
+    private static func winogradTaps(_ step: WaveFlowCoupling<O.Scalar>) -> [PackedWeights<O.Scalar>] {
+        let c = step.channels
+        let u = UnsafeMutablePointer<O.Scalar>.allocate(capacity: 6 * 2 * c * 3 * c)
+        defer { u.deallocate() }
+        return step.layerOffsets.flatMap { lo in
+            let regrouped = CausalConv.regroup(step.weights + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
+            regrouped.withUnsafeBufferPointer { g in
+                for ky in 0..<3 {
+                    WidthWinograd.transformKernel(g.baseAddress! + ky * 2 * c * 3 * c, tapStride: c, ld: 3 * c, rows: 2 * c, cin: c,
+                                                  into: u + ky * c, pointStride: 2 * c * 3 * c, ldu: 3 * c)
+                }
+            }
+            return (0..<6).map { PackedWeights(u + $0 * 2 * c * 3 * c, rows: 2 * c, columns: 3 * c, lda: 3 * c) }
         }
     }
 

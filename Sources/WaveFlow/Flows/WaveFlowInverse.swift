@@ -49,14 +49,17 @@ extension WaveFlowCoupling {
         let bounds = (0...nBlocks).map { w * $0 / nBlocks }
         let widest = (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] }.max()!
         let workers = min(nBlocks, context.threads)
-        let scratch = (0..<workers).map { _ in SynthesisScratch<O>(channels: channels, bands: bands, block: widest) }
-        let inversion = RowInversion<O>(step: self, z: z, condition: condition, width: w, context: context)
-        /// Runs `body(columns, scratch, operands)` for every column block, in parallel.
-        func forEachBlock(_ body: (Range<Int>, SynthesisScratch<O>, UnsafeMutablePointer<O.Element>) -> Void) {
+        let inversion = RowInversion<O>(step: self, z: z, condition: condition, width: w, context: context,
+                                         blockWidths: (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] })
+        let scratch = (0..<workers).map { _ in
+            SynthesisScratch<O>(channels: channels, bands: bands, block: widest, winograd: inversion.winogradScratchSizes)
+        }
+        /// Runs `body(block, columns, scratch, operands)` for every column block, in parallel.
+        func forEachBlock(_ body: (Int, Range<Int>, SynthesisScratch<O>, UnsafeMutablePointer<O.Element>) -> Void) {
             Threads.parallelFor(workers) { wk in
                 var b = wk
                 while b < nBlocks {
-                    body(bounds[b] ..< bounds[b + 1], scratch[wk], inversion.blockOperands + inversion.kOp * bounds[b])
+                    body(b, bounds[b] ..< bounds[b + 1], scratch[wk], inversion.blockOperands + inversion.kOp * bounds[b])
                     b += workers
                 }
             }
@@ -66,14 +69,14 @@ extension WaveFlowCoupling {
         defer { BLAS.threads = savedBLAS }
         for r in 0 ..< rows - 1 {
             // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
-            forEachBlock { js, s, e in inversion.startRow(r, columns: js, scratch: s, operands: e) }
+            forEachBlock { _, js, s, e in inversion.startRow(r, columns: js, scratch: s, operands: e) }
             for l in 0..<layers {
                 // Stored in a pass of its own: a block's taps read the
                 // neighbouring blocks' columns of row r (up to dw away).
-                forEachBlock { js, _, _ in inversion.storeInput(layer: l, row: r, columns: js) }
-                forEachBlock { js, s, e in inversion.layer(l, row: r, columns: js, scratch: s, operands: e) }
+                forEachBlock { _, js, _, _ in inversion.storeInput(layer: l, row: r, columns: js) }
+                forEachBlock { b, js, s, e in inversion.layer(l, row: r, block: b, columns: js, scratch: s, operands: e) }
             }
-            forEachBlock { js, _, _ in inversion.finishRow(r, columns: js) }
+            forEachBlock { _, js, _, _ in inversion.finishRow(r, columns: js) }
         }
         return inversion.output
     }
@@ -92,6 +95,9 @@ final class RowInversion<O: ProductOperands> {
     let rowMap: [Int], heightDilations: [Int]
     let condition: any ConditionRows<T>
     let caches: [LayerRowCache<O>]
+    /// Per layer, its transformed past rows when its width convolution runs by
+    /// Winograd's F(4, 3) (`WidthWinograd`); nil for the direct products.
+    let winograd: [WinogradRowCache<T>?]
     let weights: SynthesisWeights<O>
     /// Input projection [C] and its bias [C] (in the arena).
     let inputWeight: UnsafePointer<T>, inputBias: UnsafePointer<T>
@@ -103,17 +109,34 @@ final class RowInversion<O: ProductOperands> {
     let act: UnsafeMutablePointer<T>, p: UnsafeMutablePointer<T>, z: UnsafeMutablePointer<T>, x: UnsafeMutablePointer<T>
     let gridCount: Int
 
-    init(step: WaveFlowCoupling<T>, z zValues: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) {
+    /// - Parameter blockWidths: the column blocks' widths, left to right (fixed for the flow).
+    init(step: WaveFlowCoupling<T>, z zValues: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext,
+         blockWidths: [Int]) {
         (c, m, self.w, self.context, self.condition) = (step.channels, step.bands, w, context, condition)
         kOp = 3 * c + m
         rowMap = step.rowMap
         heightDilations = step.heightDilations
+        native = O.Element.self == T.self
+        // Winograd layers: Float32/Float64 operands, and the policy's say for the narrowest block.
+        let narrowest = blockWidths.min() ?? w
+        winograd = (0..<step.layers).map { l in
+            let (dh, dw) = (step.heightDilations[l], step.widthDilations[l])
+            let use: Bool
+            switch context.widthWinograd {
+            case .never: use = false
+            case .always: use = true
+            case .auto: use = WidthWinograd.pays(dilation: dw, columns: narrowest)
+            }
+            return use && O.Element.self == T.self
+                ? WinogradRowCache<T>(dilation: dh, widthDilation: dw, channels: step.channels, blockWidths: blockWidths) : nil
+        }
+        let transformed = winograd.map { $0 != nil }
         caches = (0..<step.layers).map {
-            LayerRowCache<O>(dilation: step.heightDilations[$0], widthDilation: step.widthDilations[$0], channels: step.channels, width: w)
+            LayerRowCache<O>(dilation: step.heightDilations[$0], widthDilation: step.widthDilations[$0], channels: step.channels, width: w,
+                             keepsPastRows: !transformed[$0])
         }
         weights = SynthesisWeights<O>(step: step)
         (inputWeight, inputBias) = (UnsafePointer(step.weights + step.input), UnsafePointer(step.weights + step.inputB))
-        native = O.Element.self == T.self
         blockOperands = .allocate(capacity: kOp * w)
         act = .allocate(capacity: 2 * c * w)
         act.initialize(repeating: 0, count: 2 * c * w)
@@ -124,6 +147,13 @@ final class RowInversion<O: ProductOperands> {
         z.initialize(from: zValues, count: gridCount)
         x = .allocate(capacity: gridCount)
         x.initialize(from: zValues, count: gridCount) // row 0 is copied
+    }
+
+    /// Scratch sizes for `WinogradScratch` (tiles, phase-split values), nil when no layer uses Winograd.
+    var winogradScratchSizes: (tiles: Int, split: Int)? {
+        let tilings = winograd.compactMap { $0 }.flatMap(\.tilings)
+        guard !tilings.isEmpty else { return nil }
+        return (tilings.map(\.rowStride).max()!, tilings.map(\.splitCount).max()!)
     }
 
     deinit { blockOperands.deallocate(); act.deallocate(); p.deallocate(); z.deallocate(); x.deallocate() }
@@ -157,15 +187,20 @@ final class RowInversion<O: ProductOperands> {
     /// Layer l on the block: y = [W_tap2 | W_cond] x [E(r); cond] + the other
     /// taps' products, the gate (with the conv and condition biases), then
     /// [a; skip] += [W_res; W_skip] x g in place.
-    func layer(_ l: Int, row r: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>, operands e: UnsafeMutablePointer<O.Element>) {
+    func layer(_ l: Int, row r: Int, block b: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>,
+               operands e: UnsafeMutablePointer<O.Element>) {
         let nb = js.count, cache = caches[l], dh = heightDilations[l]
-        _ = cache.expand(r, columns: js, into: e)
-        O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
-               accumulate: false, c: s.y, ldc: nb)
-        // + W_tap x E(row r - (2 - tap) dh) for the taps whose row exists.
-        for tap in 0..<2 where cache.expand(r - (2 - tap) * dh, columns: js, into: e) {
-            O.gemm(context, m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
-                   b: e, ldb: nb, accumulate: true, c: s.y, ldc: nb)
+        if let wc = winograd[l], let ws = s.winograd {
+            winogradConvolution(l, row: r, block: b, columns: js, cache: wc, scratch: ws, y: s.y, operands: e)
+        } else {
+            _ = cache.expand(r, columns: js, into: e)
+            O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
+                   accumulate: false, c: s.y, ldc: nb)
+            // + W_tap x E(row r - (2 - tap) dh) for the taps whose row exists.
+            for tap in 0..<2 where cache.expand(r - (2 - tap) * dh, columns: js, into: e) {
+                O.gemm(context, m: 2 * c, n: nb, k: 3 * c, a: weights.taps + (l * 2 + tap) * 2 * c * 3 * c, lda: 3 * c,
+                       b: e, ldb: nb, accumulate: true, c: s.y, ldc: nb)
+            }
         }
         if native {
             Gate.forward(s.y, UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self), channels: c, n: nb,
@@ -174,8 +209,43 @@ final class RowInversion<O: ProductOperands> {
             Gate.forward(s.y, s.g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
             O.convert(s.g, count: c * nb, into: s.gOperand)
         }
-        O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
-               accumulate: true, c: act + js.lowerBound, ldc: w)
+        if native {
+            T.packedProduct(weights.packedOut[l], b: UnsafeRawPointer(s.gOperand).assumingMemoryBound(to: T.self), ldb: nb, n: nb,
+                            c: act + js.lowerBound, ldc: w, accumulate: true)
+        } else {
+            O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
+                   accumulate: true, c: act + js.lowerBound, ldc: w)
+        }
+    }
+
+    /// y [2C, nb] = W_cond x cond + layer l's width convolution of rows r - 2dh,
+    /// r - dh and r by Winograd's F(4, 3): row r's block is transformed into
+    /// the cache (the earlier rows were, in their turn), then per point one
+    /// product U [2C, 3C] x [V(r - 2dh); V(r - dh); V(r)] read in place
+    /// (`Real.segmentProduct`; fewer taps while rows before 0 are missing),
+    /// and the output transform adds the tiles' outputs to y. Float32 /
+    /// Float64 operands only.
+    private func winogradConvolution(_ l: Int, row r: Int, block b: Int, columns js: Range<Int>, cache wc: WinogradRowCache<T>,
+                                     scratch ws: WinogradScratch<T>, y: UnsafeMutablePointer<T>, operands e: UnsafeMutablePointer<O.Element>) {
+        let nb = js.count, dh = heightDilations[l], tiling = wc.tilings[b], nt = tiling.tiles, ld = tiling.rowStride
+        let values = { (p: UnsafeMutablePointer<O.Element>) in UnsafeMutableRawPointer(p).assumingMemoryBound(to: T.self) }
+        // y = W_cond x cond (the condition row under the block's operands).
+        T.packedProduct(weights.packedCondition[l], b: values(e + 3 * c * nb), ldb: nb, n: nb, c: y, ldc: nb, accumulate: false)
+        let raw = UnsafeRawPointer(caches[l].row(r)).assumingMemoryBound(to: T.self)
+        let point = c * ld // a point's stride in a cached row's V
+        WidthWinograd.transformInput(raw, channels: c, rowStride: w, width: w, start: js.lowerBound, tiling: tiling,
+                                     into: wc.block(r, b), pointStride: point, ldv: ld, split: ws.split)
+        let first = (0..<2).first { r - (2 - $0) * dh >= 0 } ?? 2 // the earliest vertical tap whose row exists
+        withUnsafeTemporaryAllocation(of: UnsafePointer<T>.self, capacity: 3) { rowsV in
+            for i in 0..<WidthWinograd.points {
+                for ky in first..<3 { rowsV[ky - first] = UnsafePointer(wc.block(r - (2 - ky) * dh, b) + i * point) }
+                T.segmentProduct(weights.winogradTaps[l * 6 + i], firstColumn: first * c, segments: UnsafePointer(rowsV.baseAddress!),
+                                 count: 3 - first, segmentRows: c, ldb: ld, n: nt, c: ws.products + i * 2 * c * ld, ldc: ld,
+                                 accumulate: false)
+            }
+        }
+        WidthWinograd.accumulateOutput(ws.products, pointStride: 2 * c * ld, ldm: ld, rows: 2 * c, tiling: tiling,
+                                       into: y, ldy: nb, scratch: ws.outputs)
     }
 
     /// log s and t of row r + 1 from the skip sum, then its inverse coupling.

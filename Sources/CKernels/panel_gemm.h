@@ -1,0 +1,110 @@
+// A matrix product for small, repeated shapes, written once over
+// vector_isa.h's vocabulary and included by kernels.c once per instruction
+// set: C [m, n] = A B where A (weights, fixed for many products) was packed
+// once into panels of 6 rows, and B is read in place, as a stack of row
+// segments that need not be adjacent in memory (WaveFlow synthesis: the
+// Winograd-transformed rows r - 2dh, r - dh and r of a layer's cache).
+// OpenBLAS packs both operands on every call; for products of 64-128 rows
+// by a few hundred columns that packing cost 12% of synthesis.
+//
+// Register tile: 6 rows by 2 vectors (12 accumulators); the loop runs down
+// a column panel of B (2 vectors wide), which stays in L1 while the 6-row
+// panels of A stream from L2.
+
+/// One 6 x 2-vector tile of C: rows p*6 ... (at most `rows` stored), columns
+/// j ... j + 2W (lanes outside m0 / m1 neither read nor written).
+static inline WF_TARGET void WF_NAME(wf_panel_tile)(const float *a, const float *const *b, long segments, long segK, long ldb,
+                                                     long j, float *c, long ldc, long rows, wf_mask m0, wf_mask m1,
+                                                     int accumulate) {
+    wf_v c00 = wf_zero(), c01 = wf_zero(), c10 = wf_zero(), c11 = wf_zero(), c20 = wf_zero(), c21 = wf_zero();
+    wf_v c30 = wf_zero(), c31 = wf_zero(), c40 = wf_zero(), c41 = wf_zero(), c50 = wf_zero(), c51 = wf_zero();
+    if (accumulate) {
+        const float *r = c + j;
+        c00 = wf_load(r, m0); c01 = wf_load(r + WF_WIDTH, m1);
+        if (rows > 1) { r += ldc; c10 = wf_load(r, m0); c11 = wf_load(r + WF_WIDTH, m1); }
+        if (rows > 2) { r += ldc; c20 = wf_load(r, m0); c21 = wf_load(r + WF_WIDTH, m1); }
+        if (rows > 3) { r += ldc; c30 = wf_load(r, m0); c31 = wf_load(r + WF_WIDTH, m1); }
+        if (rows > 4) { r += ldc; c40 = wf_load(r, m0); c41 = wf_load(r + WF_WIDTH, m1); }
+        if (rows > 5) { r += ldc; c50 = wf_load(r, m0); c51 = wf_load(r + WF_WIDTH, m1); }
+    }
+    for (long s = 0; s < segments; s++) {
+        const float *bk = b[s] + j;
+        for (long k = 0; k < segK; k++, bk += ldb, a += 6) {
+            const wf_v b0 = wf_load(bk, m0), b1 = wf_load(bk + WF_WIDTH, m1);
+            wf_v x = wf_set1(a[0]); c00 = wf_fmadd(x, b0, c00); c01 = wf_fmadd(x, b1, c01);
+            x = wf_set1(a[1]); c10 = wf_fmadd(x, b0, c10); c11 = wf_fmadd(x, b1, c11);
+            x = wf_set1(a[2]); c20 = wf_fmadd(x, b0, c20); c21 = wf_fmadd(x, b1, c21);
+            x = wf_set1(a[3]); c30 = wf_fmadd(x, b0, c30); c31 = wf_fmadd(x, b1, c31);
+            x = wf_set1(a[4]); c40 = wf_fmadd(x, b0, c40); c41 = wf_fmadd(x, b1, c41);
+            x = wf_set1(a[5]); c50 = wf_fmadd(x, b0, c50); c51 = wf_fmadd(x, b1, c51);
+        }
+    }
+    c += j;
+    wf_store(c, m0, c00); wf_store(c + WF_WIDTH, m1, c01);
+    if (rows > 1) { c += ldc; wf_store(c, m0, c10); wf_store(c + WF_WIDTH, m1, c11); }
+    if (rows > 2) { c += ldc; wf_store(c, m0, c20); wf_store(c + WF_WIDTH, m1, c21); }
+    if (rows > 3) { c += ldc; wf_store(c, m0, c30); wf_store(c + WF_WIDTH, m1, c31); }
+    if (rows > 4) { c += ldc; wf_store(c, m0, c40); wf_store(c + WF_WIDTH, m1, c41); }
+    if (rows > 5) { c += ldc; wf_store(c, m0, c50); wf_store(c + WF_WIDTH, m1, c51); }
+}
+
+/// As wf_panel_tile for a tail of at most one vector (mask m0): 6 accumulators.
+static inline WF_TARGET void WF_NAME(wf_panel_tile1)(const float *a, const float *const *b, long segments, long segK, long ldb,
+                                                      long j, float *c, long ldc, long rows, wf_mask m0, int accumulate) {
+    wf_v c0 = wf_zero(), c1 = wf_zero(), c2 = wf_zero(), c3 = wf_zero(), c4 = wf_zero(), c5 = wf_zero();
+    if (accumulate) {
+        const float *r = c + j;
+        c0 = wf_load(r, m0);
+        if (rows > 1) { r += ldc; c1 = wf_load(r, m0); }
+        if (rows > 2) { r += ldc; c2 = wf_load(r, m0); }
+        if (rows > 3) { r += ldc; c3 = wf_load(r, m0); }
+        if (rows > 4) { r += ldc; c4 = wf_load(r, m0); }
+        if (rows > 5) { r += ldc; c5 = wf_load(r, m0); }
+    }
+    for (long s = 0; s < segments; s++) {
+        const float *bk = b[s] + j;
+        for (long k = 0; k < segK; k++, bk += ldb, a += 6) {
+            const wf_v b0 = wf_load(bk, m0);
+            c0 = wf_fmadd(wf_set1(a[0]), b0, c0);
+            c1 = wf_fmadd(wf_set1(a[1]), b0, c1);
+            c2 = wf_fmadd(wf_set1(a[2]), b0, c2);
+            c3 = wf_fmadd(wf_set1(a[3]), b0, c3);
+            c4 = wf_fmadd(wf_set1(a[4]), b0, c4);
+            c5 = wf_fmadd(wf_set1(a[5]), b0, c5);
+        }
+    }
+    c += j;
+    wf_store(c, m0, c0);
+    if (rows > 1) { c += ldc; wf_store(c, m0, c1); }
+    if (rows > 2) { c += ldc; wf_store(c, m0, c2); }
+    if (rows > 3) { c += ldc; wf_store(c, m0, c3); }
+    if (rows > 4) { c += ldc; wf_store(c, m0, c4); }
+    if (rows > 5) { c += ldc; wf_store(c, m0, c5); }
+}
+
+WF_TARGET void WF_NAME(wf_panel_gemm)(const float *ap, long m, long kTotal, long kFirst,
+                                      const float *const *b, long segments, long segK, long ldb,
+                                      long n, float *c, long ldc, int accumulate) {
+    const long panels = (m + 5) / 6, full = n / (2 * WF_WIDTH) * (2 * WF_WIDTH);
+    const wf_mask all = wf_tail_mask(WF_WIDTH);
+    for (long j = 0; j < full; j += 2 * WF_WIDTH) {
+        for (long p = 0; p < panels; p++) {
+            const long rows = m - p * 6;
+            WF_NAME(wf_panel_tile)(ap + (p * kTotal + kFirst) * 6, b, segments, segK, ldb, j, c + p * 6 * ldc, ldc,
+                                   rows, all, all, accumulate);
+        }
+    }
+    if (full < n) {
+        const long left = n - full;
+        const wf_mask m0 = wf_tail_mask(left), m1 = wf_tail_mask(left > WF_WIDTH ? left - WF_WIDTH : 0);
+        for (long p = 0; p < panels; p++) {
+            if (left <= WF_WIDTH) {
+                WF_NAME(wf_panel_tile1)(ap + (p * kTotal + kFirst) * 6, b, segments, segK, ldb, full, c + p * 6 * ldc, ldc,
+                                        m - p * 6, m0, accumulate);
+            } else {
+                WF_NAME(wf_panel_tile)(ap + (p * kTotal + kFirst) * 6, b, segments, segK, ldb, full, c + p * 6 * ldc, ldc,
+                                       m - p * 6, m0, m1, accumulate);
+            }
+        }
+    }
+}
