@@ -175,7 +175,8 @@ final class BF16Tests: XCTestCase {
         let dOut: [Float] = rng.array(s.cout * n)
         let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
         func run(_ context: ComputeContext) -> [[Float]] {
-            var e = [Float](repeating: 0, count: 3 * s.cin * n), de = e, col = [Float](repeating: 0, count: g.k * g.nOut)
+            var e = [Float](repeating: 0, count: CausalConv.scratchCount(s, context: context)), de = e
+            var col = [Float](repeating: 0, count: g.k * g.nOut)
             var out = [Float](repeating: 0, count: s.cout * n), ref = out
             CausalConv.forward(context, s, input: x, taps: taps, bias: b, output: &out, e: &e)
             Conv2D.forward(context, g, input: x, weight: w, bias: b, output: &ref, col: &col)

@@ -66,26 +66,29 @@ final class LayerTests: XCTestCase {
                       CausalConvShape(cin: 4, cout: 2, dh: 8, dw: 8, batch: 2, height: 5, width: 5),
                       CausalConvShape(cin: 5, cout: 10, dh: 1, dw: 2, batch: 1, height: 15, width: 9)]
         for s in shapes {
+          for policy in WinogradPolicy.allCases { // direct, and by Winograd's F(4, 3) in width
+            let context = ComputeContext.fp32.with(widthWinograd: policy)
             let g = s.geometry, n = s.n
             let x: [Double] = rng.array(s.cin * n), w: [Double] = rng.array(s.cout * s.cin * 9), b: [Double] = rng.array(s.cout)
             let dOut: [Double] = rng.array(s.cout * n)
             let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
-            var e = [Double](repeating: 0, count: 3 * s.cin * n), de = e
+            var e = [Double](repeating: .nan, count: CausalConv.scratchCount(s, context: context)), de = e
             var out = [Double](repeating: 0, count: s.cout * n), ref = out
             var col = [Double](repeating: 0, count: g.k * g.nOut)
-            CausalConv.forward(.fp32, s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            CausalConv.forward(context, s, input: x, taps: taps, bias: b, output: &out, e: &e)
             Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &ref, col: &col)
-            XCTAssertLessThanOrEqual(normRelativeError(out, ref), Tolerance.float64Reordered, "forward \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(out, ref), Tolerance.float64Reordered, "forward \(s) \(policy)")
             // Accumulating gradients, starting from the same non-zero values.
             let dw0: [Double] = rng.array(w.count), db0: [Double] = rng.array(s.cout), dx0: [Double] = rng.array(x.count)
             var (dw, db, dx) = (dw0, db0, dx0)
             var (rdw, rdb, rdx) = (dw0, db0, dx0)
-            CausalConv.backward(.fp32, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            CausalConv.backward(context, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
             Conv2D.backward(.fp32, g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
-            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), Tolerance.float64Reordered, "dW \(s)")
-            XCTAssertLessThanOrEqual(normRelativeError(db, rdb), Tolerance.float64Reordered, "dBias \(s)")
-            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), Tolerance.float64Reordered, "dInput \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), Tolerance.float64Reordered, "dW \(s) \(policy)")
+            XCTAssertLessThanOrEqual(normRelativeError(db, rdb), Tolerance.float64Reordered, "dBias \(s) \(policy)")
+            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), Tolerance.float64Reordered, "dInput \(s) \(policy)")
             XCTAssertEqual(s.macs, s.cout * 3 * s.cin * s.batch * s.width * (0..<3).map { max(0, s.height - (2 - $0) * s.dh) }.reduce(0, +))
+          }
         }
     }
 

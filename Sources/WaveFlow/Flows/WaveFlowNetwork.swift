@@ -33,7 +33,7 @@ extension WaveFlowCoupling {
         var y = uninitializedArray(T.self, 2 * c * n)
         var g = uninitializedArray(T.self, c * n)
         var o = uninitializedArray(T.self, 2 * c * n)
-        var e = uninitializedArray(T.self, 3 * c * n) // the conv's expanded input
+        var e = uninitializedArray(T.self, convScratchCount(batch: batch, height: height, width: width, context: context)) // the conv's scratch
         var p = uninitializedArray(T.self, 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
         // Cin as bf16 operands once for every layer's projection (bf16 products only).
@@ -101,7 +101,9 @@ extension WaveFlowCoupling {
     public func networkBackward(cache: NetworkCache, dp: [T], context: ComputeContext) -> (dXin: [T], dCin: [T]) {
         let c = channels, m = bands
         let n = cache.batch * cache.height * cache.width
-        let scratch = BackwardScratch<T>(channels: c, bands: m, positions: n)
+        let scratch = BackwardScratch<T>(channels: c, bands: m, positions: n,
+                                         convScratch: convScratchCount(batch: cache.batch, height: cache.height, width: cache.width,
+                                                                       context: context))
         // Cin as bf16 operands once for every layer's products (bf16 only).
         let cin16 = cache.cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
@@ -116,6 +118,12 @@ extension WaveFlowCoupling {
         Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: weights + input, dOutput: scratch.da,
                          dWeight: gradients + input, dBias: gradients + inputB, dInput: &dXin)
         return (dXin, Array(UnsafeBufferPointer(start: scratch.dCin, count: m * n)))
+    }
+
+    /// The scratch each of the convolutions' buffers needs: the largest over the layers.
+    func convScratchCount(batch: Int, height: Int, width: Int, context: ComputeContext) -> Int {
+        (0..<layers).map { CausalConv.scratchCount(convShape(layer: $0, batch: batch, height: height, width: width), context: context) }
+            .max() ?? 0
     }
 
     /// Residual layer l's backward: from [da; dSkip] (`scratch`) through the
@@ -159,8 +167,9 @@ extension WaveFlowCoupling {
 /// The network backward's buffers for N positions: [da; dSkip] [2C, N] (the
 /// gradient of every layer's o = [res; skip]: dSkip is the same for all
 /// layers, da is accumulated in place, layer by layer; zeroed), the gate
-/// g [C, N] and dg, dy [2C, N], the convolution's expanded input and its
-/// gradient [3C, N], and dCin [M, N] (zeroed).
+/// g [C, N] and dg, dy [2C, N], the convolution's two scratch buffers
+/// (`CausalConv.scratchCount`, the largest over the layers), and dCin
+/// [M, N] (zeroed).
 final class BackwardScratch<T: Real> {
     let n: Int, c: Int
     let dOut: UnsafeMutablePointer<T>, g: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, dy: UnsafeMutablePointer<T>
@@ -168,15 +177,15 @@ final class BackwardScratch<T: Real> {
     var da: UnsafeMutablePointer<T> { dOut }
     var dSkip: UnsafeMutablePointer<T> { dOut + c * n }
 
-    init(channels c: Int, bands m: Int, positions n: Int) {
+    init(channels c: Int, bands m: Int, positions n: Int, convScratch: Int) {
         (self.n, self.c) = (n, c)
         dOut = .allocate(capacity: 2 * c * n)
         dOut.initialize(repeating: 0, count: 2 * c * n)
         g = .allocate(capacity: c * n)
         dg = .allocate(capacity: c * n)
         dy = .allocate(capacity: 2 * c * n)
-        e = .allocate(capacity: 3 * c * n)
-        de = .allocate(capacity: 3 * c * n)
+        e = .allocate(capacity: convScratch)
+        de = .allocate(capacity: convScratch)
         dCin = .allocate(capacity: m * n)
         dCin.initialize(repeating: 0, count: m * n)
     }

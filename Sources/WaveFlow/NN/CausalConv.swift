@@ -130,7 +130,7 @@ public enum CausalConv {
     /// the storage `context` chooses (bf16 or native).
     /// - Parameters:
     ///   - taps: `regroup(weight)`.
-    ///   - e: scratch of 3 * Cin * N values.
+    ///   - e: scratch of `scratchCount(s, context:)` values.
     public static func forward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                         taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                         e: UnsafeMutablePointer<T>) {
@@ -143,6 +143,10 @@ public enum CausalConv {
     static func forward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
                                             e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
+        if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
+            forwardWinograd(context, s, input: input, taps: taps, bias: bias, output: output, e: e)
+            return
+        }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
         let (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
         defer { if ownT { to.deallocate() } }
@@ -162,8 +166,8 @@ public enum CausalConv {
     /// Accumulates dWeight (PyTorch layout) += dL/dW, dBias += row sums of
     /// dOut, and dInput += conv^T(dOut).
     /// - Parameters:
-    ///   - e: scratch of 3 * Cin * N values (the input is expanded again).
-    ///   - de: scratch of 3 * Cin * N values.
+    ///   - e: scratch of `scratchCount(s, context:)` values (the input is expanded again).
+    ///   - de: scratch of as many values.
     ///   - dOutput16: dOutput already rounded to bf16 (`bf16Copy`), used
     ///     when the products run in bf16.
     public static func backward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
@@ -185,6 +189,11 @@ public enum CausalConv {
                                              e: UnsafeMutablePointer<O.Scalar>, de: UnsafeMutablePointer<O.Scalar>,
                                              operands: O.Type) {
         typealias T = O.Scalar
+        if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
+            backwardWinograd(context, s, input: input, taps: taps, dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput,
+                             e: e, de: de)
+            return
+        }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
         let (dyo, ownY) = dOutputOperands.map { ($0, false) } ?? O.operands(of: dOutput, count: s.cout * n)
         defer { if ownY { dyo.deallocate() } }

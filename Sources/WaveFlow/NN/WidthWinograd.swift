@@ -190,4 +190,88 @@ public enum WidthWinograd {
             }
         }
     }
+
+    // MARK: - Gradients (training)
+
+    /// The output transform's transpose: dM [6][rows, tiles] (point i, row o
+    /// at `dm[i * pointStride + o * ldm + t]`) from the gradient of the
+    /// outputs `dy` [rows, tiling.columns] (row stride `ldy`); outputs past
+    /// the block have no gradient. `scratch`: 4 * tiling.tiles values.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public static func outputGradient<T: Real>(_ dy: UnsafePointer<T>, ldy: Int, rows: Int, tiling: Tiling,
+                                              into dm: UnsafeMutablePointer<T>, pointStride: Int, ldm: Int,
+                                              scratch: UnsafeMutablePointer<T>) {
+        let d = tiling.dilation, nt = tiling.tiles, n = tiling.columns
+        let y0 = scratch, y1 = scratch + nt, y2 = scratch + 2 * nt, y3 = scratch + 3 * nt
+        for o in 0..<rows {
+            let src = dy + o * ldy
+            // y_k[q d + rho] = dy[(4q + k) d + rho], 0 past the block.
+            for q in 0 ..< tiling.perResidue {
+                for k in 0..<4 {
+                    let base = (4 * q + k) * d, count = max(0, min(d, n - base)), dst = scratch + k * nt + q * d
+                    if d == 1 { dst[0] = count > 0 ? src[base] : 0; continue }
+                    if count > 0 { dst.update(from: src + base, count: count) }
+                    if count < d { (dst + count).update(repeating: 0, count: d - count) }
+                }
+            }
+            let m0 = dm + o * ldm, m1 = m0 + pointStride, m2 = m0 + 2 * pointStride
+            let m3 = m0 + 3 * pointStride, m4 = m0 + 4 * pointStride, m5 = m0 + 5 * pointStride
+            for t in 0..<nt {
+                let a = y0[t] + y2[t], b = y1[t] + y3[t], e = y0[t] + 4 * y2[t], f = 2 * y1[t] + 8 * y3[t]
+                m0[t] = y0[t]
+                m1[t] = a + b
+                m2[t] = a - b
+                m3[t] = e + f
+                m4[t] = e - f
+                m5[t] = y3[t]
+            }
+        }
+    }
+
+    /// The input transform's transpose: dx [C, width] (row stride
+    /// `rowStride`) += the gradient reaching columns j0 ..< j0 + tiling.columns
+    /// and their halo from dV [6][C, tiles] (as `transformInput` writes V);
+    /// columns outside 0 ..< width get none. `split`: `tiling.splitCount`
+    /// values; `scratch`: 6 * tiling.tiles values.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public static func inputGradient<T: Real>(_ dv: UnsafePointer<T>, pointStride: Int, ldv: Int, channels: Int, tiling: Tiling,
+                                             into dx: UnsafeMutablePointer<T>, rowStride: Int, width: Int, start j0: Int,
+                                             split: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>) {
+        let d = tiling.dilation, q = tiling.perResidue, nt = tiling.tiles, phase = (q + 2) * d
+        let g0 = scratch, g1 = scratch + nt, g2 = scratch + 2 * nt, g3 = scratch + 3 * nt, g4 = scratch + 4 * nt, g5 = scratch + 5 * nt
+        for c in 0..<channels {
+            let v0 = dv + c * ldv, v1 = v0 + pointStride, v2 = v0 + 2 * pointStride
+            let v3 = v0 + 3 * pointStride, v4 = v0 + 4 * pointStride, v5 = v0 + 5 * pointStride
+            // The gradient of each tile's 6 inputs (B times dV).
+            for t in 0..<nt {
+                let s12 = v1[t] + v2[t], s34 = v3[t] + v4[t]
+                g0[t] = 4 * v0[t]
+                g1[t] = 4 * (v2[t] - v1[t] + v5[t]) + 2 * (v4[t] - v3[t])
+                g2[t] = -5 * v0[t] - 4 * s12 - s34
+                g3[t] = v1[t] - v2[t] + 2 * (v3[t] - v4[t]) - 5 * v5[t]
+                g4[t] = v0[t] + s12 + s34
+                g5[t] = v5[t]
+            }
+            // Onto the phases (input 0: phase 3 at t; 1 ... 4: phases 0 ... 3 at t + d; 5: phase 0 at t + 2d).
+            split.update(repeating: 0, count: 4 * phase)
+            let p0 = split, p1 = split + phase, p2 = split + 2 * phase, p3 = split + 3 * phase
+            for t in 0..<nt { p3[t] += g0[t] }
+            for t in 0..<nt { p0[t + d] += g1[t] }
+            for t in 0..<nt { p1[t + d] += g2[t] }
+            for t in 0..<nt { p2[t + d] += g3[t] }
+            for t in 0..<nt { p3[t + d] += g4[t] }
+            for t in 0..<nt { p0[t + 2 * d] += g5[t] }
+            // Phases back onto the row, inside 0 ..< width.
+            let dst = dx + c * rowStride
+            for qq in 0 ..< q + 2 {
+                for p in 0..<4 {
+                    let start = j0 + (4 * (qq - 1) + p) * d, src = split + p * phase + qq * d
+                    let lo = max(0, -start), hi = min(d, width - start)
+                    if lo < hi { for rho in lo..<hi { dst[start + rho] += src[rho] } }
+                }
+            }
+        }
+    }
 }

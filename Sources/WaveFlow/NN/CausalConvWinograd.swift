@@ -1,0 +1,168 @@
+import Foundation
+
+// The causal 3x3 convolution (CausalConv.swift) with its width taps by
+// Winograd's F(4, 3) (`WidthWinograd`), for training with Float32 or
+// Float64 operands: half the multiply-adds of the direct products, forward
+// and backward.
+//
+// Each row (b, y) of the input [Cin, B, H, W] is transformed into T tiles
+// (`WidthWinograd.Tiling` of the row), V [6][Cin, B*H*T], rows side by side,
+// so a vertical tap is again a shift by s*T columns within a batch item:
+//
+//     M_i[:, b, y >= s] += U_{ky,i} [Cout, Cin] x V_i[:, b, y - s]
+//
+// (U_{ky,i} = sum_kx G[i][kx] W[:, :, ky, kx]), then the output transform
+// turns M [6][Cout, B*H*T] into the rows of out. The backward pass runs the
+// transposes: dM from dOut (`outputGradient`), dU_{ky,i} += dM_i V_i^T
+// (then dW = G^T dU), dV_i += U_{ky,i}^T dM_i and dInput += B dV
+// (`inputGradient`). The products have Cin (not 3 Cin) as their inner
+// size: 25% slower per multiply-add on OpenBLAS, for half as many.
+
+extension CausalConv {
+    /// Whether `forward` and `backward` run shape `s` by Winograd in `context`
+    /// (given operands that are the values themselves, not bf16).
+    static func usesWinograd(_ s: CausalConvShape, _ context: ComputeContext) -> Bool {
+        switch context.widthWinograd {
+        case .never: return false
+        case .always: return true
+        case .auto: return WidthWinograd.pays(dilation: s.dw, columns: s.width)
+        }
+    }
+
+    /// The values `forward` and `backward` need in each of their scratch
+    /// buffers `e` and `de`: 3 Cin N for the direct products, more when the
+    /// shape runs by Winograd (per tile and row, 6 (Cin + Cout) values: V
+    /// and M forward; 12 Cin: V and dV, and 6 Cout: dM, backward).
+    public static func scratchCount(_ s: CausalConvShape, context: ComputeContext) -> Int {
+        let direct = 3 * s.cin * s.n
+        guard usesWinograd(s, context) else { return direct }
+        let tiles = WidthWinograd.Tiling(dilation: s.dw, columns: s.width).tiles
+        return max(direct, 6 * max(s.cin + s.cout, 2 * s.cin) * s.batch * s.height * tiles)
+    }
+
+    /// U [3][6][Cout, Cin] from the regrouped taps [3][Cout, 3Cin].
+    static func winogradTaps<T: Real>(_ s: CausalConvShape, _ taps: UnsafePointer<T>) -> [T] {
+        var u = [T](repeating: 0, count: 3 * 6 * s.cout * s.cin)
+        u.withUnsafeMutableBufferPointer { up in
+            for ky in 0..<3 {
+                WidthWinograd.transformKernel(taps + ky * s.cout * 3 * s.cin, tapStride: s.cin, ld: 3 * s.cin, rows: s.cout, cin: s.cin,
+                                              into: up.baseAddress! + ky * 6 * s.cout * s.cin, pointStride: s.cout * s.cin, ldu: s.cin)
+            }
+        }
+        return u
+    }
+
+    /// V [6][Cin, B*H*T] of every input row, rows over the cores.
+    static func transformRows<T: Real>(_ s: CausalConvShape, _ tiling: WidthWinograd.Tiling, _ input: UnsafePointer<T>,
+                                       into v: UnsafeMutablePointer<T>) {
+        let cols = s.batch * s.height * tiling.tiles
+        Threads.parallelFor(s.batch * s.height) { r in
+            withUnsafeTemporaryAllocation(of: T.self, capacity: tiling.splitCount) { split in
+                WidthWinograd.transformInput(input + r * s.width, channels: s.cin, rowStride: s.n, width: s.width, start: 0, tiling: tiling,
+                                             into: v + r * tiling.tiles, pointStride: s.cin * cols, ldv: cols, split: split.baseAddress!)
+            }
+        }
+    }
+
+    /// out [Cout, N] = conv(input) + bias by Winograd; `e`: `scratchCount` values.
+    static func forwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+                                         taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
+                                         e: UnsafeMutablePointer<T>) {
+        let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
+        let cols = s.batch * s.height * nt, rowTiles = s.height * nt
+        let v = e, mm = e + 6 * s.cin * cols
+        transformRows(s, tiling, input, into: v)
+        let u = winogradTaps(s, taps)
+        u.withUnsafeBufferPointer { up in
+            for i in 0..<6 {
+                let vi = v + i * s.cin * cols, mi = mm + i * s.cout * cols
+                forEachTap(s) { ky, shift, b in
+                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
+                    if b < 0 {
+                        T.product(context, transA: false, transB: false, m: s.cout, n: cols, k: s.cin, a: ui, a16: nil, lda: s.cin,
+                                  b: vi, b16: nil, ldb: cols, accumulate: false, c: mi, ldc: cols)
+                    } else {
+                        T.product(context, transA: false, transB: false, m: s.cout, n: rowTiles - shift * nt, k: s.cin, a: ui, a16: nil,
+                                  lda: s.cin, b: vi + b * rowTiles, b16: nil, ldb: cols, accumulate: true,
+                                  c: mi + b * rowTiles + shift * nt, ldc: cols)
+                    }
+                }
+            }
+        }
+        Threads.parallelFor(s.batch * s.height) { r in
+            for o in 0..<s.cout { (output + o * s.n + r * s.width).update(repeating: bias?[o] ?? 0, count: s.width) }
+            withUnsafeTemporaryAllocation(of: T.self, capacity: 4 * nt) { scratch in
+                WidthWinograd.accumulateOutput(mm + r * nt, pointStride: s.cout * cols, ldm: cols, rows: s.cout, tiling: tiling,
+                                               into: output + r * s.width, ldy: s.n, scratch: scratch.baseAddress!)
+            }
+        }
+    }
+
+    /// `backward` by Winograd: dWeight, dBias and dInput accumulate; `e`
+    /// and `de`: `scratchCount` values each.
+    static func backwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+                                          taps: UnsafePointer<T>, dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
+                                          e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
+        let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
+        let cols = s.batch * s.height * nt, rowTiles = s.height * nt
+        let v = e, dv = e + 6 * s.cin * cols, dm = de
+        transformRows(s, tiling, input, into: v)
+        Threads.parallelFor(s.batch * s.height) { r in
+            withUnsafeTemporaryAllocation(of: T.self, capacity: 4 * nt) { scratch in
+                WidthWinograd.outputGradient(dOutput + r * s.width, ldy: s.n, rows: s.cout, tiling: tiling, into: dm + r * nt,
+                                             pointStride: s.cout * cols, ldm: cols, scratch: scratch.baseAddress!)
+            }
+        }
+        // dU_{ky,i} = dM_i V_i^T over the rows each tap reaches, then dW = G^T dU.
+        var dU = [T](repeating: 0, count: 3 * 6 * s.cout * s.cin)
+        dU.withUnsafeMutableBufferPointer { dup in
+            for i in 0..<6 {
+                let vi = v + i * s.cin * cols, dmi = dm + i * s.cout * cols
+                forEachTap(s) { ky, shift, b in
+                    let dui = dup.baseAddress! + (ky * 6 + i) * s.cout * s.cin
+                    if b < 0 {
+                        T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: cols, a: dmi, a16: nil, lda: cols,
+                                  b: vi, b16: nil, ldb: cols, accumulate: true, c: dui, ldc: s.cin)
+                    } else {
+                        T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: rowTiles - shift * nt,
+                                  a: dmi + b * rowTiles + shift * nt, a16: nil, lda: cols, b: vi + b * rowTiles, b16: nil, ldb: cols,
+                                  accumulate: true, c: dui, ldc: s.cin)
+                    }
+                }
+            }
+        }
+        let g = WidthWinograd.kernelTransform
+        for ky in 0..<3 { for o in 0..<s.cout { for c in 0..<s.cin { for kx in 0..<3 {
+            var sum = 0.0
+            for i in 0..<6 where g[i][kx] != 0 { sum += g[i][kx] * Double(dU[((ky * 6 + i) * s.cout + o) * s.cin + c]) }
+            dWeight[((o * s.cin + c) * 3 + ky) * 3 + kx] += T(sum)
+        } } } }
+        if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: s.n) }
+        guard let dInput else { return }
+        let u = winogradTaps(s, taps)
+        u.withUnsafeBufferPointer { up in
+            for i in 0..<6 {
+                let dvi = dv + i * s.cin * cols, dmi = dm + i * s.cout * cols
+                forEachTap(s) { ky, shift, b in
+                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
+                    if b < 0 {
+                        T.product(context, transA: true, transB: false, m: s.cin, n: cols, k: s.cout, a: ui, a16: nil, lda: s.cin,
+                                  b: dmi, b16: nil, ldb: cols, accumulate: false, c: dvi, ldc: cols)
+                    } else {
+                        T.product(context, transA: true, transB: false, m: s.cin, n: rowTiles - shift * nt, k: s.cout, a: ui, a16: nil,
+                                  lda: s.cin, b: dmi + b * rowTiles + shift * nt, b16: nil, ldb: cols, accumulate: true,
+                                  c: dvi + b * rowTiles, ldc: cols)
+                    }
+                }
+            }
+        }
+        Threads.parallelFor(s.batch * s.height) { r in
+            withUnsafeTemporaryAllocation(of: T.self, capacity: tiling.splitCount + 6 * nt) { scratch in
+                WidthWinograd.inputGradient(dv + r * nt, pointStride: s.cin * cols, ldv: cols, channels: s.cin, tiling: tiling,
+                                            into: dInput + r * s.width, rowStride: s.n, width: s.width, start: 0,
+                                            split: scratch.baseAddress!, scratch: scratch.baseAddress! + tiling.splitCount)
+            }
+        }
+    }
+}
