@@ -2,6 +2,7 @@
 // instruction set: AVX2 + FMA, then AVX-512 (see ckernels.h, vector_isa.h).
 // bf16.c holds the rounding kernels, which differ per set in more than width.
 #include "ckernels.h"
+#include <stdlib.h>
 
 #if defined(WF_HAVE_X86_KERNELS)
 #define WF_ISA_AVX2

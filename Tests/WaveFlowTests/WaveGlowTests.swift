@@ -207,11 +207,27 @@ final class WaveGlowTests: XCTestCase {
             let s = DilatedConvShape(cin: 3, batch: 2, width: 7, dilation: d)
             let cout = 4
             let a: [Double] = rng.array(s.cin * s.n), w: [Double] = rng.array(cout * 3 * s.cin)
-            var y = [Double](repeating: 0, count: cout * s.n), yNaive = y
-            var e = [Double](repeating: 0, count: 3 * s.cin * s.n)
-            DilatedConv1D.forward(.fp32, s, cout: cout, input: a, weight: w, e: &e, output: &y, accumulate: false)
+            var yNaive = [Double](repeating: 0, count: cout * s.n)
             DilatedConv1D.forwardNaive(s, cout: cout, input: a, weight: w, output: &yNaive)
-            XCTAssertLessThan(normRelativeError(y, yNaive), Tolerance.float64Reordered, "d=\(d)")
+            // Direct and by Winograd's F(4, 3), overwriting and accumulating; the
+            // backward pass by Winograd against the direct one.
+            let y0: [Double] = rng.array(cout * s.n), dy: [Double] = rng.array(cout * s.n)
+            let dw0: [Double] = rng.array(w.count), da0: [Double] = rng.array(a.count)
+            var gradients: [[Double]] = []
+            for policy in WinogradPolicy.allCases {
+                let context = ComputeContext.fp32.with(widthWinograd: policy)
+                var e = [Double](repeating: .nan, count: DilatedConv1D.scratchCount(s, cout: cout, context: context)), de = e
+                var y = [Double](repeating: .nan, count: cout * s.n), acc = y0
+                DilatedConv1D.forward(context, s, cout: cout, input: a, weight: w, e: &e, output: &y, accumulate: false)
+                XCTAssertLessThan(normRelativeError(y, yNaive), Tolerance.float64Reordered, "d=\(d) \(policy)")
+                DilatedConv1D.forward(context, s, cout: cout, input: a, weight: w, e: &e, output: &acc, accumulate: true)
+                XCTAssertLessThan(normRelativeError(acc, zip(y0, yNaive).map { $0 + $1 }), Tolerance.float64Reordered, "d=\(d) \(policy)")
+                var (dw, da) = (dw0, da0)
+                DilatedConv1D.backward(context, s, cout: cout, input: a, weight: w, dOutput: dy, dy16: nil, dWeight: &dw, dInput: &da,
+                                       e: &e, de: &de)
+                gradients.append(dw + da)
+            }
+            for g in gradients.dropFirst() { XCTAssertLessThan(normRelativeError(g, gradients[0]), Tolerance.float64Reordered, "d=\(d)") }
             let g: [Double] = rng.array(3 * s.cin * s.n)
             var back = [Double](repeating: 0, count: s.cin * s.n)
             DilatedConv1D.expandAdjoint(s, g, addingInto: &back)

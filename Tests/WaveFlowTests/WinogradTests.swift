@@ -117,6 +117,33 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// The training convolution by Winograd in Float32 (the panel kernel,
+    /// bands of rows with one, two and three vertical taps) equals im2col
+    /// and sgemm, forward and backward, to reordering.
+    func testCausalConvFloat32ByWinogradMatchesIm2col() {
+        var rng = TestRNG(47)
+        let shapes = [CausalConvShape(cin: 8, cout: 16, dh: 1, dw: 1, batch: 2, height: 7, width: 37),
+                      CausalConvShape(cin: 6, cout: 12, dh: 2, dw: 4, batch: 2, height: 9, width: 64),
+                      CausalConvShape(cin: 5, cout: 7, dh: 3, dw: 2, batch: 1, height: 5, width: 50)]
+        for s in shapes {
+            let g = s.geometry, n = s.n, context = ComputeContext.fp32.with(widthWinograd: .always)
+            let x: [Float] = rng.array(s.cin * n), w: [Float] = rng.array(s.cout * s.cin * 9), b: [Float] = rng.array(s.cout)
+            let dOut: [Float] = rng.array(s.cout * n)
+            let taps = w.withUnsafeBufferPointer { CausalConv.regroup($0.baseAddress!, cin: s.cin, cout: s.cout) }
+            var e = [Float](repeating: .nan, count: CausalConv.scratchCount(s, context: context)), de = e
+            var out = [Float](repeating: 0, count: s.cout * n), ref = out, col = [Float](repeating: 0, count: g.k * g.nOut)
+            CausalConv.forward(context, s, input: x, taps: taps, bias: b, output: &out, e: &e)
+            Conv2D.forward(.fp32, g, input: x, weight: w, bias: b, output: &ref, col: &col)
+            XCTAssertLessThanOrEqual(normRelativeError(out, ref), Tolerance.float32Reordered, "forward \(s)")
+            var (dw, db, dx) = ([Float](repeating: 0, count: w.count), [Float](repeating: 0, count: s.cout), [Float](repeating: 0, count: x.count))
+            var (rdw, rdb, rdx) = (dw, db, dx)
+            CausalConv.backward(context, s, input: x, taps: taps, dOutput: dOut, dWeight: &dw, dBias: &db, dInput: &dx, e: &e, de: &de)
+            Conv2D.backward(.fp32, g, input: x, weight: w, dOutput: dOut, dWeight: &rdw, dBias: &rdb, dInput: &rdx, col: &col)
+            XCTAssertLessThanOrEqual(normRelativeError(dw, rdw), Tolerance.float32Reordered, "dW \(s)")
+            XCTAssertLessThanOrEqual(normRelativeError(dx, rdx), Tolerance.float32Reordered, "dInput \(s)")
+        }
+    }
+
     /// `auto` takes a layer when its tiles fit the blocks: never more than
     /// 60% of outputs wasted.
     func testAutoPolicyFollowsTheWaste() {

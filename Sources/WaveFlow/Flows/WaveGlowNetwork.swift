@@ -70,7 +70,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         let (c, n) = (channels, batch * width)
         // [a; skip] [2C, N] in one buffer: a layer's residual and skip 1x1s are one product into it.
         let aSkip = OwnedBuffer<T>(repeating: 0, count: 2 * c * n), a = aSkip.pointer, skip = aSkip.pointer + c * n
-        let g = OwnedBuffer<T>(unsetCount: c * n), e = OwnedBuffer<T>(unsetCount: 3 * c * n)
+        let g = OwnedBuffer<T>(unsetCount: c * n), e = OwnedBuffer<T>(unsetCount: convScratchCount(batch: batch, width: width, context: context))
         Conv1x1.forward(context, cin: inputs, cout: c, n: n, input: a0.pointer, weight: w + start, bias: w + startB, output: a)
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
@@ -94,6 +94,12 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         Conv1x1.forward(context, cin: channels, cout: outputs, n: n, input: skip, weight: w + end, bias: w + endB,
                         output: out.pointer)
         return out
+    }
+
+    /// The values each of the convolutions' scratch buffers needs: the largest over the layers.
+    func convScratchCount(batch: Int, width: Int, context: ComputeContext) -> Int {
+        (0..<layers).map { DilatedConv1D.scratchCount(shape(layer: $0, batch: batch, width: width), cout: 2 * channels, context: context) }
+            .max() ?? 0
     }
 
     /// Layer i on y [2C, N] holding its condition share: y += in_i(a),
@@ -129,7 +135,8 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         // dy of every layer, [2CL, N], for one condition product at the end.
         let dY = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
         let g = OwnedBuffer<T>(repeating: 0, count: c * n), dg = OwnedBuffer<T>(repeating: 0, count: c * n)
-        let e = OwnedBuffer<T>(repeating: 0, count: 3 * c * n), de = OwnedBuffer<T>(repeating: 0, count: 3 * c * n)
+        let scratch = convScratchCount(batch: cache.batch, width: cache.width, context: context)
+        let e = OwnedBuffer<T>(unsetCount: scratch), de = OwnedBuffer<T>(unsetCount: scratch)
         for i in stride(from: layers - 1, through: 0, by: -1) {
             let lo = layerOffsets[i]
             // The residual/skip 1x1: its output gradient is [da; dSkip] (dSkip alone for the last layer).

@@ -16,7 +16,9 @@ import Foundation
 // transposes: dM from dOut (`outputGradient`), dU_{ky,i} += dM_i V_i^T
 // (then dW = G^T dU), dV_i += U_{ky,i}^T dM_i and dInput += B dV
 // (`inputGradient`). The products have Cin (not 3 Cin) as their inner
-// size: 25% slower per multiply-add on OpenBLAS, for half as many.
+// size: 25% slower per multiply-add on OpenBLAS, for half as many. (The
+// panel kernel with the three taps stacked as segments, as synthesis runs
+// them, was measured 3% slower here than OpenBLAS on all the columns.)
 
 extension CausalConv {
     /// Whether `forward` and `backward` run shape `s` by Winograd in `context`
@@ -64,10 +66,11 @@ extension CausalConv {
         }
     }
 
-    /// out [Cout, N] = conv(input) + bias by Winograd; `e`: `scratchCount` values.
+    /// out [Cout, N] = conv(input) + bias (out += conv(input) + bias when
+    /// `accumulate`) by Winograd; `e`: `scratchCount` values.
     static func forwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                          taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
-                                         e: UnsafeMutablePointer<T>) {
+                                         e: UnsafeMutablePointer<T>, accumulate: Bool = false) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
         let cols = s.batch * s.height * nt, rowTiles = s.height * nt
         let v = e, mm = e + 6 * s.cin * cols
@@ -90,7 +93,10 @@ extension CausalConv {
             }
         }
         Threads.parallelFor(s.batch * s.height) { r in
-            for o in 0..<s.cout { (output + o * s.n + r * s.width).update(repeating: bias?[o] ?? 0, count: s.width) }
+            for o in 0..<s.cout {
+                let row = output + o * s.n + r * s.width
+                if !accumulate { row.update(repeating: bias?[o] ?? 0, count: s.width) } else if let b = bias?[o] { for j in 0..<s.width { row[j] += b } }
+            }
             withUnsafeTemporaryAllocation(of: T.self, capacity: 4 * nt) { scratch in
                 WidthWinograd.accumulateOutput(mm + r * nt, pointStride: s.cout * cols, ldm: cols, rows: s.cout, tiling: tiling,
                                                into: output + r * s.width, ldy: s.n, scratch: scratch.baseAddress!)

@@ -50,22 +50,77 @@ enum DilatedConv1D {
         }
     }
 
-    /// y [Cout, N] (+)= W [Cout, 3 Cin] E, with E = expand(a) written to `e` [3 Cin, N].
+    /// This convolution as a causal one of height 1 (its vertical taps reach
+    /// no row), which runs by Winograd in width (`CausalConv.forwardWinograd`).
+    static func asCausal(_ s: DilatedConvShape, cout: Int) -> CausalConvShape {
+        CausalConvShape(cin: s.cin, cout: cout, dh: 1, dw: s.dilation, batch: s.batch, height: 1, width: s.width)
+    }
+
+    /// Whether `forward` and `backward` run by Winograd's F(4, 3) in
+    /// `context`: only when asked for (`WinogradPolicy.always`), with
+    /// products not in bf16. Unlike WaveFlow's 2-D convolution, here the
+    /// products' inner size is C (no vertical taps to stack), the
+    /// convolution is a third of WaveGlow's multiply-adds, and measured
+    /// (Zen 4, fp32) it was slower: wg-c64 synthesis 87-88k -> 77-78k
+    /// samples/s, training 20.1-20.7k -> 18.9-19.8k. So `auto` keeps the
+    /// direct products.
+    static func usesWinograd(_ s: DilatedConvShape, cout: Int, _ context: ComputeContext) -> Bool {
+        context.widthWinograd == .always && !context.bf16Products(cout, 3 * s.cin)
+            && CausalConv.usesWinograd(asCausal(s, cout: cout), context)
+    }
+
+    /// The values `forward` and `backward` need in each of `e` and `de`.
+    static func scratchCount(_ s: DilatedConvShape, cout: Int, context: ComputeContext) -> Int {
+        usesWinograd(s, cout: cout, context) ? CausalConv.scratchCount(asCausal(s, cout: cout), context: context) : 3 * s.cin * s.n
+    }
+
+    /// The weight [Cout, 3 Cin] (column ci*3 + k) as CausalConv's regrouped
+    /// taps [3][Cout, 3 Cin] (column k*Cin + ci): vertical taps 0 and 1 zero.
+    static func causalTaps<T: Real>(_ weight: UnsafePointer<T>, cin: Int, cout: Int) -> [T] {
+        var taps = [T](repeating: 0, count: 3 * cout * 3 * cin)
+        for o in 0..<cout { for ci in 0..<cin { for k in 0..<3 {
+            taps[(2 * cout + o) * 3 * cin + k * cin + ci] = weight[(o * cin + ci) * 3 + k]
+        } } }
+        return taps
+    }
+
+    /// y [Cout, N] (+)= W [Cout, 3 Cin] E, with E = expand(a) written to `e`
+    /// (`scratchCount` values); by Winograd where `usesWinograd`.
     static func forward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
                                  weight: UnsafePointer<T>, e: UnsafeMutablePointer<T>, output y: UnsafeMutablePointer<T>,
                                  accumulate: Bool) {
+        if usesWinograd(s, cout: cout, context) {
+            causalTaps(weight, cin: s.cin, cout: cout).withUnsafeBufferPointer {
+                CausalConv.forwardWinograd(context, asCausal(s, cout: cout), input: a, taps: $0.baseAddress!, bias: nil, output: y, e: e,
+                                           accumulate: accumulate)
+            }
+            return
+        }
         expand(s, input: a, into: e)
         T.product(context, transA: false, transB: false, m: cout, n: s.n, k: 3 * s.cin, a: weight, a16: nil, lda: 3 * s.cin,
                   b: e, b16: nil, ldb: s.n, accumulate: accumulate, c: y, ldc: s.n)
     }
 
     /// dW [Cout, 3 Cin] += dY E^T and dA += adjoint(W^T dY), with E =
-    /// expand(a) rebuilt in `e` and W^T dY in `de` (both [3 Cin, N] scratch).
+    /// expand(a) rebuilt in `e` and W^T dY in `de` (`scratchCount` values
+    /// each); by Winograd where `usesWinograd`.
     static func backward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
                                   weight: UnsafePointer<T>, dOutput dy: UnsafePointer<T>, dy16: UnsafePointer<UInt16>?,
                                   dWeight: UnsafeMutablePointer<T>, dInput da: UnsafeMutablePointer<T>,
                                   e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         let k = 3 * s.cin
+        if usesWinograd(s, cout: cout, context) {
+            // CausalConv's gradient layout [Cout, Cin, 3, 3]; only ky = 2 is ours.
+            var dTaps = [T](repeating: 0, count: cout * s.cin * 9)
+            causalTaps(weight, cin: s.cin, cout: cout).withUnsafeBufferPointer {
+                CausalConv.backwardWinograd(context, asCausal(s, cout: cout), input: a, taps: $0.baseAddress!, dOutput: dy,
+                                            dWeight: &dTaps, dBias: nil, dInput: da, e: e, de: de)
+            }
+            for o in 0..<cout { for ci in 0..<s.cin { for kx in 0..<3 {
+                dWeight[(o * s.cin + ci) * 3 + kx] += dTaps[((o * s.cin + ci) * 3 + 2) * 3 + kx]
+            } } }
+            return
+        }
         expand(s, input: a, into: e)
         T.product(context, transA: false, transB: true, m: cout, n: k, k: s.n, a: dy, a16: dy16, lda: s.n,
                   b: e, b16: nil, ldb: s.n, accumulate: true, c: dWeight, ldc: k)
