@@ -39,14 +39,7 @@ extension WaveFlowCoupling {
     @_specialize(where T == Float, O == BF16Operands)
     func invert<O: ProductOperands>(_ z: [T], condition: any ConditionRows<T>, width w: Int,
                                     context: ComputeContext, operands: O.Type) -> [T] where O.Scalar == T {
-        // At most `synthesisBlockColumns` wide, and a multiple of the workers
-        // so that each does the same work: 2 s of h16 (2,756 columns) in
-        // 1,024-column blocks was 3 blocks on 2 cores, one core idle a third
-        // of the time (12.5-13k samples/s against 16.5k for 4 s).
-        let blockColumns = context.synthesisBlockColumns, cores = max(1, min(context.threads, w))
-        let byWidth = (w + blockColumns - 1) / blockColumns
-        let nBlocks = min(w, (byWidth + cores - 1) / cores * cores)
-        let bounds = (0...nBlocks).map { w * $0 / nBlocks }
+        let bounds = context.synthesisBlockBounds(width: w), nBlocks = bounds.count - 1
         let widest = (0..<nBlocks).map { bounds[$0 + 1] - bounds[$0] }.max()!
         let workers = min(nBlocks, context.threads)
         let inversion = RowInversion<O>(step: self, z: z, condition: condition, width: w, context: context,
@@ -79,6 +72,32 @@ extension WaveFlowCoupling {
             forEachBlock { _, js, _, _ in inversion.finishRow(r, columns: js) }
         }
         return inversion.output
+    }
+}
+
+extension ComputeContext {
+    /// The column blocks WaveFlow synthesis splits a row of `w` columns into,
+    /// as bounds (block b is bounds[b] ..< bounds[b + 1]): at most
+    /// `synthesisBlockColumns` wide, and a multiple of the workers so that
+    /// each does the same work (2 s of h16, 2,756 columns, in 1,024-column
+    /// blocks was 3 blocks on 2 cores, one core idle a third of the time:
+    /// 12.5-13k samples/s against 16.5k for 4 s).
+    func synthesisBlockBounds(width w: Int) -> [Int] {
+        let cores = max(1, min(threads, w))
+        let byWidth = (w + synthesisBlockColumns - 1) / synthesisBlockColumns
+        let nBlocks = min(w, (byWidth + cores - 1) / cores * cores)
+        return (0...nBlocks).map { w * $0 / nBlocks }
+    }
+
+    /// Whether WaveFlow synthesis runs a layer of width dilation `dw` by
+    /// Winograd over blocks whose narrowest is `columns` wide (Float32 or
+    /// Float64 operands assumed).
+    func synthesisUsesWinograd(widthDilation dw: Int, narrowest columns: Int) -> Bool {
+        switch widthWinograd {
+        case .never: return false
+        case .always: return true
+        case .auto: return WidthWinograd.pays(dilation: dw, columns: columns)
+        }
     }
 }
 
@@ -121,13 +140,7 @@ final class RowInversion<O: ProductOperands> {
         let narrowest = blockWidths.min() ?? w
         winograd = (0..<step.layers).map { l in
             let (dh, dw) = (step.heightDilations[l], step.widthDilations[l])
-            let use: Bool
-            switch context.widthWinograd {
-            case .never: use = false
-            case .always: use = true
-            case .auto: use = WidthWinograd.pays(dilation: dw, columns: narrowest)
-            }
-            return use && O.Element.self == T.self
+            return context.synthesisUsesWinograd(widthDilation: dw, narrowest: narrowest) && O.Element.self == T.self
                 ? WinogradRowCache<T>(dilation: dh, widthDilation: dw, channels: step.channels, blockWidths: blockWidths) : nil
         }
         let transformed = winograd.map { $0 != nil }

@@ -194,6 +194,29 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return Double(nFlows * total) / Double(nGroup)
     }
 
+    /// The multiply-adds per sample the Winograd convolutions save where
+    /// they run (`WidthWinograd`, Float32 products): a layer's convolution
+    /// by Winograd performs (4 T / W) / 2 of the direct multiply-adds, T
+    /// tiles for W columns (more than half when tiles reach past a block).
+    /// - Parameters:
+    ///   - blocks: the column widths the layer runs on (synthesis: its
+    ///     blocks; training: one row of segment / h columns).
+    ///   - uses: whether the layer with width dilation dw runs by Winograd.
+    func waveFlowWinogradSavedMacsPerSample(blocks: [Int], uses: (Int) -> Bool) -> Double {
+        guard family == WaveFlowFamily.name, !blocks.isEmpty else { return 0 }
+        let c = channels, width = blocks.reduce(0, +)
+        var saved = 0.0
+        for l in 0..<nLayers where uses(widthDilation(l)) {
+            let tiles = blocks.map { WidthWinograd.Tiling(dilation: widthDilation(l), columns: $0).tiles }.reduce(0, +)
+            let fraction = 1 - Double(4 * tiles) / Double(width) / 2
+            let dh = heightDilation(l)
+            var conv = 0
+            for r in 0 ..< nGroup - 1 { conv += 2 * c * c * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
+            saved += fraction * Double(conv)
+        }
+        return saved * Double(nFlows) / Double(nGroup)
+    }
+
     // MARK: - Presets
 
     /// Named configurations: the spec's default and smaller ones for CPUs.

@@ -88,14 +88,24 @@ public enum Benchmark {
         // A whole step: forward, backward, weight-norm chain rule, clipping, Adam.
         let t = time(repeats: repeats) { _ = try? trainer.trainStep(b) }
         let samples = Double(batch * segment)
-        // Forward, then the backward's two products per layer (weights, inputs).
-        let flops = 3 * 2 * config.performedMacsPerSample * samples
+        // Forward, then the backward's two products per layer (weights, inputs),
+        // less what the Winograd convolutions save in each of the three.
+        var macs = config.performedMacsPerSample
+        if context.effectivePrecision == .fp32 {
+            let width = segment / config.nGroup, rows = CausalConvShape(cin: 1, cout: 1, dh: 1, dw: 1, batch: 1, height: 1, width: width)
+            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: [width]) { dw in
+                var s = rows; s.dw = dw
+                return CausalConv.usesWinograd(s, context)
+            }
+        }
+        let flops = 3 * 2 * macs * samples
         return (samples / t, flops / t / 1e9)
     }
 
     /// Synthesis of `seconds` of audio from a random mel (the fastest of
     /// `repeats` runs after a warm-up); FLOPs counted as the multiply-adds it
-    /// performs. For WaveGlow with `context.conditionFolding` allowing it,
+    /// performs (WaveFlow's Winograd layers counted as such). For WaveGlow
+    /// with `context.conditionFolding` allowing it,
     /// the fold is built first, timed on its own (`foldSeconds`, nil when
     /// not folded), and the FLOPs are the folded path's.
     public static func synthesis(_ config: ModelConfig, seconds: Double, repeats: Int = 2, context: ComputeContext)
@@ -112,6 +122,13 @@ public enum Benchmark {
             if up.foldForSynthesis(columns: frames * config.hopLength / config.nGroup, context: context) != nil {
                 foldSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
                 macs -= up.foldSources.size.savedMacsPerSample
+            }
+        }
+        if context.effectivePrecision == .fp32 { // Float32 products: the Winograd layers
+            let bounds = context.synthesisBlockBounds(width: frames * config.hopLength / config.nGroup)
+            let widths = (0 ..< bounds.count - 1).map { bounds[$0 + 1] - bounds[$0] }
+            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: widths) {
+                context.synthesisUsesWinograd(widthDilation: $0, narrowest: widths.min() ?? 0)
             }
         }
         let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z, context: context) }
