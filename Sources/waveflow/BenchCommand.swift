@@ -34,7 +34,8 @@ struct Bench: ParsableCommand {
             print("CPU \(cpu.modelName) (family \(cpu.family), model \(cpu.model)); \(cpu.notableFeatures.joined(separator: " "))")
             print("caches \(CPUCaches.current.description); elementwise \(VectorKernels.level.rawValue); "
                   + "synthesis blocks of \(context.synthesisBlockColumns) columns (\(BlockColumnsChoice.current.source))")
-            print("BLAS core \(BLAS.coreName), \(Threads.count) threads")
+            print("BLAS core \(BLAS.coreName), \(Threads.count) threads; Winograd \(context.widthWinograd.rawValue) "
+                  + "(fp32 WaveFlow convolutions; GFLOP/s counts the multiply-adds performed)")
             if let melAudio {
                 let audio = try AudioFile.read(melAudio, sampleRate: 22050)
                 let spec = try MelSpectrogram()

@@ -66,32 +66,43 @@ extension CausalConv {
         }
     }
 
+    /// The products between transformed matrices, per point i and vertical
+    /// tap: M_i [Cout, cols] = sum over ky of U_{ky,i} x V_i (`from`) shifted
+    /// down by the tap's (2 - ky) dh rows within each batch item; transposed,
+    /// dV_i [Cin, cols] = sum of U_{ky,i}^T x dM_i (`from`) shifted up as
+    /// many. `u`: `winogradTaps`; `tiles`: per row.
+    static func tapProducts<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, _ u: [T], tiles nt: Int,
+                                     from x: UnsafePointer<T>, into y: UnsafeMutablePointer<T>, transposed: Bool) {
+        let cols = s.batch * s.height * nt, rowTiles = s.height * nt
+        let (rows, inner) = transposed ? (s.cin, s.cout) : (s.cout, s.cin)
+        u.withUnsafeBufferPointer { up in
+            for i in 0..<6 {
+                let xi = x + i * inner * cols, yi = y + i * rows * cols
+                forEachTap(s) { ky, shift, b in
+                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
+                    if b < 0 {
+                        T.product(context, transA: transposed, transB: false, m: rows, n: cols, k: inner, a: ui, a16: nil, lda: s.cin,
+                                  b: xi, b16: nil, ldb: cols, accumulate: false, c: yi, ldc: cols)
+                    } else {
+                        let (src, dst) = transposed ? (b * rowTiles + shift * nt, b * rowTiles) : (b * rowTiles, b * rowTiles + shift * nt)
+                        T.product(context, transA: transposed, transB: false, m: rows, n: rowTiles - shift * nt, k: inner, a: ui, a16: nil,
+                                  lda: s.cin, b: xi + src, b16: nil, ldb: cols, accumulate: true, c: yi + dst, ldc: cols)
+                    }
+                }
+            }
+        }
+    }
+
     /// out [Cout, N] = conv(input) + bias (out += conv(input) + bias when
     /// `accumulate`) by Winograd; `e`: `scratchCount` values.
     static func forwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                          taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                          e: UnsafeMutablePointer<T>, accumulate: Bool = false) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
-        let cols = s.batch * s.height * nt, rowTiles = s.height * nt
+        let cols = s.batch * s.height * nt
         let v = e, mm = e + 6 * s.cin * cols
         transformRows(s, tiling, input, into: v)
-        let u = winogradTaps(s, taps)
-        u.withUnsafeBufferPointer { up in
-            for i in 0..<6 {
-                let vi = v + i * s.cin * cols, mi = mm + i * s.cout * cols
-                forEachTap(s) { ky, shift, b in
-                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
-                    if b < 0 {
-                        T.product(context, transA: false, transB: false, m: s.cout, n: cols, k: s.cin, a: ui, a16: nil, lda: s.cin,
-                                  b: vi, b16: nil, ldb: cols, accumulate: false, c: mi, ldc: cols)
-                    } else {
-                        T.product(context, transA: false, transB: false, m: s.cout, n: rowTiles - shift * nt, k: s.cin, a: ui, a16: nil,
-                                  lda: s.cin, b: vi + b * rowTiles, b16: nil, ldb: cols, accumulate: true,
-                                  c: mi + b * rowTiles + shift * nt, ldc: cols)
-                    }
-                }
-            }
-        }
+        tapProducts(context, s, winogradTaps(s, taps), tiles: nt, from: v, into: mm, transposed: false)
         Threads.parallelFor(s.batch * s.height) { r in
             for o in 0..<s.cout {
                 let row = output + o * s.n + r * s.width
@@ -146,23 +157,7 @@ extension CausalConv {
         } } } }
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: s.n) }
         guard let dInput else { return }
-        let u = winogradTaps(s, taps)
-        u.withUnsafeBufferPointer { up in
-            for i in 0..<6 {
-                let dvi = dv + i * s.cin * cols, dmi = dm + i * s.cout * cols
-                forEachTap(s) { ky, shift, b in
-                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
-                    if b < 0 {
-                        T.product(context, transA: true, transB: false, m: s.cin, n: cols, k: s.cout, a: ui, a16: nil, lda: s.cin,
-                                  b: dmi, b16: nil, ldb: cols, accumulate: false, c: dvi, ldc: cols)
-                    } else {
-                        T.product(context, transA: true, transB: false, m: s.cin, n: rowTiles - shift * nt, k: s.cout, a: ui, a16: nil,
-                                  lda: s.cin, b: dmi + b * rowTiles + shift * nt, b16: nil, ldb: cols, accumulate: true,
-                                  c: dvi + b * rowTiles, ldc: cols)
-                    }
-                }
-            }
-        }
+        tapProducts(context, s, winogradTaps(s, taps), tiles: nt, from: dm, into: dv, transposed: true)
         Threads.parallelFor(s.batch * s.height) { r in
             withUnsafeTemporaryAllocation(of: T.self, capacity: tiling.splitCount + 6 * nt) { scratch in
                 WidthWinograd.inputGradient(dv + r * nt, pointStride: s.cin * cols, ldv: cols, channels: s.cin, tiling: tiling,
