@@ -50,7 +50,7 @@ public enum Benchmark {
     }
 
     /// One residual layer (C, h-1 rows, w columns, batch B): forward and
-    /// backward seconds and multiply-adds, on random data.
+    /// backward seconds and the multiply-adds performed, on random data.
     public static func residualLayer(channels c: Int, h: Int, width w: Int, batch: Int, mels m: Int = 80, context: ComputeContext)
         -> (forward: Double, backward: Double, macs: Double) {
         var cfg = ModelConfig(); cfg.channels = c; cfg.nGroup = h; cfg.nFlows = 2; cfg.nLayers = 1
@@ -68,7 +68,12 @@ public enum Benchmark {
         }
         let dp = [Float](repeating: 0.01, count: 2 * n)
         let bwd = time(repeats: 3) { _ = step.networkBackward(cache: cache!, dp: dp, context: context) }
-        return (fwd, bwd, Double(cfg.macsPerPositionPerFlow) * Double(n))
+        // By Winograd (Float32 products), the 3x3 convolution performs (4T / w) / 2 of its multiply-adds.
+        let shape = step.convShape(layer: 0, batch: batch, height: h - 1, width: w)
+        let conv = Double(2 * c * c * 9), tiles = WidthWinograd.Tiling(dilation: shape.dw, columns: w).tiles
+        let saved = context.effectivePrecision == .fp32 && CausalConv.usesWinograd(shape, context)
+            ? conv * (1 - Double(4 * tiles) / Double(w) / 2) : 0
+        return (fwd, bwd, (Double(cfg.macsPerPositionPerFlow) - saved) * Double(n))
     }
 
     /// Training throughput of `config` at batch x segment: the fastest of
