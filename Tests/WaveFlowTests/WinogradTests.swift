@@ -144,6 +144,18 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// The multiply-adds `info` and `bench` count with Winograd: with no
+    /// tile past a block's end, the 3x3 convolutions' share halves exactly
+    /// (h16-c64: 15 network rows with 1, 2, then 3 vertical taps, 8 layers,
+    /// 8 flows), the rest is unchanged; other families have none.
+    func testWinogradMultiplyAddCount() throws {
+        let c = try ModelConfig.named("h16-c64")
+        let taps = 1 + 2 + 13 * 3, conv = Double(2 * 64 * 64 * 3 * taps * 8 * 8) / 16
+        XCTAssertEqual(try XCTUnwrap(c.winogradMacsPerSample(columns: 1024)), c.performedMacsPerSample - conv / 2)
+        XCTAssertEqual(try XCTUnwrap(c.winogradMacsPerSample(columns: 1024)), 3_171_744) // `info --config h16-c64`: 3.172 M
+        XCTAssertNil(try ModelConfig.named("wg-c32").winogradMacsPerSample(columns: 1024))
+    }
+
     /// `auto` takes a layer when its tiles fit the blocks: never more than
     /// 60% of outputs wasted.
     func testAutoPolicyFollowsTheWaste() {

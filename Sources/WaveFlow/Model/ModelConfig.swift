@@ -217,6 +217,16 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return saved * Double(nFlows) / Double(nGroup)
     }
 
+    /// WaveFlow's multiply-adds per sample of one forward pass as performed
+    /// with Float32 products (`--winograd auto`) on rows or blocks of
+    /// `columns` columns; nil for other families.
+    public func winogradMacsPerSample(columns: Int) -> Double? {
+        guard family == WaveFlowFamily.name, columns > 0 else { return nil }
+        return performedMacsPerSample - waveFlowWinogradSavedMacsPerSample(blocks: [columns]) {
+            WidthWinograd.pays(dilation: $0, columns: columns)
+        }
+    }
+
     // MARK: - Presets
 
     /// Named configurations: the spec's default and smaller ones for CPUs.
