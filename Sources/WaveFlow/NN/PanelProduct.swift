@@ -8,7 +8,8 @@ import CKernels
 /// where the B_s [segK, n] need not be adjacent (WaveFlow synthesis: a
 /// layer's three cached rows, transformed for Winograd). The Float32 kernel
 /// (Sources/CKernels/panel_gemm.h, AVX2 or AVX-512) reads A from panels
-/// of 6 rows packed here and B in place; OpenBLAS packs both on every call,
+/// of 6 rows packed here and B in place (see panel_gemm.h for when it copies
+/// B's column panels); OpenBLAS packs both operands on every call,
 /// which cost 12% of synthesis on these 64-128 x few-hundred products.
 /// `plain` keeps A as given: the Float64 twin and non-x86 machines use it
 /// with one BLAS product per segment.
@@ -19,9 +20,6 @@ public final class PackedWeights<T: Real>: @unchecked Sendable {
     public let plain: UnsafeMutablePointer<T>
     /// ap[(p * k + kk) * 6 + i] = A[6p + i, kk], zero past row m (Float32 only).
     public let panels: UnsafeMutablePointer<Float>?
-
-    /// Rows per panel of the packed form.
-    public static var panelRows: Int { 6 }
 
     /// Packs A [rows, columns] (row stride `lda`).
     public init(_ a: UnsafePointer<T>, rows m: Int, columns k: Int, lda: Int) {
