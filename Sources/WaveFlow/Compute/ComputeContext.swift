@@ -29,9 +29,10 @@ public struct ComputeContext: Sendable, Equatable {
     /// Whether WaveGlow synthesis may fold the upsampler into each flow's
     /// condition projection (`ConditionFolding`); other families ignore it.
     public var conditionFolding: ConditionFolding = .auto
-    /// Whether WaveFlow synthesis computes its width convolutions with
-    /// Winograd's F(4, 3) (`WidthWinograd`) where its operands are Float32 or
-    /// Float64 (never bf16: the transforms would magnify bf16's rounding).
+    /// Whether WaveFlow synthesis and training compute their width
+    /// convolutions with Winograd's F(4, 3) (`WidthWinograd`) where the
+    /// operands are Float32 or Float64 (never bf16: the transforms would
+    /// magnify bf16's rounding).
     public var widthWinograd: WinogradPolicy = .auto
 
     /// - Parameters:
@@ -121,16 +122,26 @@ public enum ConditionFolding: String, Sendable, Equatable, CaseIterable {
     case never
 }
 
-/// Where WaveFlow synthesis computes a layer's kernel-3 width convolution by
-/// Winograd's F(4, 3) (`WidthWinograd`): half the multiply-adds of the
-/// direct products, the same audio up to float rounding. Only for Float32
-/// and Float64 operands.
+/// Where WaveFlow computes a layer's kernel-3 width convolution by
+/// Winograd's F(4, 3) (`WidthWinograd`), in synthesis and training: half the
+/// multiply-adds of the direct products, the same numbers up to float
+/// rounding. Only for Float32 and Float64 operands.
 public enum WinogradPolicy: String, Sendable, Equatable, CaseIterable {
-    /// Layers whose tiles fit their column blocks (at most a quarter of the
-    /// outputs computed past a block's end: `WidthWinograd.pays`).
+    /// Layers whose tiles fit their column blocks or rows (at most 60% more
+    /// outputs computed than the block's: `WidthWinograd.pays`).
     case auto
     /// Every layer, however many outputs its tiles drop (the tests).
     case always
     /// Never: the direct products (the reference path).
     case never
+
+    /// Whether a convolution of width dilation `dilation` over blocks (or
+    /// rows) of `columns` columns runs by Winograd under this policy.
+    public func applies(dilation: Int, columns: Int) -> Bool {
+        switch self {
+        case .never: return false
+        case .always: return true
+        case .auto: return WidthWinograd.pays(dilation: dilation, columns: columns)
+        }
+    }
 }

@@ -162,16 +162,22 @@ final class SynthesisWeights<O: ProductOperands> {
         outputBias = .allocate(capacity: 2)
         let wt = step.weights
         let native = O.Element.self == O.Scalar.self
-        winogradTaps = native ? Self.winogradTaps(step) : []
+        let regrouped = step.layerOffsets.map { CausalConv.regroup(wt + $0.conv, cin: c, cout: 2 * c) } // per layer [3][2C, 3C]
+        // Per layer and point, U [2C, 3C] (`CausalConv.winogradTaps`), packed.
+        winogradTaps = native ? regrouped.flatMap { g in
+            let u = g.withUnsafeBufferPointer { CausalConv.winogradTaps(cin: c, cout: 2 * c, $0.baseAddress!) }
+            return u.withUnsafeBufferPointer { up in
+                (0..<6).map { PackedWeights(up.baseAddress! + $0 * 2 * c * 3 * c, rows: 2 * c, columns: 3 * c, lda: 3 * c) }
+            }
+        } : []
         packedCondition = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.cond, rows: 2 * c, columns: m, lda: m) } : []
         packedOut = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.out, rows: 2 * c, columns: c, lda: c) } : []
         do {
             for (l, lo) in step.layerOffsets.enumerated() {
-                let regrouped = CausalConv.regroup(wt + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
-                regrouped.withUnsafeBufferPointer { O.convert($0.baseAddress!, count: 2 * 2 * c * 3 * c, into: taps + l * 2 * 2 * c * 3 * c) }
+                regrouped[l].withUnsafeBufferPointer { O.convert($0.baseAddress!, count: 2 * 2 * c * 3 * c, into: taps + l * 2 * 2 * c * 3 * c) }
                 for o in 0 ..< 2 * c {
                     let row = tapAndCond + (l * 2 * c + o) * (3 * c + m)
-                    regrouped.withUnsafeBufferPointer { O.convert($0.baseAddress! + (2 * 2 * c + o) * 3 * c, count: 3 * c, into: row) }
+                    regrouped[l].withUnsafeBufferPointer { O.convert($0.baseAddress! + (2 * 2 * c + o) * 3 * c, count: 3 * c, into: row) }
                     O.convert(wt + lo.cond + o * m, count: m, into: row + 3 * c)
                     gateBias[l * 2 * c + o] = wt[lo.convB + o] + wt[lo.condB + o]
                 }
@@ -188,24 +194,6 @@ final class SynthesisWeights<O: ProductOperands> {
                 }
                 outputBias[o] = b
             }
-        }
-    }
-
-    /// Per layer and point, U [2C, 3C]: the Winograd transform of the layer's
-    /// kernel, its vertical taps side by side.
-    private static func winogradTaps(_ step: WaveFlowCoupling<O.Scalar>) -> [PackedWeights<O.Scalar>] {
-        let c = step.channels
-        let u = UnsafeMutablePointer<O.Scalar>.allocate(capacity: 6 * 2 * c * 3 * c)
-        defer { u.deallocate() }
-        return step.layerOffsets.flatMap { lo in
-            let regrouped = CausalConv.regroup(step.weights + lo.conv, cin: c, cout: 2 * c) // [3][2C, 3C]
-            regrouped.withUnsafeBufferPointer { g in
-                for ky in 0..<3 {
-                    WidthWinograd.transformKernel(g.baseAddress! + ky * 2 * c * 3 * c, tapStride: c, ld: 3 * c, rows: 2 * c, cin: c,
-                                                  into: u + ky * c, pointStride: 2 * c * 3 * c, ldu: 3 * c)
-                }
-            }
-            return (0..<6).map { PackedWeights(u + $0 * 2 * c * 3 * c, rows: 2 * c, columns: 3 * c, lda: 3 * c) }
         }
     }
 

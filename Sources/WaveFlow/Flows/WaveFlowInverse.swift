@@ -88,17 +88,6 @@ extension ComputeContext {
         let nBlocks = min(w, (byWidth + cores - 1) / cores * cores)
         return (0...nBlocks).map { w * $0 / nBlocks }
     }
-
-    /// Whether WaveFlow synthesis runs a layer of width dilation `dw` by
-    /// Winograd over blocks whose narrowest is `columns` wide (Float32 or
-    /// Float64 operands assumed).
-    func synthesisUsesWinograd(widthDilation dw: Int, narrowest columns: Int) -> Bool {
-        switch widthWinograd {
-        case .never: return false
-        case .always: return true
-        case .auto: return WidthWinograd.pays(dilation: dw, columns: columns)
-        }
-    }
 }
 
 /// The state of one flow's row-by-row inversion (`WaveFlowCoupling.invert`)
@@ -140,7 +129,7 @@ final class RowInversion<O: ProductOperands> {
         let narrowest = blockWidths.min() ?? w
         winograd = (0..<step.layers).map { l in
             let (dh, dw) = (step.heightDilations[l], step.widthDilations[l])
-            return context.synthesisUsesWinograd(widthDilation: dw, narrowest: narrowest) && O.Element.self == T.self
+            return context.widthWinograd.applies(dilation: dw, columns: narrowest) && O.Element.self == T.self
                 ? WinogradRowCache<T>(dilation: dh, widthDilation: dw, channels: step.channels, blockWidths: blockWidths) : nil
         }
         let transformed = winograd.map { $0 != nil }
@@ -216,16 +205,12 @@ final class RowInversion<O: ProductOperands> {
             }
         }
         if native {
-            Gate.forward(s.y, UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self), channels: c, n: nb,
-                         bias: weights.gateBias + l * 2 * c)
+            let g = UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self)
+            Gate.forward(s.y, g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
+            T.packedProduct(weights.packedOut[l], b: g, ldb: nb, n: nb, c: act + js.lowerBound, ldc: w, accumulate: true)
         } else {
             Gate.forward(s.y, s.g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
             O.convert(s.g, count: c * nb, into: s.gOperand)
-        }
-        if native {
-            T.packedProduct(weights.packedOut[l], b: UnsafeRawPointer(s.gOperand).assumingMemoryBound(to: T.self), ldb: nb, n: nb,
-                            c: act + js.lowerBound, ldc: w, accumulate: true)
-        } else {
             O.gemm(context, m: 2 * c, n: nb, k: c, a: weights.out + l * 2 * c * c, lda: c, b: s.gOperand, ldb: nb,
                    accumulate: true, c: act + js.lowerBound, ldc: w)
         }

@@ -207,8 +207,10 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         let c = channels, width = blocks.reduce(0, +)
         var saved = 0.0
         for l in 0..<nLayers where uses(widthDilation(l)) {
-            let tiles = blocks.map { WidthWinograd.Tiling(dilation: widthDilation(l), columns: $0).tiles }.reduce(0, +)
-            let fraction = 1 - Double(4 * tiles) / Double(width) / 2
+            // Each block's share, weighted by its columns.
+            let share = blocks.map { WidthWinograd.Tiling(dilation: widthDilation(l), columns: $0).macShare * Double($0) }
+                .reduce(0, +) / Double(width)
+            let fraction = 1 - share
             let dh = heightDilation(l)
             var conv = 0
             for r in 0 ..< nGroup - 1 { conv += 2 * c * c * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
@@ -223,7 +225,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public func winogradMacsPerSample(columns: Int) -> Double? {
         guard family == WaveFlowFamily.name, columns > 0 else { return nil }
         return performedMacsPerSample - waveFlowWinogradSavedMacsPerSample(blocks: [columns]) {
-            WidthWinograd.pays(dilation: $0, columns: columns)
+            WinogradPolicy.auto.applies(dilation: $0, columns: columns)
         }
     }
 

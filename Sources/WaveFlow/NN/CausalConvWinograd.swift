@@ -24,11 +24,7 @@ extension CausalConv {
     /// Whether `forward` and `backward` run shape `s` by Winograd in `context`
     /// (given operands that are the values themselves, not bf16).
     static func usesWinograd(_ s: CausalConvShape, _ context: ComputeContext) -> Bool {
-        switch context.widthWinograd {
-        case .never: return false
-        case .always: return true
-        case .auto: return WidthWinograd.pays(dilation: s.dw, columns: s.width)
-        }
+        context.widthWinograd.applies(dilation: s.dw, columns: s.width)
     }
 
     /// The values `forward` and `backward` need in each of their scratch
@@ -42,13 +38,15 @@ extension CausalConv {
         return max(direct, 6 * max(s.cin + s.cout, 2 * s.cin) * s.batch * s.height * tiles)
     }
 
-    /// U [3][6][Cout, Cin] from the regrouped taps [3][Cout, 3Cin].
-    static func winogradTaps<T: Real>(_ s: CausalConvShape, _ taps: UnsafePointer<T>) -> [T] {
-        var u = [T](repeating: 0, count: 3 * 6 * s.cout * s.cin)
+    /// U [6][Cout, 3 Cin] from the regrouped taps [3][Cout, 3 Cin]: per point
+    /// i, the vertical taps' transformed kernels side by side, U_{ky,i} in
+    /// columns ky*Cin ..< (ky + 1)*Cin (synthesis packs these whole).
+    static func winogradTaps<T: Real>(cin: Int, cout: Int, _ taps: UnsafePointer<T>) -> [T] {
+        var u = [T](repeating: 0, count: 6 * cout * 3 * cin)
         u.withUnsafeMutableBufferPointer { up in
             for ky in 0..<3 {
-                WidthWinograd.transformKernel(taps + ky * s.cout * 3 * s.cin, tapStride: s.cin, ld: 3 * s.cin, rows: s.cout, cin: s.cin,
-                                              into: up.baseAddress! + ky * 6 * s.cout * s.cin, pointStride: s.cout * s.cin, ldu: s.cin)
+                WidthWinograd.transformKernel(taps + ky * cout * 3 * cin, tapStride: cin, ld: 3 * cin, rows: cout, cin: cin,
+                                              into: up.baseAddress! + ky * cin, pointStride: cout * 3 * cin, ldu: 3 * cin)
             }
         }
         return u
@@ -79,14 +77,14 @@ extension CausalConv {
             for i in 0..<6 {
                 let xi = x + i * inner * cols, yi = y + i * rows * cols
                 forEachTap(s) { ky, shift, b in
-                    let ui = up.baseAddress! + (ky * 6 + i) * s.cout * s.cin
+                    let ui = up.baseAddress! + i * s.cout * 3 * s.cin + ky * s.cin // U_{ky,i} [Cout, Cin], row stride 3 Cin
                     if b < 0 {
-                        T.product(context, transA: transposed, transB: false, m: rows, n: cols, k: inner, a: ui, a16: nil, lda: s.cin,
+                        T.product(context, transA: transposed, transB: false, m: rows, n: cols, k: inner, a: ui, a16: nil, lda: 3 * s.cin,
                                   b: xi, b16: nil, ldb: cols, accumulate: false, c: yi, ldc: cols)
                     } else {
                         let (src, dst) = transposed ? (b * rowTiles + shift * nt, b * rowTiles) : (b * rowTiles, b * rowTiles + shift * nt)
                         T.product(context, transA: transposed, transB: false, m: rows, n: rowTiles - shift * nt, k: inner, a: ui, a16: nil,
-                                  lda: s.cin, b: xi + src, b16: nil, ldb: cols, accumulate: true, c: yi + dst, ldc: cols)
+                                  lda: 3 * s.cin, b: xi + src, b16: nil, ldb: cols, accumulate: true, c: yi + dst, ldc: cols)
                     }
                 }
             }
@@ -102,11 +100,15 @@ extension CausalConv {
         let cols = s.batch * s.height * nt
         let v = e, mm = e + 6 * s.cin * cols
         transformRows(s, tiling, input, into: v)
-        tapProducts(context, s, winogradTaps(s, taps), tiles: nt, from: v, into: mm, transposed: false)
+        tapProducts(context, s, winogradTaps(cin: s.cin, cout: s.cout, taps), tiles: nt, from: v, into: mm, transposed: false)
         Threads.parallelFor(s.batch * s.height) { r in
             for o in 0..<s.cout {
                 let row = output + o * s.n + r * s.width
-                if !accumulate { row.update(repeating: bias?[o] ?? 0, count: s.width) } else if let b = bias?[o] { for j in 0..<s.width { row[j] += b } }
+                if !accumulate {
+                    row.update(repeating: bias?[o] ?? 0, count: s.width)
+                } else if let b = bias?[o] {
+                    for j in 0..<s.width { row[j] += b }
+                }
             }
             withUnsafeTemporaryAllocation(of: T.self, capacity: 4 * nt) { scratch in
                 WidthWinograd.accumulateOutput(mm + r * nt, pointStride: s.cout * cols, ldm: cols, rows: s.cout, tiling: tiling,
@@ -157,7 +159,7 @@ extension CausalConv {
         } } } }
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: s.n) }
         guard let dInput else { return }
-        tapProducts(context, s, winogradTaps(s, taps), tiles: nt, from: dm, into: dv, transposed: true)
+        tapProducts(context, s, winogradTaps(cin: s.cin, cout: s.cout, taps), tiles: nt, from: dm, into: dv, transposed: true)
         Threads.parallelFor(s.batch * s.height) { r in
             withUnsafeTemporaryAllocation(of: T.self, capacity: tiling.splitCount + 6 * nt) { scratch in
                 WidthWinograd.inputGradient(dv + r * nt, pointStride: s.cin * cols, ldv: cols, channels: s.cin, tiling: tiling,

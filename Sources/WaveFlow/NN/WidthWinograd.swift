@@ -19,8 +19,6 @@ import Foundation
 /// differ from the direct convolution's by a few units of rounding of the
 /// largest term (measured in the tests against the direct products).
 public enum WidthWinograd {
-    /// Outputs per tile.
-    public static let outputs = 4
     /// Transform points: products per tile.
     public static let points = 6
 
@@ -48,6 +46,9 @@ public enum WidthWinograd {
         public var rowStride: Int { let v = (tiles + 15) / 16; return 16 * (v % 2 == 0 ? v + 1 : v) }
         /// Outputs computed and dropped, as a fraction of the block: 4Qd / n - 1.
         public var waste: Double { Double(4 * tiles) / Double(columns) - 1 }
+        /// The share of the direct convolution's multiply-adds the transformed
+        /// products perform: 6 per tile against 3 per output, (1 + waste) / 2.
+        public var macShare: Double { Double(4 * tiles) / Double(columns) / 2 }
         /// Values per channel of the phase-split input (`transformInput`'s scratch): 4 (Q + 2) d.
         public var splitCount: Int { 4 * (perResidue + 2) * dilation }
     }

@@ -68,11 +68,10 @@ public enum Benchmark {
         }
         let dp = [Float](repeating: 0.01, count: 2 * n)
         let bwd = time(repeats: 3) { _ = step.networkBackward(cache: cache!, dp: dp, context: context) }
-        // By Winograd (Float32 products), the 3x3 convolution performs (4T / w) / 2 of its multiply-adds.
+        // By Winograd (Float32 products), the 3x3 convolution performs a share of its multiply-adds.
         let shape = step.convShape(layer: 0, batch: batch, height: h - 1, width: w)
-        let conv = Double(2 * c * c * 9), tiles = WidthWinograd.Tiling(dilation: shape.dw, columns: w).tiles
         let saved = context.effectivePrecision == .fp32 && CausalConv.usesWinograd(shape, context)
-            ? conv * (1 - Double(4 * tiles) / Double(w) / 2) : 0
+            ? Double(2 * c * c * 9) * (1 - WidthWinograd.Tiling(dilation: shape.dw, columns: w).macShare) : 0
         return (fwd, bwd, (Double(cfg.macsPerPositionPerFlow) - saved) * Double(n))
     }
 
@@ -97,10 +96,9 @@ public enum Benchmark {
         // less what the Winograd convolutions save in each of the three.
         var macs = config.performedMacsPerSample
         if context.effectivePrecision == .fp32 {
-            let width = segment / config.nGroup, rows = CausalConvShape(cin: 1, cout: 1, dh: 1, dw: 1, batch: 1, height: 1, width: width)
-            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: [width]) { dw in
-                var s = rows; s.dw = dw
-                return CausalConv.usesWinograd(s, context)
+            let width = segment / config.nGroup
+            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: [width]) {
+                context.widthWinograd.applies(dilation: $0, columns: width)
             }
         }
         let flops = 3 * 2 * macs * samples
@@ -133,7 +131,7 @@ public enum Benchmark {
             let bounds = context.synthesisBlockBounds(width: frames * config.hopLength / config.nGroup)
             let widths = (0 ..< bounds.count - 1).map { bounds[$0 + 1] - bounds[$0] }
             macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: widths) {
-                context.synthesisUsesWinograd(widthDilation: $0, narrowest: widths.min() ?? 0)
+                context.widthWinograd.applies(dilation: $0, columns: widths.min() ?? 0)
             }
         }
         let t = time(repeats: repeats) { _ = model.synthesise(mel: mel, frames: frames, z: z, context: context) }
