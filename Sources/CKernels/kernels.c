@@ -1,4 +1,4 @@
-// Every kernel template (gate_kernels.h, sum_kernels.h, panel_gemm.h) compiled once per
+// Every kernel template (gate_kernels.h, sum_kernels.h, panel_gemm.h, winograd_kernels.h) compiled once per
 // instruction set: AVX2 + FMA, then AVX-512 (see ckernels.h, vector_isa.h).
 // bf16.c holds the rounding kernels, which differ per set in more than width.
 #include "ckernels.h"
@@ -10,6 +10,7 @@
 #include "gate_kernels.h"
 #include "sum_kernels.h"
 #include "panel_gemm.h"
+#include "winograd_kernels.h"
 #undef WF_ISA_AVX2
 
 #define WF_ISA_AVX512
@@ -17,5 +18,6 @@
 #include "gate_kernels.h"
 #include "sum_kernels.h"
 #include "panel_gemm.h"
+#include "winograd_kernels.h"
 #undef WF_ISA_AVX512
 #endif

@@ -45,6 +45,45 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// The C transforms at every instruction-set level equal the Swift
+    /// twins (Float32, up to the rounding of fused multiply-adds): dilations
+    /// from 1 (the shuffle paths) to 64 and not powers of two, blocks at
+    /// both edges of a row and inside it, partial tiles, blocks of a few
+    /// columns and of hundreds (the vector paths' whole groups).
+    func testTransformKernelsMatchSwiftTwins() {
+        var rng = TestRNG(47)
+        let (ch, rows) = (3, 2)
+        for d in [1, 2, 3, 4, 5, 8, 16, 64] {
+            for (width, j0, n) in [(40, 0, 40), (40, 0, 1), (40, 3, 7), (90, 17, 29), (700, 0, 700), (700, 64, 512), (700, 150, 550),
+                                   (1024, 512, 512), (13, 5, 4)] {
+                let tiling = WidthWinograd.Tiling(dilation: d, columns: n), nt = tiling.tiles, ld = tiling.rowStride + 3
+                let x: [Float] = rng.array(ch * width + 5), m: [Float] = rng.array(6 * rows * ld), y0: [Float] = rng.array(rows * (n + 2))
+                let dv: [Float] = rng.array(6 * ch * ld), dx0: [Float] = rng.array(ch * width + 5)
+                func run(_ level: VectorKernels.Level) -> [[Float]] {
+                    var v = [Float](repeating: -1, count: 6 * ch * ld), y = y0, dm = [Float](repeating: -1, count: 6 * rows * ld), dx = dx0
+                    var split = [Float](repeating: .nan, count: tiling.splitCount), scratch = [Float](repeating: .nan, count: 6 * nt)
+                    WidthWinograd.transformInput(x, channels: ch, rowStride: width + 1, width: width, start: j0, tiling: tiling,
+                                                 into: &v, pointStride: ch * ld, ldv: ld, split: &split, level: level)
+                    WidthWinograd.accumulateOutput(m, pointStride: rows * ld, ldm: ld, rows: rows, tiling: tiling, into: &y, ldy: n + 2,
+                                                   scratch: &scratch, level: level)
+                    WidthWinograd.outputGradient(y0, ldy: n + 2, rows: rows, tiling: tiling, into: &dm, pointStride: rows * ld, ldm: ld,
+                                                 scratch: &scratch, level: level)
+                    WidthWinograd.inputGradient(dv, pointStride: ch * ld, ldv: ld, channels: ch, tiling: tiling, into: &dx, rowStride: width + 1,
+                                                width: width, start: j0, split: &split, scratch: &scratch, level: level)
+                    return [v, y, dm, dx]
+                }
+                let expected = run(.swift)
+                for level in VectorKernels.available where level != .swift {
+                    for (k, (got, want)) in zip(run(level), expected).enumerated() {
+                        XCTAssertEqual(got.count, want.count)
+                        let close = zip(got, want).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }
+                        XCTAssertTrue(close, "transform \(k) level \(level) d=\(d) width=\(width) j0=\(j0) n=\(n)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The panel kernel at every instruction-set level this CPU runs equals
     /// one BLAS product per segment: row counts around the 6-row panel,
     /// widths around the vector tiles (tails of one and of two vectors),

@@ -55,5 +55,31 @@ void wf_panel_gemm_avx2(const float *ap, long m, long kTotal, long kFirst, const
 void wf_panel_gemm_avx512(const float *ap, long m, long kTotal, long kFirst, const float *const *b, long segments,
                           long segK, long ldb, long n, float *c, long ldc, int accumulate);
 
+/// Winograd F(4, 3) along the width with dilation d, q tiles per residue
+/// (Sources/WaveFlow/NN/WidthWinograd.swift documents the layout and holds
+/// the Swift twins these equal up to rounding):
+/// V [6][channels, q d] of the block j0 ..< j0 + 4 q d of each row channel
+/// (zero outside 0 ..< width); split: 4 (q + 2) d values.
+void wf_wino_input_avx2(const float *row, long channels, long rowStride, long width, long j0, long d, long q,
+                        float *v, long pointStride, long ldv, float *split);
+void wf_wino_input_avx512(const float *row, long channels, long rowStride, long width, long j0, long d, long q,
+                          float *v, long pointStride, long ldv, float *split);
+/// y [rows, n] += the tiles' outputs from M [6][rows, q d]; scratch: 4 q d values.
+void wf_wino_output_avx2(const float *m, long pointStride, long ldm, long rows, long d, long q, long n,
+                         float *y, long ldy, float *scratch);
+void wf_wino_output_avx512(const float *m, long pointStride, long ldm, long rows, long d, long q, long n,
+                           float *y, long ldy, float *scratch);
+/// dM [6][rows, q d] from dy [rows, n] (the output transform's transpose); scratch: 4 q d values.
+void wf_wino_output_grad_avx2(const float *dy, long ldy, long rows, long d, long q, long n,
+                              float *dm, long pointStride, long ldm, float *scratch);
+void wf_wino_output_grad_avx512(const float *dy, long ldy, long rows, long d, long q, long n,
+                                float *dm, long pointStride, long ldm, float *scratch);
+/// dx [channels, width] += the input transform's transpose of dV; split:
+/// 4 (q + 2) d values, scratch: 6 q d.
+void wf_wino_input_grad_avx2(const float *dv, long pointStride, long ldv, long channels, long d, long q,
+                             float *dx, long rowStride, long width, long j0, float *split, float *scratch);
+void wf_wino_input_grad_avx512(const float *dv, long pointStride, long ldv, long channels, long d, long q,
+                               float *dx, long rowStride, long width, long j0, float *split, float *scratch);
+
 #endif
 #endif

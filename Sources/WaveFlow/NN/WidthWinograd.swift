@@ -1,4 +1,7 @@
 import Foundation
+#if arch(x86_64)
+import CKernels
+#endif
 
 /// Winograd's minimal filtering F(4, 3) (Lavin and Gray, "Fast Algorithms
 /// for Convolutional Neural Networks", 2016) for the kernel-3 convolutions
@@ -18,6 +21,12 @@ import Foundation
 /// The points are 0, 1, -1, 2, -2 and infinity; in Float32 the outputs
 /// differ from the direct convolution's by a few units of rounding of the
 /// largest term (measured in the tests against the direct products).
+///
+/// With Float32 values on x86-64 the four transforms run as C kernels
+/// (Sources/CKernels/winograd_kernels.h, AVX2 or AVX-512 as
+/// `VectorKernels.level` picks): Swift did not vectorise these loops. The
+/// Swift loops here are the twins the tests compare them with, and the
+/// Float64 path.
 public enum WidthWinograd {
     /// Transform points: products per tile.
     public static let points = 6
@@ -103,8 +112,15 @@ public enum WidthWinograd {
     @_specialize(where T == Double)
     public static func transformInput<T: Real>(_ row: UnsafePointer<T>, channels: Int, rowStride: Int, width: Int, start j0: Int,
                                               tiling: Tiling, into v: UnsafeMutablePointer<T>, pointStride: Int, ldv: Int,
-                                              split: UnsafeMutablePointer<T>) {
+                                              split: UnsafeMutablePointer<T>, level: VectorKernels.Level = VectorKernels.level) {
         let d = tiling.dilation, q = tiling.perResidue, nt = tiling.tiles, phase = (q + 2) * d
+        #if arch(x86_64)
+        if T.self == Float.self, level != .swift {
+            let kernel = level == .avx2 ? wf_wino_input_avx2 : wf_wino_input_avx512
+            kernel(floats(row), channels, rowStride, width, j0, d, q, floats(v), pointStride, ldv, floats(split))
+            return
+        }
+        #endif
         for c in 0..<channels {
             let src = row + c * rowStride
             // split[p * phase + (qq) d + rho] = x[j0 + rho + (4 (qq - 1) + p) d]
@@ -148,8 +164,16 @@ public enum WidthWinograd {
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     public static func accumulateOutput<T: Real>(_ m: UnsafePointer<T>, pointStride: Int, ldm: Int, rows: Int, tiling: Tiling,
-                                                into y: UnsafeMutablePointer<T>, ldy: Int, scratch: UnsafeMutablePointer<T>) {
+                                                into y: UnsafeMutablePointer<T>, ldy: Int, scratch: UnsafeMutablePointer<T>,
+                                                level: VectorKernels.Level = VectorKernels.level) {
         let d = tiling.dilation, nt = tiling.tiles, n = tiling.columns
+        #if arch(x86_64)
+        if T.self == Float.self, level != .swift {
+            let kernel = level == .avx2 ? wf_wino_output_avx2 : wf_wino_output_avx512
+            kernel(floats(m), pointStride, ldm, rows, d, tiling.perResidue, n, floats(y), ldy, floats(scratch))
+            return
+        }
+        #endif
         let y0 = scratch, y1 = scratch + nt, y2 = scratch + 2 * nt, y3 = scratch + 3 * nt
         for o in 0..<rows {
             let m0 = m + o * ldm, m1 = m0 + pointStride, m2 = m0 + 2 * pointStride
@@ -202,8 +226,15 @@ public enum WidthWinograd {
     @_specialize(where T == Double)
     public static func outputGradient<T: Real>(_ dy: UnsafePointer<T>, ldy: Int, rows: Int, tiling: Tiling,
                                               into dm: UnsafeMutablePointer<T>, pointStride: Int, ldm: Int,
-                                              scratch: UnsafeMutablePointer<T>) {
+                                              scratch: UnsafeMutablePointer<T>, level: VectorKernels.Level = VectorKernels.level) {
         let d = tiling.dilation, nt = tiling.tiles, n = tiling.columns
+        #if arch(x86_64)
+        if T.self == Float.self, level != .swift {
+            let kernel = level == .avx2 ? wf_wino_output_grad_avx2 : wf_wino_output_grad_avx512
+            kernel(floats(dy), ldy, rows, d, tiling.perResidue, n, floats(dm), pointStride, ldm, floats(scratch))
+            return
+        }
+        #endif
         let y0 = scratch, y1 = scratch + nt, y2 = scratch + 2 * nt, y3 = scratch + 3 * nt
         for o in 0..<rows {
             let src = dy + o * ldy
@@ -239,8 +270,16 @@ public enum WidthWinograd {
     @_specialize(where T == Double)
     public static func inputGradient<T: Real>(_ dv: UnsafePointer<T>, pointStride: Int, ldv: Int, channels: Int, tiling: Tiling,
                                              into dx: UnsafeMutablePointer<T>, rowStride: Int, width: Int, start j0: Int,
-                                             split: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>) {
+                                             split: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>,
+                                             level: VectorKernels.Level = VectorKernels.level) {
         let d = tiling.dilation, q = tiling.perResidue, nt = tiling.tiles, phase = (q + 2) * d
+        #if arch(x86_64)
+        if T.self == Float.self, level != .swift {
+            let kernel = level == .avx2 ? wf_wino_input_grad_avx2 : wf_wino_input_grad_avx512
+            kernel(floats(dv), pointStride, ldv, channels, d, q, floats(dx), rowStride, width, j0, floats(split), floats(scratch))
+            return
+        }
+        #endif
         let g0 = scratch, g1 = scratch + nt, g2 = scratch + 2 * nt, g3 = scratch + 3 * nt, g4 = scratch + 4 * nt, g5 = scratch + 5 * nt
         for c in 0..<channels {
             let v0 = dv + c * ldv, v1 = v0 + pointStride, v2 = v0 + 2 * pointStride
@@ -274,5 +313,13 @@ public enum WidthWinograd {
                 }
             }
         }
+    }
+
+    // The Float views of a generic pointer the C kernels take (only where T is Float).
+    @inline(__always) private static func floats<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+    }
+    @inline(__always) private static func floats<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
     }
 }

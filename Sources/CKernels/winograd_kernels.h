@@ -1,0 +1,340 @@
+// The transforms of Winograd's F(4, 3) along the width (the Swift twins and
+// the layout are in Sources/WaveFlow/NN/WidthWinograd.swift), written once
+// over vector_isa.h's vocabulary and included by kernels.c once per
+// instruction set. Swift's versions ran scalar (the compiler did not
+// vectorise them) and spent 10-13% of training and synthesis.
+//
+// With dilation d a tile holds 4 outputs d columns apart, so each transform
+// first splits a row into 4 phases (phase p of group g: the d columns
+// (4g + p) d ... (4g + p) d + d - 1) or merges phases back into a row. For
+// d = 1 and 2 that is a 4-way de-interleave of floats or of float pairs,
+// done here with shuffles; for d >= 4 it is a copy of runs of d.
+// Everything between is contiguous vector arithmetic over the tiles.
+
+/// out[p * phase + g * d + rho] = x[(4 g + p) d + rho] for g < groups, rho < d.
+static inline WF_TARGET void WF_NAME(wf_wino_split)(const float *x, long d, long groups, float *out, long phase) {
+    long g = 0;
+    float *o0 = out, *o1 = out + phase, *o2 = out + 2 * phase, *o3 = out + 3 * phase;
+#if defined(WF_ISA_AVX512)
+    if (d == 1) {
+        // Phase p of 16 groups: lanes 0-7 from (a0, a1), lanes 8-15 from (a2, a3).
+        const __m512i i0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+        const __m512i one = _mm512_set1_epi32(1);
+        const __m512i i1 = _mm512_add_epi32(i0, one), i2 = _mm512_add_epi32(i1, one), i3 = _mm512_add_epi32(i2, one);
+        for (; g + 16 <= groups; g += 16) {
+            const float *s = x + 4 * g;
+            __m512 a0 = _mm512_loadu_ps(s), a1 = _mm512_loadu_ps(s + 16), a2 = _mm512_loadu_ps(s + 32), a3 = _mm512_loadu_ps(s + 48);
+            _mm512_storeu_ps(o0 + g, _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(a0, i0, a1), _mm512_permutex2var_ps(a2, i0, a3)));
+            _mm512_storeu_ps(o1 + g, _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(a0, i1, a1), _mm512_permutex2var_ps(a2, i1, a3)));
+            _mm512_storeu_ps(o2 + g, _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(a0, i2, a1), _mm512_permutex2var_ps(a2, i2, a3)));
+            _mm512_storeu_ps(o3 + g, _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(a0, i3, a1), _mm512_permutex2var_ps(a2, i3, a3)));
+        }
+    } else if (d == 2) {
+        // The same on float pairs (as doubles): phase p of 8 groups.
+        const __m512i i0 = _mm512_setr_epi64(0, 4, 8, 12, 0, 4, 8, 12);
+        const __m512i one = _mm512_set1_epi64(1);
+        const __m512i i1 = _mm512_add_epi64(i0, one), i2 = _mm512_add_epi64(i1, one), i3 = _mm512_add_epi64(i2, one);
+        for (; g + 8 <= groups; g += 8) {
+            const double *s = (const double *)(x + 8 * g);
+            __m512d a0 = _mm512_loadu_pd(s), a1 = _mm512_loadu_pd(s + 8), a2 = _mm512_loadu_pd(s + 16), a3 = _mm512_loadu_pd(s + 24);
+            _mm512_storeu_pd((double *)(o0 + 2 * g), _mm512_mask_blend_pd(0xF0, _mm512_permutex2var_pd(a0, i0, a1), _mm512_permutex2var_pd(a2, i0, a3)));
+            _mm512_storeu_pd((double *)(o1 + 2 * g), _mm512_mask_blend_pd(0xF0, _mm512_permutex2var_pd(a0, i1, a1), _mm512_permutex2var_pd(a2, i1, a3)));
+            _mm512_storeu_pd((double *)(o2 + 2 * g), _mm512_mask_blend_pd(0xF0, _mm512_permutex2var_pd(a0, i2, a1), _mm512_permutex2var_pd(a2, i2, a3)));
+            _mm512_storeu_pd((double *)(o3 + 2 * g), _mm512_mask_blend_pd(0xF0, _mm512_permutex2var_pd(a0, i3, a1), _mm512_permutex2var_pd(a2, i3, a3)));
+        }
+    }
+#else
+    if (d == 1 || d == 2) {
+        // A 4 x 4 transpose of doubles (d = 2: float pairs; d = 1: after
+        // pairing each 8-float load's groups phase by phase).
+        const __m256i pair = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const long step = d == 1 ? 8 : 4; // groups per 4 loads
+        for (; g + step <= groups; g += step) {
+            const float *s = x + 4 * d * g;
+            __m256 f0 = _mm256_loadu_ps(s), f1 = _mm256_loadu_ps(s + 8), f2 = _mm256_loadu_ps(s + 16), f3 = _mm256_loadu_ps(s + 24);
+            if (d == 1) {
+                f0 = _mm256_permutevar8x32_ps(f0, pair); f1 = _mm256_permutevar8x32_ps(f1, pair);
+                f2 = _mm256_permutevar8x32_ps(f2, pair); f3 = _mm256_permutevar8x32_ps(f3, pair);
+            }
+            __m256d a0 = _mm256_castps_pd(f0), a1 = _mm256_castps_pd(f1), a2 = _mm256_castps_pd(f2), a3 = _mm256_castps_pd(f3);
+            __m256d t0 = _mm256_unpacklo_pd(a0, a1), t1 = _mm256_unpackhi_pd(a0, a1);
+            __m256d t2 = _mm256_unpacklo_pd(a2, a3), t3 = _mm256_unpackhi_pd(a2, a3);
+            _mm256_storeu_pd((double *)(o0 + d * g), _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd((double *)(o1 + d * g), _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd((double *)(o2 + d * g), _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd((double *)(o3 + d * g), _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+#endif
+    if (d >= 4) {
+        // Runs of d: one masked vector (or more) per phase.
+        for (; g < groups; g++) {
+            const float *s = x + 4 * d * g;
+            for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                const wf_mask m = wf_tail_mask(d - rho);
+                wf_store(o0 + g * d + rho, m, wf_load(s + rho, m));
+                wf_store(o1 + g * d + rho, m, wf_load(s + d + rho, m));
+                wf_store(o2 + g * d + rho, m, wf_load(s + 2 * d + rho, m));
+                wf_store(o3 + g * d + rho, m, wf_load(s + 3 * d + rho, m));
+            }
+        }
+    }
+    for (; g < groups; g++)
+        for (long p = 0; p < 4; p++)
+            for (long rho = 0; rho < d; rho++) out[p * phase + g * d + rho] = x[(4 * g + p) * d + rho];
+}
+
+/// y[(4 g + p) d + rho] += in[p * phase + g * d + rho] for g < groups, rho < d
+/// (the transpose of wf_wino_split).
+static inline WF_TARGET void WF_NAME(wf_wino_merge_add)(const float *in, long phase, long d, long groups, float *y) {
+    long g = 0;
+    const float *i0p = in, *i1p = in + phase, *i2p = in + 2 * phase, *i3p = in + 3 * phase;
+#if defined(WF_ISA_AVX512)
+    if (d == 1) {
+        // Output vector r (groups 4r ... 4r + 3), lane e: phase e % 4, group 4r + e / 4.
+        __m512i ia[4], ib[4];
+        for (int r = 0; r < 4; r++) {
+            int a[16], b[16];
+            for (int e = 0; e < 16; e++) {
+                a[e] = (e % 4 == 1 ? 16 : 0) + 4 * r + e / 4;
+                b[e] = (e % 4 == 3 ? 16 : 0) + 4 * r + e / 4;
+            }
+            ia[r] = _mm512_loadu_si512(a); ib[r] = _mm512_loadu_si512(b);
+        }
+        for (; g + 16 <= groups; g += 16) {
+            __m512 p0 = _mm512_loadu_ps(i0p + g), p1 = _mm512_loadu_ps(i1p + g), p2 = _mm512_loadu_ps(i2p + g), p3 = _mm512_loadu_ps(i3p + g);
+            float *dst = y + 4 * g;
+            for (int r = 0; r < 4; r++) {
+                __m512 v = _mm512_mask_blend_ps(0xCCCC, _mm512_permutex2var_ps(p0, ia[r], p1), _mm512_permutex2var_ps(p2, ib[r], p3));
+                _mm512_storeu_ps(dst + 16 * r, _mm512_add_ps(_mm512_loadu_ps(dst + 16 * r), v));
+            }
+        }
+    } else if (d == 2) {
+        // On float pairs: output vector r (groups 2r, 2r + 1), lane e: phase e % 4, group 2r + e / 4.
+        __m512i ia[4], ib[4];
+        for (int r = 0; r < 4; r++) {
+            long long a[8], b[8];
+            for (int e = 0; e < 8; e++) {
+                a[e] = (e % 4 == 1 ? 8 : 0) + 2 * r + e / 4;
+                b[e] = (e % 4 == 3 ? 8 : 0) + 2 * r + e / 4;
+            }
+            ia[r] = _mm512_loadu_si512(a); ib[r] = _mm512_loadu_si512(b);
+        }
+        for (; g + 8 <= groups; g += 8) {
+            __m512d p0 = _mm512_loadu_pd((const double *)(i0p + 2 * g)), p1 = _mm512_loadu_pd((const double *)(i1p + 2 * g));
+            __m512d p2 = _mm512_loadu_pd((const double *)(i2p + 2 * g)), p3 = _mm512_loadu_pd((const double *)(i3p + 2 * g));
+            float *dst = y + 8 * g;
+            for (int r = 0; r < 4; r++) {
+                __m512 v = _mm512_castpd_ps(_mm512_mask_blend_pd(0xCC, _mm512_permutex2var_pd(p0, ia[r], p1), _mm512_permutex2var_pd(p2, ib[r], p3)));
+                _mm512_storeu_ps(dst + 16 * r, _mm512_add_ps(_mm512_loadu_ps(dst + 16 * r), v));
+            }
+        }
+    }
+#else
+    if (d == 1 || d == 2) {
+        // The split's 4 x 4 transpose of doubles is its own inverse; d = 1
+        // then undoes the pairing.
+        const __m256i unpair = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        const long step = d == 1 ? 8 : 4;
+        for (; g + step <= groups; g += step) {
+            __m256d a0 = _mm256_loadu_pd((const double *)(i0p + d * g)), a1 = _mm256_loadu_pd((const double *)(i1p + d * g));
+            __m256d a2 = _mm256_loadu_pd((const double *)(i2p + d * g)), a3 = _mm256_loadu_pd((const double *)(i3p + d * g));
+            __m256d t0 = _mm256_unpacklo_pd(a0, a1), t1 = _mm256_unpackhi_pd(a0, a1);
+            __m256d t2 = _mm256_unpacklo_pd(a2, a3), t3 = _mm256_unpackhi_pd(a2, a3);
+            __m256 f[4] = {
+                _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x20)), _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x20)),
+                _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x31)), _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x31)),
+            };
+            float *dst = y + 4 * d * g;
+            for (int r = 0; r < 4; r++) {
+                __m256 v = d == 1 ? _mm256_permutevar8x32_ps(f[r], unpair) : f[r];
+                _mm256_storeu_ps(dst + 8 * r, _mm256_add_ps(_mm256_loadu_ps(dst + 8 * r), v));
+            }
+        }
+    }
+#endif
+    if (d >= 4) {
+        for (; g < groups; g++) {
+            float *dst = y + 4 * d * g;
+            for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                const wf_mask m = wf_tail_mask(d - rho);
+                wf_store(dst + rho, m, wf_add(wf_load(dst + rho, m), wf_load(i0p + g * d + rho, m)));
+                wf_store(dst + d + rho, m, wf_add(wf_load(dst + d + rho, m), wf_load(i1p + g * d + rho, m)));
+                wf_store(dst + 2 * d + rho, m, wf_add(wf_load(dst + 2 * d + rho, m), wf_load(i2p + g * d + rho, m)));
+                wf_store(dst + 3 * d + rho, m, wf_add(wf_load(dst + 3 * d + rho, m), wf_load(i3p + g * d + rho, m)));
+            }
+        }
+    }
+    for (; g < groups; g++)
+        for (long p = 0; p < 4; p++)
+            for (long rho = 0; rho < d; rho++) y[(4 * g + p) * d + rho] += in[p * phase + g * d + rho];
+}
+
+/// The groups qq = 0 ... Q + 1 of a block's phases (group qq: columns
+/// j0 + 4 (qq - 1) d ... j0 + 4 qq d - 1) that lie wholly inside 0 ..< width:
+/// [*lo, *hi).
+static inline void WF_NAME(wf_wino_inner_groups)(long j0, long d, long q, long width, long *lo, long *hi) {
+    long a = 1 - (j0 >= 0 ? j0 / (4 * d) : -((-j0 + 4 * d - 1) / (4 * d)));
+    if (a < 0) a = 0;
+    long b = width - j0 >= 0 ? (width - j0) / (4 * d) + 1 : 0;
+    if (b > q + 2) b = q + 2;
+    if (b < a) b = a;
+    *lo = a; *hi = b;
+}
+
+WF_TARGET void WF_NAME(wf_wino_input)(const float *row, long channels, long rowStride, long width, long j0, long d, long q,
+                                      float *v, long pointStride, long ldv, float *split) {
+    const long nt = q * d, phase = (q + 2) * d;
+    long lo, hi;
+    WF_NAME(wf_wino_inner_groups)(j0, d, q, width, &lo, &hi);
+    for (long c = 0; c < channels; c++) {
+        const float *src = row + c * rowStride;
+        for (long qq = 0; qq < q + 2; qq++) {
+            if (qq == lo && hi > lo) { qq = hi - 1; continue; }
+            const long start = j0 + 4 * (qq - 1) * d;
+            if (start + 4 * d <= 0 || start >= width) { // wholly outside the row: zeros
+                for (long p = 0; p < 4; p++)
+                    for (long rho = 0; rho < d; rho += WF_WIDTH) wf_store(split + p * phase + qq * d + rho, wf_tail_mask(d - rho), wf_zero());
+                continue;
+            }
+            for (long p = 0; p < 4; p++)
+                for (long rho = 0; rho < d; rho++) {
+                    const long j = start + p * d + rho;
+                    split[p * phase + qq * d + rho] = j >= 0 && j < width ? src[j] : 0.0f;
+                }
+        }
+        if (hi > lo) WF_NAME(wf_wino_split)(src + j0 + 4 * (lo - 1) * d, d, hi - lo, split + lo * d, phase);
+        // d0 = phase 3 at t, d1 ... d4 = phases 0 ... 3 at t + d, d5 = phase 0 at t + 2d.
+        const float *p0 = split, *p1 = split + phase, *p2 = split + 2 * phase, *p3 = split + 3 * phase;
+        float *out = v + c * ldv;
+        const wf_v four = wf_set1(4.0f), five = wf_set1(5.0f), two = wf_set1(2.0f);
+        for (long t = 0; t < nt; t += WF_WIDTH) {
+            const wf_mask m = wf_tail_mask(nt - t);
+            const wf_v x0 = wf_load(p3 + t, m), x1 = wf_load(p0 + t + d, m), x2 = wf_load(p1 + t + d, m);
+            const wf_v x3 = wf_load(p2 + t + d, m), x4 = wf_load(p3 + t + d, m), x5 = wf_load(p0 + t + 2 * d, m);
+            wf_store(out + t, m, wf_add(wf_fnmadd(five, x2, wf_mul(four, x0)), x4));
+            wf_store(out + pointStride + t, m, wf_fnmadd(four, wf_add(x1, x2), wf_add(x3, x4)));
+            wf_store(out + 2 * pointStride + t, m, wf_fmadd(four, wf_sub(x1, x2), wf_sub(x4, x3)));
+            wf_store(out + 3 * pointStride + t, m, wf_fmadd(two, wf_sub(x3, x1), wf_sub(x4, x2)));
+            wf_store(out + 4 * pointStride + t, m, wf_fmadd(two, wf_sub(x1, x3), wf_sub(x4, x2)));
+            wf_store(out + 5 * pointStride + t, m, wf_add(wf_fnmadd(five, x3, wf_mul(four, x1)), x5));
+        }
+    }
+}
+
+WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long ldm, long rows, long d, long q, long n,
+                                       float *y, long ldy, float *scratch) {
+    const long nt = q * d;
+    long full = n / (4 * d);
+    if (full > q) full = q;
+    float *y0 = scratch, *y1 = scratch + nt, *y2 = scratch + 2 * nt, *y3 = scratch + 3 * nt;
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
+    for (long o = 0; o < rows; o++) {
+        const float *m0 = mm + o * ldm;
+        for (long t = 0; t < nt; t += WF_WIDTH) {
+            const wf_mask k = wf_tail_mask(nt - t);
+            const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
+            const wf_v v3 = wf_load(m0 + 3 * pointStride + t, k), v4 = wf_load(m0 + 4 * pointStride + t, k);
+            const wf_v a = wf_add(v1, v2), b = wf_sub(v1, v2), e = wf_add(v3, v4), f = wf_sub(v3, v4);
+            wf_store(y0 + t, k, wf_add(wf_add(wf_load(m0 + t, k), a), e));
+            wf_store(y1 + t, k, wf_fmadd(two, f, b));
+            wf_store(y2 + t, k, wf_fmadd(four, e, a));
+            wf_store(y3 + t, k, wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k)));
+        }
+        float *dst = y + o * ldy;
+        WF_NAME(wf_wino_merge_add)(scratch, nt, d, full, dst);
+        for (long g = full; g < q; g++)
+            for (long p = 0; p < 4; p++)
+                for (long rho = 0; rho < d; rho++) {
+                    const long j = (4 * g + p) * d + rho;
+                    if (j < n) dst[j] += scratch[p * nt + g * d + rho];
+                }
+    }
+}
+
+WF_TARGET void WF_NAME(wf_wino_output_grad)(const float *dy, long ldy, long rows, long d, long q, long n,
+                                            float *dm, long pointStride, long ldm, float *scratch) {
+    const long nt = q * d;
+    long full = n / (4 * d);
+    if (full > q) full = q;
+    const float *y0 = scratch, *y1 = scratch + nt, *y2 = scratch + 2 * nt, *y3 = scratch + 3 * nt;
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
+    for (long o = 0; o < rows; o++) {
+        const float *src = dy + o * ldy;
+        WF_NAME(wf_wino_split)(src, d, full, scratch, nt);
+        for (long g = full; g < q; g++)
+            for (long p = 0; p < 4; p++)
+                for (long rho = 0; rho < d; rho++) {
+                    const long j = (4 * g + p) * d + rho;
+                    scratch[p * nt + g * d + rho] = j < n ? src[j] : 0.0f;
+                }
+        float *m0 = dm + o * ldm;
+        for (long t = 0; t < nt; t += WF_WIDTH) {
+            const wf_mask k = wf_tail_mask(nt - t);
+            const wf_v a0 = wf_load(y0 + t, k), a1 = wf_load(y1 + t, k), a2 = wf_load(y2 + t, k), a3 = wf_load(y3 + t, k);
+            const wf_v a = wf_add(a0, a2), b = wf_add(a1, a3), e = wf_fmadd(four, a2, a0), f = wf_fmadd(eight, a3, wf_mul(two, a1));
+            wf_store(m0 + t, k, a0);
+            wf_store(m0 + pointStride + t, k, wf_add(a, b));
+            wf_store(m0 + 2 * pointStride + t, k, wf_sub(a, b));
+            wf_store(m0 + 3 * pointStride + t, k, wf_add(e, f));
+            wf_store(m0 + 4 * pointStride + t, k, wf_sub(e, f));
+            wf_store(m0 + 5 * pointStride + t, k, a3);
+        }
+    }
+}
+
+/// dst[i] += src[i], i < count.
+static inline WF_TARGET void WF_NAME(wf_wino_add)(float *dst, const float *src, long count) {
+    for (long i = 0; i < count; i += WF_WIDTH) {
+        const wf_mask m = wf_tail_mask(count - i);
+        wf_store(dst + i, m, wf_add(wf_load(dst + i, m), wf_load(src + i, m)));
+    }
+}
+
+WF_TARGET void WF_NAME(wf_wino_input_grad)(const float *dv, long pointStride, long ldv, long channels, long d, long q,
+                                           float *dx, long rowStride, long width, long j0, float *split, float *scratch) {
+    const long nt = q * d, phase = (q + 2) * d;
+    long lo, hi;
+    WF_NAME(wf_wino_inner_groups)(j0, d, q, width, &lo, &hi);
+    float *g0 = scratch, *g1 = scratch + nt, *g2 = scratch + 2 * nt, *g3 = scratch + 3 * nt, *g4 = scratch + 4 * nt, *g5 = scratch + 5 * nt;
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), five = wf_set1(5.0f);
+    for (long c = 0; c < channels; c++) {
+        const float *v0 = dv + c * ldv;
+        // The gradient of each tile's 6 inputs (B times dV).
+        for (long t = 0; t < nt; t += WF_WIDTH) {
+            const wf_mask k = wf_tail_mask(nt - t);
+            const wf_v a0 = wf_load(v0 + t, k), a1 = wf_load(v0 + pointStride + t, k), a2 = wf_load(v0 + 2 * pointStride + t, k);
+            const wf_v a3 = wf_load(v0 + 3 * pointStride + t, k), a4 = wf_load(v0 + 4 * pointStride + t, k);
+            const wf_v a5 = wf_load(v0 + 5 * pointStride + t, k);
+            const wf_v s12 = wf_add(a1, a2), s34 = wf_add(a3, a4);
+            wf_store(g0 + t, k, wf_mul(four, a0));
+            wf_store(g1 + t, k, wf_fmadd(four, wf_add(wf_sub(a2, a1), a5), wf_mul(two, wf_sub(a4, a3))));
+            wf_store(g2 + t, k, wf_sub(wf_fnmadd(four, s12, wf_mul(wf_set1(-5.0f), a0)), s34));
+            wf_store(g3 + t, k, wf_fnmadd(five, a5, wf_fmadd(two, wf_sub(a3, a4), wf_sub(a1, a2))));
+            wf_store(g4 + t, k, wf_add(wf_add(a0, s12), s34));
+            wf_store(g5 + t, k, a5);
+        }
+        // Onto the phases (input 0: phase 3 at t; 1 ... 4: phases 0 ... 3 at t + d; 5: phase 0 at t + 2d).
+        for (long i = 0; i < 4 * phase; i += WF_WIDTH) wf_store(split + i, wf_tail_mask(4 * phase - i), wf_zero());
+        float *p0 = split, *p1 = split + phase, *p2 = split + 2 * phase, *p3 = split + 3 * phase;
+        WF_NAME(wf_wino_add)(p3, g0, nt);
+        WF_NAME(wf_wino_add)(p0 + d, g1, nt);
+        WF_NAME(wf_wino_add)(p1 + d, g2, nt);
+        WF_NAME(wf_wino_add)(p2 + d, g3, nt);
+        WF_NAME(wf_wino_add)(p3 + d, g4, nt);
+        WF_NAME(wf_wino_add)(p0 + 2 * d, g5, nt);
+        // Phases back onto the row, inside 0 ..< width.
+        float *dst = dx + c * rowStride;
+        if (hi > lo) WF_NAME(wf_wino_merge_add)(split + lo * d, phase, d, hi - lo, dst + j0 + 4 * (lo - 1) * d);
+        for (long qq = 0; qq < q + 2; qq++) {
+            if (qq == lo && hi > lo) { qq = hi - 1; continue; }
+            const long start = j0 + 4 * (qq - 1) * d;
+            if (start + 4 * d <= 0 || start >= width) continue; // wholly outside the row
+            for (long p = 0; p < 4; p++)
+                for (long rho = 0; rho < d; rho++) {
+                    const long j = j0 + (4 * (qq - 1) + p) * d + rho;
+                    if (j >= 0 && j < width) dst[j] += split[p * phase + qq * d + rho];
+                }
+        }
+    }
+}
