@@ -231,6 +231,29 @@ WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long l
     const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
     for (long o = 0; o < rows; o++) {
         const float *m0 = mm + o * ldm;
+        float *dst = y + o * ldy;
+        if (d >= WF_WIDTH) {
+            // Runs of d: each tile's 4 outputs straight into y, no scratch.
+            for (long g = 0; g < q; g++)
+                for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                    const long t = g * d + rho, lanes = d - rho < WF_WIDTH ? d - rho : WF_WIDTH;
+                    const wf_mask k = wf_tail_mask(lanes);
+                    const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
+                    const wf_v v3 = wf_load(m0 + 3 * pointStride + t, k), v4 = wf_load(m0 + 4 * pointStride + t, k);
+                    const wf_v a = wf_add(v1, v2), b = wf_sub(v1, v2), e = wf_add(v3, v4), f = wf_sub(v3, v4);
+                    const wf_v out[4] = {
+                        wf_add(wf_add(wf_load(m0 + t, k), a), e), wf_fmadd(two, f, b), wf_fmadd(four, e, a),
+                        wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k)),
+                    };
+                    for (long p = 0; p < 4; p++) {
+                        const long j = (4 * g + p) * d + rho, left = n - j; // columns of the block from j on
+                        if (left <= 0) break;
+                        const wf_mask kp = wf_tail_mask(left < lanes ? left : lanes);
+                        wf_store(dst + j, kp, wf_add(wf_load(dst + j, kp), out[p]));
+                    }
+                }
+            continue;
+        }
         for (long t = 0; t < nt; t += WF_WIDTH) {
             const wf_mask k = wf_tail_mask(nt - t);
             const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
@@ -241,7 +264,6 @@ WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long l
             wf_store(y2 + t, k, wf_fmadd(four, e, a));
             wf_store(y3 + t, k, wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k)));
         }
-        float *dst = y + o * ldy;
         WF_NAME(wf_wino_merge_add)(scratch, nt, d, full, dst);
         for (long g = full; g < q; g++)
             for (long p = 0; p < 4; p++)

@@ -87,11 +87,13 @@ final class WinogradTests: XCTestCase {
     /// The panel kernel at every instruction-set level this CPU runs equals
     /// one BLAS product per segment: row counts around the 6-row panel,
     /// widths around the vector tiles (tails of one and of two vectors),
-    /// 1-3 segments, overwrite and accumulate.
+    /// 1-3 segments, overwrite and accumulate; B rows a multiple of 64
+    /// values apart too (the kernel then copies column panels first).
     func testPanelProductMatchesBLAS() {
         var rng = TestRNG(43)
-        for (m, segK, n) in [(1, 4, 1), (5, 3, 15), (6, 8, 16), (13, 5, 17), (128, 64, 33), (64, 32, 100), (7, 2, 47)] {
-            let k = 3 * segK, ldb = n + 3, ldc = n + 5
+        let shapes = [(1, 4, 1), (5, 3, 15), (6, 8, 16), (13, 5, 17), (128, 64, 33), (64, 32, 100), (7, 2, 47), (2, 64, 47)]
+        for (m, segK, n) in shapes { for ldb in [n + 3, 64 * (n / 64 + 1)] {
+            let k = 3 * segK, ldc = n + 5
             let a: [Float] = rng.array(m * (k + 2))
             let packed = a.withUnsafeBufferPointer { PackedWeights($0.baseAddress! + 1, rows: m, columns: k, lda: k + 2) }
             let b: [Float] = rng.array(3 * segK * ldb), c0: [Float] = rng.array(m * ldc)
@@ -117,12 +119,12 @@ final class WinogradTests: XCTestCase {
                             // Columns past n and rows are untouched; the rest agrees to reordering.
                             for r in 0..<m { for j in n..<ldc { XCTAssertEqual(got[r * ldc + j], c0[r * ldc + j]) } }
                             XCTAssertLessThanOrEqual(normRelativeError(got, expected), Tolerance.float32Reordered,
-                                                     "\(level) m=\(m) n=\(n) first=\(first) accumulate=\(accumulate)")
+                                                     "\(level) m=\(m) n=\(n) ldb=\(ldb) first=\(first) accumulate=\(accumulate)")
                         }
                     }
                 }
             }
-        }
+        } }
     }
 
     /// WaveFlow synthesis with every layer by Winograd equals the direct

@@ -143,6 +143,9 @@ final class SynthesisWeights<O: ProductOperands> {
     /// Per layer, W_cond [2C, M] and [W_res; W_skip] [2C, C] packed for the
     /// panel kernel (`Real.packedProduct`); empty for bf16.
     let packedCondition, packedOut: [PackedWeights<O.Scalar>]
+    /// The output layer [2, C] packed likewise (OpenBLAS spent 2% of
+    /// synthesis on these two-row products); nil for bf16.
+    let packedOutput: PackedWeights<O.Scalar>?
     let tapAndCond: UnsafeMutablePointer<O.Element> // [L][2C, 3C + M]
     let out: UnsafeMutablePointer<O.Element>      // [L][2C, C]
     let gateBias: UnsafeMutablePointer<O.Scalar>  // [L][2C]
@@ -172,6 +175,7 @@ final class SynthesisWeights<O: ProductOperands> {
         } : []
         packedCondition = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.cond, rows: 2 * c, columns: m, lda: m) } : []
         packedOut = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.out, rows: 2 * c, columns: c, lda: c) } : []
+        packedOutput = native ? PackedWeights(step.weights + step.output, rows: 2, columns: c, lda: c) : nil
         do {
             for (l, lo) in step.layerOffsets.enumerated() {
                 regrouped[l].withUnsafeBufferPointer { O.convert($0.baseAddress!, count: 2 * 2 * c * 3 * c, into: taps + l * 2 * 2 * c * 3 * c) }

@@ -249,8 +249,12 @@ final class RowInversion<O: ProductOperands> {
     /// log s and t of row r + 1 from the skip sum, then its inverse coupling.
     func finishRow(_ r: Int, columns js: Range<Int>) {
         let (j0, nb) = (js.lowerBound, js.count)
-        T.gemm(transA: false, transB: false, m: 2, n: nb, k: c, alpha: 1, a: weights.output, lda: c,
-               b: act + c * w + j0, ldb: w, beta: 0, c: p + j0, ldc: w)
+        if let packed = weights.packedOutput {
+            T.packedProduct(packed, b: act + c * w + j0, ldb: w, n: nb, c: p + j0, ldc: w, accumulate: false)
+        } else {
+            T.gemm(transA: false, transB: false, m: 2, n: nb, k: c, alpha: 1, a: weights.output, lda: c,
+                   b: act + c * w + j0, ldb: w, beta: 0, c: p + j0, ldc: w)
+        }
         let (b0, b1) = (weights.outputBias[0], weights.outputBias[1])
         for j in js { p[j] += b0; p[w + j] += b1 }
         AffineCoupling.inverseRow(z: z + (r + 1) * w + j0, logS: p + j0, t: p + w + j0, x: x + (r + 1) * w + j0, count: nb)
