@@ -117,8 +117,11 @@ WF_TARGET void WF_NAME(wf_panel_gemm)(const float *ap, long m, long kTotal, long
         for (long p = 0; p < panels; p++) {
             const float *a = ap + (p * kTotal + kFirst) * 6;
             if (pack) {
-                // (The copy is zero past n; C is not: its stores keep the tail masks.)
-                WF_NAME(wf_panel_tile)(a, packed, 1, kCount, 2 * WF_WIDTH, 0, j, c + p * 6 * ldc, ldc, m - p * 6, m0, m1, accumulate);
+                // (The copy is zero past n; C is not: the tail tile's stores keep their masks.)
+                if (left >= 2 * WF_WIDTH)
+                    WF_NAME(wf_panel_tile)(a, packed, 1, kCount, 2 * WF_WIDTH, 0, j, c + p * 6 * ldc, ldc, m - p * 6, all, all, accumulate);
+                else
+                    WF_NAME(wf_panel_tile)(a, packed, 1, kCount, 2 * WF_WIDTH, 0, j, c + p * 6 * ldc, ldc, m - p * 6, m0, m1, accumulate);
             } else if (left >= 2 * WF_WIDTH) {
                 WF_NAME(wf_panel_tile)(a, b, segments, segK, ldb, j, j, c + p * 6 * ldc, ldc, m - p * 6, all, all, accumulate);
             } else if (left > WF_WIDTH) {

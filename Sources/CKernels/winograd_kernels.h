@@ -11,6 +11,30 @@
 // done here with shuffles; for d >= 4 it is a copy of runs of d.
 // Everything between is contiguous vector arithmetic over the tiles.
 
+#ifndef WF_WINO_LOOP
+/// body(i, mask) over 0 ..< count: whole vectors with the constant all-lanes
+/// mask (plain loads and stores: AVX2's masked moves are slow on AMD), then
+/// the tail once, masked.
+#define WF_WINO_LOOP(i, count, body)                                           \
+    do {                                                                       \
+        long i = 0;                                                            \
+        for (; i + WF_WIDTH <= (count); i += WF_WIDTH) body(wf_tail_mask(WF_WIDTH)); \
+        if (i < (count)) body(wf_tail_mask((count) - i));                      \
+    } while (0)
+#endif
+
+/// A 4 x 4 transpose of 128-bit chunks (AVX-512) or of 128-bit halves by
+/// pairs (AVX2: v[0..3] as two 2 x 2 blocks, see the callers): for d = 4
+/// and d = 8 a group's 4 phases are whole chunks.
+#if defined(WF_ISA_AVX512)
+static inline WF_TARGET void WF_NAME(wf_wino_chunks4)(__m512 v[4]) {
+    const __m512 t0 = _mm512_shuffle_f32x4(v[0], v[1], 0x44), t1 = _mm512_shuffle_f32x4(v[0], v[1], 0xEE);
+    const __m512 t2 = _mm512_shuffle_f32x4(v[2], v[3], 0x44), t3 = _mm512_shuffle_f32x4(v[2], v[3], 0xEE);
+    v[0] = _mm512_shuffle_f32x4(t0, t2, 0x88); v[1] = _mm512_shuffle_f32x4(t0, t2, 0xDD);
+    v[2] = _mm512_shuffle_f32x4(t1, t3, 0x88); v[3] = _mm512_shuffle_f32x4(t1, t3, 0xDD);
+}
+#endif
+
 /// out[p * phase + g * d + rho] = x[(4 g + p) d + rho] for g < groups, rho < d.
 static inline WF_TARGET void WF_NAME(wf_wino_split)(const float *x, long d, long groups, float *out, long phase) {
     long g = 0;
@@ -66,12 +90,42 @@ static inline WF_TARGET void WF_NAME(wf_wino_split)(const float *x, long d, long
         }
     }
 #endif
-    if (d >= 4) {
-        // Runs of d: one masked vector (or more) per phase.
+#if defined(WF_ISA_AVX512)
+    if (d == 4) {
+        // 4 groups: their 16-float vectors transposed by 4-float chunks.
+        for (; g + 4 <= groups; g += 4) {
+            __m512 v[4] = { _mm512_loadu_ps(x + 16 * g), _mm512_loadu_ps(x + 16 * g + 16), _mm512_loadu_ps(x + 16 * g + 32),
+                            _mm512_loadu_ps(x + 16 * g + 48) };
+            WF_NAME(wf_wino_chunks4)(v);
+            _mm512_storeu_ps(o0 + 4 * g, v[0]); _mm512_storeu_ps(o1 + 4 * g, v[1]);
+            _mm512_storeu_ps(o2 + 4 * g, v[2]); _mm512_storeu_ps(o3 + 4 * g, v[3]);
+        }
+    } else if (d == 8) {
+        // 2 groups: (p0 p1)(p2 p3) of each into 8-float halves.
+        for (; g + 2 <= groups; g += 2) {
+            const float *s = x + 32 * g;
+            const __m512 a0 = _mm512_loadu_ps(s), a1 = _mm512_loadu_ps(s + 16), a2 = _mm512_loadu_ps(s + 32), a3 = _mm512_loadu_ps(s + 48);
+            _mm512_storeu_ps(o0 + 8 * g, _mm512_shuffle_f32x4(a0, a2, 0x44)); _mm512_storeu_ps(o1 + 8 * g, _mm512_shuffle_f32x4(a0, a2, 0xEE));
+            _mm512_storeu_ps(o2 + 8 * g, _mm512_shuffle_f32x4(a1, a3, 0x44)); _mm512_storeu_ps(o3 + 8 * g, _mm512_shuffle_f32x4(a1, a3, 0xEE));
+        }
+    }
+#else
+    if (d == 4) {
+        // 2 groups: (p0 p1)(p2 p3) of each into 4-float halves.
+        for (; g + 2 <= groups; g += 2) {
+            const float *s = x + 16 * g;
+            const __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + 8), a2 = _mm256_loadu_ps(s + 16), a3 = _mm256_loadu_ps(s + 24);
+            _mm256_storeu_ps(o0 + 4 * g, _mm256_permute2f128_ps(a0, a2, 0x20)); _mm256_storeu_ps(o1 + 4 * g, _mm256_permute2f128_ps(a0, a2, 0x31));
+            _mm256_storeu_ps(o2 + 4 * g, _mm256_permute2f128_ps(a1, a3, 0x20)); _mm256_storeu_ps(o3 + 4 * g, _mm256_permute2f128_ps(a1, a3, 0x31));
+        }
+    }
+#endif
+    if (d % WF_WIDTH == 0) {
+        // Runs of whole vectors.
         for (; g < groups; g++) {
             const float *s = x + 4 * d * g;
             for (long rho = 0; rho < d; rho += WF_WIDTH) {
-                const wf_mask m = wf_tail_mask(d - rho);
+                const wf_mask m = wf_tail_mask(WF_WIDTH);
                 wf_store(o0 + g * d + rho, m, wf_load(s + rho, m));
                 wf_store(o1 + g * d + rho, m, wf_load(s + d + rho, m));
                 wf_store(o2 + g * d + rho, m, wf_load(s + 2 * d + rho, m));
@@ -153,11 +207,42 @@ static inline WF_TARGET void WF_NAME(wf_wino_merge_add)(const float *in, long ph
         }
     }
 #endif
-    if (d >= 4) {
+#if defined(WF_ISA_AVX512)
+    if (d == 4) {
+        for (; g + 4 <= groups; g += 4) {
+            __m512 v[4] = { _mm512_loadu_ps(i0p + 4 * g), _mm512_loadu_ps(i1p + 4 * g), _mm512_loadu_ps(i2p + 4 * g),
+                            _mm512_loadu_ps(i3p + 4 * g) };
+            WF_NAME(wf_wino_chunks4)(v);
+            float *dst = y + 16 * g;
+            for (int r = 0; r < 4; r++) _mm512_storeu_ps(dst + 16 * r, _mm512_add_ps(_mm512_loadu_ps(dst + 16 * r), v[r]));
+        }
+    } else if (d == 8) {
+        for (; g + 2 <= groups; g += 2) {
+            const __m512 p0 = _mm512_loadu_ps(i0p + 8 * g), p1 = _mm512_loadu_ps(i1p + 8 * g);
+            const __m512 p2 = _mm512_loadu_ps(i2p + 8 * g), p3 = _mm512_loadu_ps(i3p + 8 * g);
+            const __m512 v[4] = { _mm512_shuffle_f32x4(p0, p1, 0x44), _mm512_shuffle_f32x4(p2, p3, 0x44),
+                                  _mm512_shuffle_f32x4(p0, p1, 0xEE), _mm512_shuffle_f32x4(p2, p3, 0xEE) };
+            float *dst = y + 32 * g;
+            for (int r = 0; r < 4; r++) _mm512_storeu_ps(dst + 16 * r, _mm512_add_ps(_mm512_loadu_ps(dst + 16 * r), v[r]));
+        }
+    }
+#else
+    if (d == 4) {
+        for (; g + 2 <= groups; g += 2) {
+            const __m256 p0 = _mm256_loadu_ps(i0p + 4 * g), p1 = _mm256_loadu_ps(i1p + 4 * g);
+            const __m256 p2 = _mm256_loadu_ps(i2p + 4 * g), p3 = _mm256_loadu_ps(i3p + 4 * g);
+            const __m256 v[4] = { _mm256_permute2f128_ps(p0, p1, 0x20), _mm256_permute2f128_ps(p2, p3, 0x20),
+                                  _mm256_permute2f128_ps(p0, p1, 0x31), _mm256_permute2f128_ps(p2, p3, 0x31) };
+            float *dst = y + 16 * g;
+            for (int r = 0; r < 4; r++) _mm256_storeu_ps(dst + 8 * r, _mm256_add_ps(_mm256_loadu_ps(dst + 8 * r), v[r]));
+        }
+    }
+#endif
+    if (d % WF_WIDTH == 0) {
         for (; g < groups; g++) {
             float *dst = y + 4 * d * g;
             for (long rho = 0; rho < d; rho += WF_WIDTH) {
-                const wf_mask m = wf_tail_mask(d - rho);
+                const wf_mask m = wf_tail_mask(WF_WIDTH);
                 wf_store(dst + rho, m, wf_add(wf_load(dst + rho, m), wf_load(i0p + g * d + rho, m)));
                 wf_store(dst + d + rho, m, wf_add(wf_load(dst + d + rho, m), wf_load(i1p + g * d + rho, m)));
                 wf_store(dst + 2 * d + rho, m, wf_add(wf_load(dst + 2 * d + rho, m), wf_load(i2p + g * d + rho, m)));
@@ -182,6 +267,21 @@ static inline void WF_NAME(wf_wino_inner_groups)(long j0, long d, long q, long w
     *lo = a; *hi = b;
 }
 
+/// One vector of tiles t of the input transform: V from the phases.
+static inline WF_TARGET void WF_NAME(wf_wino_input_cols)(const float *p0, const float *p1, const float *p2, const float *p3,
+                                                        long d, long t, float *out, long pointStride, wf_mask m) {
+    const wf_v four = wf_set1(4.0f), five = wf_set1(5.0f), two = wf_set1(2.0f);
+    // d0 = phase 3 at t, d1 ... d4 = phases 0 ... 3 at t + d, d5 = phase 0 at t + 2d.
+    const wf_v x0 = wf_load(p3 + t, m), x1 = wf_load(p0 + t + d, m), x2 = wf_load(p1 + t + d, m);
+    const wf_v x3 = wf_load(p2 + t + d, m), x4 = wf_load(p3 + t + d, m), x5 = wf_load(p0 + t + 2 * d, m);
+    wf_store(out + t, m, wf_add(wf_fnmadd(five, x2, wf_mul(four, x0)), x4));
+    wf_store(out + pointStride + t, m, wf_fnmadd(four, wf_add(x1, x2), wf_add(x3, x4)));
+    wf_store(out + 2 * pointStride + t, m, wf_fmadd(four, wf_sub(x1, x2), wf_sub(x4, x3)));
+    wf_store(out + 3 * pointStride + t, m, wf_fmadd(two, wf_sub(x3, x1), wf_sub(x4, x2)));
+    wf_store(out + 4 * pointStride + t, m, wf_fmadd(two, wf_sub(x1, x3), wf_sub(x4, x2)));
+    wf_store(out + 5 * pointStride + t, m, wf_add(wf_fnmadd(five, x3, wf_mul(four, x1)), x5));
+}
+
 WF_TARGET void WF_NAME(wf_wino_input)(const float *row, long channels, long rowStride, long width, long j0, long d, long q,
                                       float *v, long pointStride, long ldv, float *split) {
     const long nt = q * d, phase = (q + 2) * d;
@@ -194,7 +294,7 @@ WF_TARGET void WF_NAME(wf_wino_input)(const float *row, long channels, long rowS
             const long start = j0 + 4 * (qq - 1) * d;
             if (start + 4 * d <= 0 || start >= width) { // wholly outside the row: zeros
                 for (long p = 0; p < 4; p++)
-                    for (long rho = 0; rho < d; rho += WF_WIDTH) wf_store(split + p * phase + qq * d + rho, wf_tail_mask(d - rho), wf_zero());
+                    for (long rho = 0; rho < d; rho++) split[p * phase + qq * d + rho] = 0.0f;
                 continue;
             }
             for (long p = 0; p < 4; p++)
@@ -204,22 +304,30 @@ WF_TARGET void WF_NAME(wf_wino_input)(const float *row, long channels, long rowS
                 }
         }
         if (hi > lo) WF_NAME(wf_wino_split)(src + j0 + 4 * (lo - 1) * d, d, hi - lo, split + lo * d, phase);
-        // d0 = phase 3 at t, d1 ... d4 = phases 0 ... 3 at t + d, d5 = phase 0 at t + 2d.
         const float *p0 = split, *p1 = split + phase, *p2 = split + 2 * phase, *p3 = split + 3 * phase;
         float *out = v + c * ldv;
-        const wf_v four = wf_set1(4.0f), five = wf_set1(5.0f), two = wf_set1(2.0f);
-        for (long t = 0; t < nt; t += WF_WIDTH) {
-            const wf_mask m = wf_tail_mask(nt - t);
-            const wf_v x0 = wf_load(p3 + t, m), x1 = wf_load(p0 + t + d, m), x2 = wf_load(p1 + t + d, m);
-            const wf_v x3 = wf_load(p2 + t + d, m), x4 = wf_load(p3 + t + d, m), x5 = wf_load(p0 + t + 2 * d, m);
-            wf_store(out + t, m, wf_add(wf_fnmadd(five, x2, wf_mul(four, x0)), x4));
-            wf_store(out + pointStride + t, m, wf_fnmadd(four, wf_add(x1, x2), wf_add(x3, x4)));
-            wf_store(out + 2 * pointStride + t, m, wf_fmadd(four, wf_sub(x1, x2), wf_sub(x4, x3)));
-            wf_store(out + 3 * pointStride + t, m, wf_fmadd(two, wf_sub(x3, x1), wf_sub(x4, x2)));
-            wf_store(out + 4 * pointStride + t, m, wf_fmadd(two, wf_sub(x1, x3), wf_sub(x4, x2)));
-            wf_store(out + 5 * pointStride + t, m, wf_add(wf_fnmadd(five, x3, wf_mul(four, x1)), x5));
-        }
+#define BODY(m) WF_NAME(wf_wino_input_cols)(p0, p1, p2, p3, d, t, out, pointStride, m)
+        WF_WINO_LOOP(t, nt, BODY);
+#undef BODY
     }
+}
+
+/// One vector of tiles t of the output transform: the 4 outputs y0 ... y3.
+static inline WF_TARGET void WF_NAME(wf_wino_output_cols)(const float *m0, long pointStride, long t, wf_v y[4], wf_mask k) {
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
+    const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
+    const wf_v v3 = wf_load(m0 + 3 * pointStride + t, k), v4 = wf_load(m0 + 4 * pointStride + t, k);
+    const wf_v a = wf_add(v1, v2), b = wf_sub(v1, v2), e = wf_add(v3, v4), f = wf_sub(v3, v4);
+    y[0] = wf_add(wf_add(wf_load(m0 + t, k), a), e);
+    y[1] = wf_fmadd(two, f, b);
+    y[2] = wf_fmadd(four, e, a);
+    y[3] = wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k));
+}
+
+static inline WF_TARGET void WF_NAME(wf_wino_output_scratch)(const float *m0, long pointStride, long t, float *scratch, long nt, wf_mask k) {
+    wf_v y[4];
+    WF_NAME(wf_wino_output_cols)(m0, pointStride, t, y, k);
+    for (int p = 0; p < 4; p++) wf_store(scratch + p * nt + t, k, y[p]);
 }
 
 WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long ldm, long rows, long d, long q, long n,
@@ -227,43 +335,28 @@ WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long l
     const long nt = q * d;
     long full = n / (4 * d);
     if (full > q) full = q;
-    float *y0 = scratch, *y1 = scratch + nt, *y2 = scratch + 2 * nt, *y3 = scratch + 3 * nt;
-    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
+    const wf_mask all = wf_tail_mask(WF_WIDTH);
     for (long o = 0; o < rows; o++) {
         const float *m0 = mm + o * ldm;
         float *dst = y + o * ldy;
-        if (d >= WF_WIDTH) {
-            // Runs of d: each tile's 4 outputs straight into y, no scratch.
+        if (d % WF_WIDTH == 0) {
+            // Runs of whole vectors: each tile's 4 outputs straight into y, no scratch.
             for (long g = 0; g < q; g++)
                 for (long rho = 0; rho < d; rho += WF_WIDTH) {
-                    const long t = g * d + rho, lanes = d - rho < WF_WIDTH ? d - rho : WF_WIDTH;
-                    const wf_mask k = wf_tail_mask(lanes);
-                    const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
-                    const wf_v v3 = wf_load(m0 + 3 * pointStride + t, k), v4 = wf_load(m0 + 4 * pointStride + t, k);
-                    const wf_v a = wf_add(v1, v2), b = wf_sub(v1, v2), e = wf_add(v3, v4), f = wf_sub(v3, v4);
-                    const wf_v out[4] = {
-                        wf_add(wf_add(wf_load(m0 + t, k), a), e), wf_fmadd(two, f, b), wf_fmadd(four, e, a),
-                        wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k)),
-                    };
+                    wf_v out[4];
+                    WF_NAME(wf_wino_output_cols)(m0, pointStride, g * d + rho, out, all);
                     for (long p = 0; p < 4; p++) {
                         const long j = (4 * g + p) * d + rho, left = n - j; // columns of the block from j on
                         if (left <= 0) break;
-                        const wf_mask kp = wf_tail_mask(left < lanes ? left : lanes);
+                        const wf_mask kp = left >= WF_WIDTH ? all : wf_tail_mask(left);
                         wf_store(dst + j, kp, wf_add(wf_load(dst + j, kp), out[p]));
                     }
                 }
             continue;
         }
-        for (long t = 0; t < nt; t += WF_WIDTH) {
-            const wf_mask k = wf_tail_mask(nt - t);
-            const wf_v v1 = wf_load(m0 + pointStride + t, k), v2 = wf_load(m0 + 2 * pointStride + t, k);
-            const wf_v v3 = wf_load(m0 + 3 * pointStride + t, k), v4 = wf_load(m0 + 4 * pointStride + t, k);
-            const wf_v a = wf_add(v1, v2), b = wf_sub(v1, v2), e = wf_add(v3, v4), f = wf_sub(v3, v4);
-            wf_store(y0 + t, k, wf_add(wf_add(wf_load(m0 + t, k), a), e));
-            wf_store(y1 + t, k, wf_fmadd(two, f, b));
-            wf_store(y2 + t, k, wf_fmadd(four, e, a));
-            wf_store(y3 + t, k, wf_add(wf_fmadd(eight, f, b), wf_load(m0 + 5 * pointStride + t, k)));
-        }
+#define BODY(k) WF_NAME(wf_wino_output_scratch)(m0, pointStride, t, scratch, nt, k)
+        WF_WINO_LOOP(t, nt, BODY);
+#undef BODY
         WF_NAME(wf_wino_merge_add)(scratch, nt, d, full, dst);
         for (long g = full; g < q; g++)
             for (long p = 0; p < 4; p++)
@@ -274,13 +367,25 @@ WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long l
     }
 }
 
+/// One vector of tiles t of the output transform's transpose: dM from y0 ... y3.
+static inline WF_TARGET void WF_NAME(wf_wino_output_grad_cols)(const float *scratch, long nt, long t, float *m0, long pointStride, wf_mask k) {
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
+    const wf_v a0 = wf_load(scratch + t, k), a1 = wf_load(scratch + nt + t, k);
+    const wf_v a2 = wf_load(scratch + 2 * nt + t, k), a3 = wf_load(scratch + 3 * nt + t, k);
+    const wf_v a = wf_add(a0, a2), b = wf_add(a1, a3), e = wf_fmadd(four, a2, a0), f = wf_fmadd(eight, a3, wf_mul(two, a1));
+    wf_store(m0 + t, k, a0);
+    wf_store(m0 + pointStride + t, k, wf_add(a, b));
+    wf_store(m0 + 2 * pointStride + t, k, wf_sub(a, b));
+    wf_store(m0 + 3 * pointStride + t, k, wf_add(e, f));
+    wf_store(m0 + 4 * pointStride + t, k, wf_sub(e, f));
+    wf_store(m0 + 5 * pointStride + t, k, a3);
+}
+
 WF_TARGET void WF_NAME(wf_wino_output_grad)(const float *dy, long ldy, long rows, long d, long q, long n,
                                             float *dm, long pointStride, long ldm, float *scratch) {
     const long nt = q * d;
     long full = n / (4 * d);
     if (full > q) full = q;
-    const float *y0 = scratch, *y1 = scratch + nt, *y2 = scratch + 2 * nt, *y3 = scratch + 3 * nt;
-    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
     for (long o = 0; o < rows; o++) {
         const float *src = dy + o * ldy;
         WF_NAME(wf_wino_split)(src, d, full, scratch, nt);
@@ -291,26 +396,33 @@ WF_TARGET void WF_NAME(wf_wino_output_grad)(const float *dy, long ldy, long rows
                     scratch[p * nt + g * d + rho] = j < n ? src[j] : 0.0f;
                 }
         float *m0 = dm + o * ldm;
-        for (long t = 0; t < nt; t += WF_WIDTH) {
-            const wf_mask k = wf_tail_mask(nt - t);
-            const wf_v a0 = wf_load(y0 + t, k), a1 = wf_load(y1 + t, k), a2 = wf_load(y2 + t, k), a3 = wf_load(y3 + t, k);
-            const wf_v a = wf_add(a0, a2), b = wf_add(a1, a3), e = wf_fmadd(four, a2, a0), f = wf_fmadd(eight, a3, wf_mul(two, a1));
-            wf_store(m0 + t, k, a0);
-            wf_store(m0 + pointStride + t, k, wf_add(a, b));
-            wf_store(m0 + 2 * pointStride + t, k, wf_sub(a, b));
-            wf_store(m0 + 3 * pointStride + t, k, wf_add(e, f));
-            wf_store(m0 + 4 * pointStride + t, k, wf_sub(e, f));
-            wf_store(m0 + 5 * pointStride + t, k, a3);
-        }
+#define BODY(k) WF_NAME(wf_wino_output_grad_cols)(scratch, nt, t, m0, pointStride, k)
+        WF_WINO_LOOP(t, nt, BODY);
+#undef BODY
     }
+}
+
+/// One vector of tiles t of the input transform's transpose: the gradient
+/// of each tile's 6 inputs (B times dV) into g[6][nt].
+static inline WF_TARGET void WF_NAME(wf_wino_input_grad_cols)(const float *v0, long pointStride, long t, float *g, long nt, wf_mask k) {
+    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), five = wf_set1(5.0f);
+    const wf_v a0 = wf_load(v0 + t, k), a1 = wf_load(v0 + pointStride + t, k), a2 = wf_load(v0 + 2 * pointStride + t, k);
+    const wf_v a3 = wf_load(v0 + 3 * pointStride + t, k), a4 = wf_load(v0 + 4 * pointStride + t, k);
+    const wf_v a5 = wf_load(v0 + 5 * pointStride + t, k);
+    const wf_v s12 = wf_add(a1, a2), s34 = wf_add(a3, a4);
+    wf_store(g + t, k, wf_mul(four, a0));
+    wf_store(g + nt + t, k, wf_fmadd(four, wf_add(wf_sub(a2, a1), a5), wf_mul(two, wf_sub(a4, a3))));
+    wf_store(g + 2 * nt + t, k, wf_sub(wf_fnmadd(four, s12, wf_mul(wf_set1(-5.0f), a0)), s34));
+    wf_store(g + 3 * nt + t, k, wf_fnmadd(five, a5, wf_fmadd(two, wf_sub(a3, a4), wf_sub(a1, a2))));
+    wf_store(g + 4 * nt + t, k, wf_add(wf_add(a0, s12), s34));
+    wf_store(g + 5 * nt + t, k, a5);
 }
 
 /// dst[i] += src[i], i < count.
 static inline WF_TARGET void WF_NAME(wf_wino_add)(float *dst, const float *src, long count) {
-    for (long i = 0; i < count; i += WF_WIDTH) {
-        const wf_mask m = wf_tail_mask(count - i);
-        wf_store(dst + i, m, wf_add(wf_load(dst + i, m), wf_load(src + i, m)));
-    }
+#define BODY(m) wf_store(dst + i, m, wf_add(wf_load(dst + i, m), wf_load(src + i, m)))
+    WF_WINO_LOOP(i, count, BODY);
+#undef BODY
 }
 
 WF_TARGET void WF_NAME(wf_wino_input_grad)(const float *dv, long pointStride, long ldv, long channels, long d, long q,
@@ -319,25 +431,15 @@ WF_TARGET void WF_NAME(wf_wino_input_grad)(const float *dv, long pointStride, lo
     long lo, hi;
     WF_NAME(wf_wino_inner_groups)(j0, d, q, width, &lo, &hi);
     float *g0 = scratch, *g1 = scratch + nt, *g2 = scratch + 2 * nt, *g3 = scratch + 3 * nt, *g4 = scratch + 4 * nt, *g5 = scratch + 5 * nt;
-    const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), five = wf_set1(5.0f);
     for (long c = 0; c < channels; c++) {
         const float *v0 = dv + c * ldv;
-        // The gradient of each tile's 6 inputs (B times dV).
-        for (long t = 0; t < nt; t += WF_WIDTH) {
-            const wf_mask k = wf_tail_mask(nt - t);
-            const wf_v a0 = wf_load(v0 + t, k), a1 = wf_load(v0 + pointStride + t, k), a2 = wf_load(v0 + 2 * pointStride + t, k);
-            const wf_v a3 = wf_load(v0 + 3 * pointStride + t, k), a4 = wf_load(v0 + 4 * pointStride + t, k);
-            const wf_v a5 = wf_load(v0 + 5 * pointStride + t, k);
-            const wf_v s12 = wf_add(a1, a2), s34 = wf_add(a3, a4);
-            wf_store(g0 + t, k, wf_mul(four, a0));
-            wf_store(g1 + t, k, wf_fmadd(four, wf_add(wf_sub(a2, a1), a5), wf_mul(two, wf_sub(a4, a3))));
-            wf_store(g2 + t, k, wf_sub(wf_fnmadd(four, s12, wf_mul(wf_set1(-5.0f), a0)), s34));
-            wf_store(g3 + t, k, wf_fnmadd(five, a5, wf_fmadd(two, wf_sub(a3, a4), wf_sub(a1, a2))));
-            wf_store(g4 + t, k, wf_add(wf_add(a0, s12), s34));
-            wf_store(g5 + t, k, a5);
-        }
+#define BODY(k) WF_NAME(wf_wino_input_grad_cols)(v0, pointStride, t, scratch, nt, k)
+        WF_WINO_LOOP(t, nt, BODY);
+#undef BODY
         // Onto the phases (input 0: phase 3 at t; 1 ... 4: phases 0 ... 3 at t + d; 5: phase 0 at t + 2d).
-        for (long i = 0; i < 4 * phase; i += WF_WIDTH) wf_store(split + i, wf_tail_mask(4 * phase - i), wf_zero());
+#define BODY(m) wf_store(split + i, m, wf_zero())
+        WF_WINO_LOOP(i, 4 * phase, BODY);
+#undef BODY
         float *p0 = split, *p1 = split + phase, *p2 = split + 2 * phase, *p3 = split + 3 * phase;
         WF_NAME(wf_wino_add)(p3, g0, nt);
         WF_NAME(wf_wino_add)(p0 + d, g1, nt);
@@ -354,7 +456,7 @@ WF_TARGET void WF_NAME(wf_wino_input_grad)(const float *dv, long pointStride, lo
             if (start + 4 * d <= 0 || start >= width) continue; // wholly outside the row
             for (long p = 0; p < 4; p++)
                 for (long rho = 0; rho < d; rho++) {
-                    const long j = j0 + (4 * (qq - 1) + p) * d + rho;
+                    const long j = start + p * d + rho;
                     if (j >= 0 && j < width) dst[j] += split[p * phase + qq * d + rho];
                 }
         }
