@@ -267,13 +267,10 @@ static inline void WF_NAME(wf_wino_inner_groups)(long j0, long d, long q, long w
     *lo = a; *hi = b;
 }
 
-/// One vector of tiles t of the input transform: V from the phases.
-static inline WF_TARGET void WF_NAME(wf_wino_input_cols)(const float *p0, const float *p1, const float *p2, const float *p3,
-                                                        long d, long t, float *out, long pointStride, wf_mask m) {
+/// V of one vector of tiles t from their 6 inputs x0 ... x5.
+static inline WF_TARGET void WF_NAME(wf_wino_input_math)(wf_v x0, wf_v x1, wf_v x2, wf_v x3, wf_v x4, wf_v x5,
+                                                        long t, float *out, long pointStride, wf_mask m) {
     const wf_v four = wf_set1(4.0f), five = wf_set1(5.0f), two = wf_set1(2.0f);
-    // d0 = phase 3 at t, d1 ... d4 = phases 0 ... 3 at t + d, d5 = phase 0 at t + 2d.
-    const wf_v x0 = wf_load(p3 + t, m), x1 = wf_load(p0 + t + d, m), x2 = wf_load(p1 + t + d, m);
-    const wf_v x3 = wf_load(p2 + t + d, m), x4 = wf_load(p3 + t + d, m), x5 = wf_load(p0 + t + 2 * d, m);
     wf_store(out + t, m, wf_add(wf_fnmadd(five, x2, wf_mul(four, x0)), x4));
     wf_store(out + pointStride + t, m, wf_fnmadd(four, wf_add(x1, x2), wf_add(x3, x4)));
     wf_store(out + 2 * pointStride + t, m, wf_fmadd(four, wf_sub(x1, x2), wf_sub(x4, x3)));
@@ -282,8 +279,52 @@ static inline WF_TARGET void WF_NAME(wf_wino_input_cols)(const float *p0, const 
     wf_store(out + 5 * pointStride + t, m, wf_add(wf_fnmadd(five, x3, wf_mul(four, x1)), x5));
 }
 
+/// One vector of tiles t of the input transform: V from the phases.
+static inline WF_TARGET void WF_NAME(wf_wino_input_cols)(const float *p0, const float *p1, const float *p2, const float *p3,
+                                                        long d, long t, float *out, long pointStride, wf_mask m) {
+    // d0 = phase 3 at t, d1 ... d4 = phases 0 ... 3 at t + d, d5 = phase 0 at t + 2d.
+    WF_NAME(wf_wino_input_math)(wf_load(p3 + t, m), wf_load(p0 + t + d, m), wf_load(p1 + t + d, m), wf_load(p2 + t + d, m),
+                                wf_load(p3 + t + d, m), wf_load(p0 + t + 2 * d, m), t, out, pointStride, m);
+}
+
+/// wf_wino_input for d a multiple of the vector width: each tile's 6 runs
+/// of inputs are whole vectors, read straight from the row (through a
+/// zero-padded copy for the tiles at its edges), no phase split.
+static inline WF_TARGET void WF_NAME(wf_wino_input_runs)(const float *row, long channels, long rowStride, long width, long j0,
+                                                        long d, long q, float *v, long pointStride, long ldv) {
+    const wf_mask all = wf_tail_mask(WF_WIDTH);
+    float edge[6 * WF_WIDTH];
+    for (long c = 0; c < channels; c++) {
+        const float *src = row + c * rowStride;
+        float *out = v + c * ldv;
+        for (long g = 0; g < q; g++) {
+            const long base = j0 + (4 * g - 1) * d; // input 0's first column
+            const int inside = base >= 0 && base + 6 * d <= width;
+            for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                const float *x = src + base + rho;
+                long stride = d;
+                if (!inside) {
+                    for (long i = 0; i < 6; i++)
+                        for (long l = 0; l < WF_WIDTH; l++) {
+                            const long j = base + i * d + rho + l;
+                            edge[i * WF_WIDTH + l] = j >= 0 && j < width ? src[j] : 0.0f;
+                        }
+                    x = edge; stride = WF_WIDTH;
+                }
+                WF_NAME(wf_wino_input_math)(wf_load(x, all), wf_load(x + stride, all), wf_load(x + 2 * stride, all),
+                                            wf_load(x + 3 * stride, all), wf_load(x + 4 * stride, all), wf_load(x + 5 * stride, all),
+                                            g * d + rho, out, pointStride, all);
+            }
+        }
+    }
+}
+
 WF_TARGET void WF_NAME(wf_wino_input)(const float *row, long channels, long rowStride, long width, long j0, long d, long q,
                                       float *v, long pointStride, long ldv, float *split) {
+    if (d % WF_WIDTH == 0) {
+        WF_NAME(wf_wino_input_runs)(row, channels, rowStride, width, j0, d, q, v, pointStride, ldv);
+        return;
+    }
     const long nt = q * d, phase = (q + 2) * d;
     long lo, hi;
     WF_NAME(wf_wino_inner_groups)(j0, d, q, width, &lo, &hi);
