@@ -37,6 +37,10 @@ void wf_gate_backward_kept_avx512(float *kept, const float *dg, long count, long
 float wf_sum_avx2(const float *x, long count);
 float wf_sum_avx512(const float *x, long count);
 
+/// x[i] += b, then y[i] = x[i], i < count.
+void wf_add_copy_avx2(float *x, float *y, long count, float b);
+void wf_add_copy_avx512(float *x, float *y, long count, float b);
+
 /// dst[i] = src[i] rounded to bf16 (round to nearest even; the upper 16
 /// bits of the rounded Float32). The integer versions carry NaN payloads
 /// as they fall; the AVX-512 BF16 instruction quiets NaNs and flushes
