@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
             print("caches \(CPUCaches.current.description); elementwise \(VectorKernels.level.rawValue); "
                   + "synthesis blocks of \(context.synthesisBlockColumns) columns (\(BlockColumnsChoice.current.source))")
             print("BLAS core \(BLAS.coreName), \(Threads.count) threads; Winograd \(context.widthWinograd.rawValue) "
-                  + "(fp32 WaveFlow convolutions; GFLOP/s counts the multiply-adds performed)")
+                  + "(fp32 WaveFlow and WaveGlow convolutions; GFLOP/s counts the multiply-adds performed)")
             if let melAudio {
                 let audio = try AudioFile.read(melAudio, sampleRate: 22050)
                 let spec = try MelSpectrogram()

@@ -33,12 +33,21 @@ struct Info: ParsableCommand {
                     let perRow = c.family == "waveflow"
                         ? "\(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, " : ""
                     print("multiply-adds \(perRow)\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
-                    let blockColumns = ComputeContext.defaultSynthesisBlockColumns
+                    // WaveGlow's synthesis blocks are at least 16 halos wide (`WaveGlowCoupling.inverseBlocks`).
+                    let blockColumns = c.family == "waveglow" ? max(ComputeContext.defaultSynthesisBlockColumns, 16 * ((1 << c.nLayers) - 1))
+                        : ComputeContext.defaultSynthesisBlockColumns
                     if let synth = c.winogradMacsPerSample(columns: blockColumns),
                        let train = c.winogradMacsPerSample(columns: TrainOptions().segment / c.nGroup) {
-                        print(String(format: "winograd      %.3f M per sample performed in fp32 synthesis (%d-column blocks), %.3f M in "
-                                     + "training (%d-sample segments): the width taps by F(4,3)", synth / 1e6, blockColumns, train / 1e6,
-                                     TrainOptions().segment))
+                        if c.family == "waveglow" { // what it saves, folded or not
+                            let performed = c.performedMacsPerSample
+                            print(String(format: "winograd      %.3f M per sample fewer with fp32 products in synthesis (%d-column blocks), "
+                                         + "%.3f M in training (%d-sample segments): the dilated taps by F(4,3)", (performed - synth) / 1e6,
+                                         blockColumns, (performed - train) / 1e6, TrainOptions().segment))
+                        } else {
+                            print(String(format: "winograd      %.3f M per sample performed in fp32 synthesis (%d-column blocks), %.3f M in "
+                                         + "training (%d-sample segments): the width taps by F(4,3)", synth / 1e6, blockColumns, train / 1e6,
+                                         TrainOptions().segment))
+                        }
                     }
                     if c.family == "waveglow" {
                         let fold = ConditionFoldSize(waveGlow: c)

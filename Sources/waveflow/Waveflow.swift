@@ -55,8 +55,8 @@ struct ComputeOptions: ParsableArguments {
                                discussion: "Folding halves the projections' multiply-adds and drops the upsampler, for a one-time cost of about 7 s of audio's synthesis and memory (252 MB for wg-c32; never over 1 GB). auto: only for an utterance long enough to pay for it. Same audio up to float rounding."))
     var fold: ConditionFolding?
 
-    @Option(help: ArgumentHelp("WaveFlow with fp32 products (synthesis and training): the 3x3 convolutions' width taps by Winograd's F(4,3): auto, always or never (default: auto).",
-                               discussion: "Half the convolutions' multiply-adds; the same numbers up to float rounding. auto: every WaveFlow layer whose dilation fits the synthesis column blocks (at most 60% of a block's outputs computed past its end) or the training rows. bf16 products never use it; WaveGlow only with always (measured slower). never: the direct sums."))
+    @Option(help: ArgumentHelp("With fp32 products (synthesis and training): the width taps of WaveFlow's 3x3 and WaveGlow's dilated convolutions by Winograd's F(4,3): auto, always or never (default: auto).",
+                               discussion: "Half the convolutions' multiply-adds; the same numbers up to float rounding. auto: every layer whose dilation fits the synthesis column blocks (at most 60% of a block's outputs computed past its end) or the training rows. bf16 products never use it. never: the direct sums."))
     var winograd: WinogradPolicy?
 
     func validate() throws {

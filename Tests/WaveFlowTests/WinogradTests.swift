@@ -194,7 +194,10 @@ final class WinogradTests: XCTestCase {
         let taps = 1 + 2 + 13 * 3, conv = Double(2 * 64 * 64 * 3 * taps * 8 * 8) / 16
         XCTAssertEqual(try XCTUnwrap(c.winogradMacsPerSample(columns: 1024)), c.performedMacsPerSample - conv / 2)
         XCTAssertEqual(try XCTUnwrap(c.winogradMacsPerSample(columns: 1024)), 3_171_744) // `info --config h16-c64`: 3.172 M
-        XCTAssertNil(try ModelConfig.named("wg-c32").winogradMacsPerSample(columns: 1024))
+        // WaveGlow: 2C x 3C per column in each layer of each flow, G samples per column; 2048 columns tile exactly.
+        let wg = try ModelConfig.named("wg-c64")
+        XCTAssertEqual(try XCTUnwrap(wg.winogradMacsPerSample(columns: 2048)),
+                       wg.performedMacsPerSample - Double(12 * 8 * 2 * 64 * 3 * 64) / 2 / 8)
     }
 
     /// `auto` takes a layer when its tiles fit the blocks: never more than

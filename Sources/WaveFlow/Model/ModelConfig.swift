@@ -195,15 +195,19 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     /// The multiply-adds per sample the Winograd convolutions save where
-    /// they run (`WidthWinograd`, Float32 products): a layer's convolution
+    /// they run (`WidthWinograd`, Float32 products): WaveFlow's 2-D
+    /// convolutions (the taps of every row a layer reaches); a layer's convolution
     /// by Winograd performs (4 T / W) / 2 of the direct multiply-adds, T
     /// tiles for W columns (more than half when tiles reach past a block).
     /// - Parameters:
     ///   - blocks: the column widths the layer runs on (synthesis: its
     ///     blocks; training: one row of segment / h columns).
     ///   - uses: whether the layer with width dilation dw runs by Winograd.
-    func waveFlowWinogradSavedMacsPerSample(blocks: [Int], uses: (Int) -> Bool) -> Double {
-        guard family == WaveFlowFamily.name, !blocks.isEmpty else { return 0 }
+    /// WaveGlow's dilated convolutions likewise (2C x 3C per column, G
+    /// samples, in every flow).
+    func winogradSavedMacsPerSample(blocks: [Int], uses: (Int) -> Bool) -> Double {
+        let waveGlow = family == WaveGlowFamily.name
+        guard waveGlow || family == WaveFlowFamily.name, !blocks.isEmpty else { return 0 }
         let c = channels, width = blocks.reduce(0, +)
         var saved = 0.0
         for l in 0..<nLayers where uses(widthDilation(l)) {
@@ -211,20 +215,23 @@ public struct ModelConfig: Codable, Equatable, Sendable {
             let share = blocks.map { WidthWinograd.Tiling(dilation: widthDilation(l), columns: $0).macShare * Double($0) }
                 .reduce(0, +) / Double(width)
             let fraction = 1 - share
-            let dh = heightDilation(l)
-            var conv = 0
-            for r in 0 ..< nGroup - 1 { conv += 2 * c * c * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
+            var conv = 2 * c * 3 * c // WaveGlow: one row per column
+            if !waveGlow {
+                let dh = heightDilation(l)
+                conv = 0
+                for r in 0 ..< nGroup - 1 { conv += 2 * c * c * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
+            }
             saved += fraction * Double(conv)
         }
         return saved * Double(nFlows) / Double(nGroup)
     }
 
-    /// WaveFlow's multiply-adds per sample of one forward pass as performed
-    /// with Float32 products (`--winograd auto`) on rows or blocks of
-    /// `columns` columns; nil for other families.
+    /// The multiply-adds per sample of one forward pass as performed with
+    /// Float32 products (`--winograd auto`) on rows or blocks of `columns`
+    /// columns (WaveFlow and WaveGlow); nil for other families.
     public func winogradMacsPerSample(columns: Int) -> Double? {
-        guard family == WaveFlowFamily.name, columns > 0 else { return nil }
-        return performedMacsPerSample - waveFlowWinogradSavedMacsPerSample(blocks: [columns]) {
+        guard family == WaveFlowFamily.name || family == WaveGlowFamily.name, columns > 0 else { return nil }
+        return performedMacsPerSample - winogradSavedMacsPerSample(blocks: [columns]) {
             WinogradPolicy.auto.applies(dilation: $0, columns: columns)
         }
     }

@@ -57,16 +57,15 @@ enum DilatedConv1D {
     }
 
     /// Whether `forward` and `backward` run by Winograd's F(4, 3) in
-    /// `context`: only when asked for (`WinogradPolicy.always`), with
-    /// products not in bf16. Unlike WaveFlow's 2-D convolution, here the
-    /// products' inner size is C (no vertical taps to stack), the
-    /// convolution is a third of WaveGlow's multiply-adds, and measured
-    /// (Zen 4, fp32) it was slower: wg-c64 synthesis 87-88k -> 77-78k
-    /// samples/s, training 20.1-20.7k -> 18.9-19.8k. So `auto` keeps the
-    /// direct products.
+    /// `context`: as for WaveFlow (the policy's rule for the dilation and
+    /// the width), with products not in bf16. Here the products' inner size
+    /// is C (no vertical taps to stack) and the convolution is a third of
+    /// WaveGlow's multiply-adds, so the gain is smaller: measured (Zen 4,
+    /// fp32, session 12) wg-c64 synthesis 88.6-90.9k -> 93.8-96.4k samples/s,
+    /// training level (20.9-21.2k either way). With session 11's scalar
+    /// transforms it had been slower, and `auto` had left WaveGlow direct.
     static func usesWinograd(_ s: DilatedConvShape, cout: Int, _ context: ComputeContext) -> Bool {
-        context.widthWinograd == .always && !context.bf16Products(cout, 3 * s.cin)
-            && CausalConv.usesWinograd(asCausal(s, cout: cout), context)
+        !context.bf16Products(cout, 3 * s.cin) && CausalConv.usesWinograd(asCausal(s, cout: cout), context)
     }
 
     /// The values `forward` and `backward` need in each of `e` and `de`.

@@ -16,7 +16,7 @@ public func machineReport() -> [(String, String)] {
         ("caches", CPUCaches.current.description),
         ("work sizes", "synthesis blocks of \(BlockColumnsChoice.current.columns) columns (\(BlockColumnsChoice.current.source))"),
         ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, row sums, bf16 rounding, panel product)"),
-        ("winograd", "WaveFlow's width taps by F(4,3) with Float32 products (--winograd auto; never with bf16)"),
+        ("winograd", "the width taps of WaveFlow's and WaveGlow's convolutions by F(4,3) with Float32 products (--winograd auto; never with bf16)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),
         ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description(.fp32))"),

@@ -97,7 +97,7 @@ public enum Benchmark {
         var macs = config.performedMacsPerSample
         if context.effectivePrecision == .fp32 {
             let width = segment / config.nGroup
-            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: [width]) {
+            macs -= config.winogradSavedMacsPerSample(blocks: [width]) {
                 context.widthWinograd.applies(dilation: $0, columns: width)
             }
         }
@@ -128,9 +128,17 @@ public enum Benchmark {
             }
         }
         if context.effectivePrecision == .fp32 { // Float32 products: the Winograd layers
-            let bounds = context.synthesisBlockBounds(width: frames * config.hopLength / config.nGroup)
-            let widths = (0 ..< bounds.count - 1).map { bounds[$0 + 1] - bounds[$0] }
-            macs -= config.waveFlowWinogradSavedMacsPerSample(blocks: widths) {
+            let columns = frames * config.hopLength / config.nGroup
+            let widths: [Int]
+            if let glow = model.steps.lazy.compactMap({ $0 as? WaveGlowCoupling<Float> }).first {
+                // WaveGlow's column blocks (their halos are not counted, as elsewhere).
+                let n = glow.inverseBlocks(width: columns, context: context)
+                widths = (0..<n).map { columns * ($0 + 1) / n - columns * $0 / n }
+            } else {
+                let bounds = context.synthesisBlockBounds(width: columns)
+                widths = (0 ..< bounds.count - 1).map { bounds[$0 + 1] - bounds[$0] }
+            }
+            macs -= config.winogradSavedMacsPerSample(blocks: widths) {
                 context.widthWinograd.applies(dilation: $0, columns: widths.min() ?? 0)
             }
         }
