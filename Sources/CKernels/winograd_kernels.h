@@ -8,7 +8,9 @@
 // first splits a row into 4 phases (phase p of group g: the d columns
 // (4g + p) d ... (4g + p) d + d - 1) or merges phases back into a row. For
 // d = 1 and 2 that is a 4-way de-interleave of floats or of float pairs,
-// done here with shuffles; for d >= 4 it is a copy of runs of d.
+// for d = 4 and 8 a transpose of 128- or 256-bit chunks, all by shuffles;
+// from the vector width up, runs of whole vectors (which the input and
+// output transforms then read or write in place, without a split).
 // Everything between is contiguous vector arithmetic over the tiles.
 
 #ifndef WF_WINO_LOOP
