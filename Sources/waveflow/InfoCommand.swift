@@ -33,8 +33,8 @@ struct Info: ParsableCommand {
                     let perRow = c.family == "waveflow"
                         ? "\(String(format: "%.3f", Double(c.macsPerPosition) / 1e6)) M per predicted row position, " : ""
                     print("multiply-adds \(perRow)\(String(format: "%.3f", c.macsPerSample / 1e6)) M per audio sample")
-                    // WaveGlow's synthesis blocks are at least 16 halos wide (`WaveGlowCoupling.inverseBlocks`).
-                    let blockColumns = c.family == "waveglow" ? max(ComputeContext.defaultSynthesisBlockColumns, 16 * ((1 << c.nLayers) - 1))
+                    let blockColumns = c.family == "waveglow"
+                        ? WaveGlowCoupling<Float>.longestBlock(layers: c.nLayers, preferred: ComputeContext.defaultSynthesisBlockColumns)
                         : ComputeContext.defaultSynthesisBlockColumns
                     if let synth = c.winogradMacsPerSample(columns: blockColumns),
                        let train = c.winogradMacsPerSample(columns: TrainOptions().segment / c.nGroup) {

@@ -203,11 +203,22 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     /// too short for the halo (2 * reach recomputed columns per block) to
     /// stay under 1/8 of the work.
     func inverseBlocks(width w: Int, context: ComputeContext) -> Int {
-        let longest = max(context.synthesisBlockColumns, 16 * reach)
+        let longest = Self.longestBlock(layers: network.layers, preferred: context.synthesisBlockColumns)
         guard w >= 16 * reach else { return 1 }
         let byLength = (w + longest - 1) / longest
         let workers = max(1, context.threads)
         return (byLength + workers - 1) / workers * workers
+    }
+
+    /// The widest column block synthesis runs in: `preferred` (the
+    /// context's synthesis block), but at least 16 halos of 2^L - 1 columns.
+    public static func longestBlock(layers: Int, preferred: Int) -> Int { max(preferred, 16 * ((1 << layers) - 1)) }
+
+    /// `count` column blocks of equal width (within one column) over `w`
+    /// columns; fewer when w is narrower than count.
+    static func columnBlocks(width w: Int, count: Int) -> [Range<Int>] {
+        let n = max(1, min(count, w))
+        return (0..<n).map { w * $0 / n ..< w * ($0 + 1) / n }
     }
 
     /// Inverts the coupling on `blocks` column blocks of equal width: each
@@ -218,8 +229,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                        condition: @escaping (Range<Int>) -> WaveGlowNetwork<T>.Condition) -> [T] {
         let (w, nh) = (grid.width, halfRows)
         var x = z
-        let count = max(1, min(nBlocks, w))
-        let blocks = (0..<count).map { w * $0 / count ..< w * ($0 + 1) / count }
+        let blocks = Self.columnBlocks(width: w, count: nBlocks)
         x.withUnsafeMutableBufferPointer { xp in
             let xs = UnsafeSendable(xp.baseAddress!)
             z.withUnsafeBufferPointer { zp in

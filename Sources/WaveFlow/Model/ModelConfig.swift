@@ -215,15 +215,21 @@ public struct ModelConfig: Codable, Equatable, Sendable {
             let share = blocks.map { WidthWinograd.Tiling(dilation: widthDilation(l), columns: $0).macShare * Double($0) }
                 .reduce(0, +) / Double(width)
             let fraction = 1 - share
-            var conv = 2 * c * 3 * c // WaveGlow: one row per column
-            if !waveGlow {
-                let dh = heightDilation(l)
-                conv = 0
-                for r in 0 ..< nGroup - 1 { conv += 2 * c * c * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
-            }
+            // The direct convolution per column: WaveGlow one row of 2C x 3C; WaveFlow
+            // the taps each of its h - 1 rows reaches.
+            let conv = waveGlow ? 2 * c * 3 * c : waveFlowConvMacsPerColumn(layer: l)
             saved += fraction * Double(conv)
         }
         return saved * Double(nFlows) / Double(nGroup)
+    }
+
+    /// WaveFlow layer l's direct 3x3 convolution per column: 2C x C per tap,
+    /// over the vertical taps each of the h - 1 rows reaches.
+    private func waveFlowConvMacsPerColumn(layer l: Int) -> Int {
+        let dh = heightDilation(l)
+        var conv = 0
+        for r in 0 ..< nGroup - 1 { conv += 2 * channels * channels * 3 * (0..<3).filter { r - (2 - $0) * dh >= 0 }.count }
+        return conv
     }
 
     /// The multiply-adds per sample of one forward pass as performed with

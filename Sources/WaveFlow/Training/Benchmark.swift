@@ -132,8 +132,8 @@ public enum Benchmark {
             let widths: [Int]
             if let glow = model.steps.lazy.compactMap({ $0 as? WaveGlowCoupling<Float> }).first {
                 // WaveGlow's column blocks (their halos are not counted, as elsewhere).
-                let n = glow.inverseBlocks(width: columns, context: context)
-                widths = (0..<n).map { columns * ($0 + 1) / n - columns * $0 / n }
+                widths = WaveGlowCoupling<Float>.columnBlocks(width: columns, count: glow.inverseBlocks(width: columns, context: context))
+                    .map(\.count)
             } else {
                 let bounds = context.synthesisBlockBounds(width: columns)
                 widths = (0 ..< bounds.count - 1).map { bounds[$0 + 1] - bounds[$0] }
