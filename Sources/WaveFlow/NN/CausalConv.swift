@@ -144,7 +144,10 @@ public enum CausalConv {
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
                                             e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
         if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
-            forwardWinograd(context, s, input: input, taps: taps, bias: bias, output: output, e: e)
+            winogradTaps(cin: s.cin, cout: s.cout, taps).withUnsafeBufferPointer {
+                forwardWinograd(context, s, input: input, u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout), bias: bias,
+                                output: output, e: e)
+            }
             return
         }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
@@ -190,8 +193,10 @@ public enum CausalConv {
                                              operands: O.Type) {
         typealias T = O.Scalar
         if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
-            backwardWinograd(context, s, input: input, taps: taps, dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput,
-                             e: e, de: de)
+            winogradTaps(cin: s.cin, cout: s.cout, taps).withUnsafeBufferPointer {
+                backwardWinograd(context, s, input: input, u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout),
+                                 dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de)
+            }
             return
         }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)

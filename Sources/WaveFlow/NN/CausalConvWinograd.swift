@@ -52,6 +52,32 @@ extension CausalConv {
         return u
     }
 
+    /// The transformed taps U_{ky,i} [Cout, Cin] the Winograd products read:
+    /// `winogradTaps`' layout (every vertical tap), or only taps
+    /// `firstTap` ... 2 (a height-1 convolution, WaveGlow's dilated one, has
+    /// only tap 2: the others reach no row).
+    struct TransformedTaps<T: Real> {
+        /// U_{firstTap,0}; U_{ky,i} starts `i * pointStride + (ky - firstTap) * cin` on, rows `ld` apart.
+        let base: UnsafePointer<T>
+        let cin: Int, ld: Int, pointStride: Int, firstTap: Int
+
+        /// `winogradTaps(cin:cout:_:)`'s array.
+        init(all u: UnsafePointer<T>, cin: Int, cout: Int) {
+            (base, self.cin, ld, pointStride, firstTap) = (u, cin, 3 * cin, cout * 3 * cin, 0)
+        }
+
+        /// Tap 2 alone, U [6][Cout, Cin].
+        init(lastOnly u: UnsafePointer<T>, cin: Int, cout: Int) {
+            (base, self.cin, ld, pointStride, firstTap) = (u, cin, cin, cout * cin, 2)
+        }
+
+        /// U_{ky,i} [Cout, Cin], rows `ld` apart.
+        func tap(_ ky: Int, point i: Int) -> UnsafePointer<T> {
+            precondition(ky >= firstTap, "vertical tap \(ky) is not held")
+            return base + i * pointStride + (ky - firstTap) * cin
+        }
+    }
+
     /// V [6][Cin, B*H*T] of every input row, rows over the cores.
     static func transformRows<T: Real>(_ s: CausalConvShape, _ tiling: WidthWinograd.Tiling, _ input: UnsafePointer<T>,
                                        into v: UnsafeMutablePointer<T>) {
@@ -69,38 +95,37 @@ extension CausalConv {
     /// down by the tap's (2 - ky) dh rows within each batch item; transposed,
     /// dV_i [Cin, cols] = sum of U_{ky,i}^T x dM_i (`from`) shifted up as
     /// many. `u`: `winogradTaps`; `tiles`: per row.
-    static func tapProducts<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, _ u: [T], tiles nt: Int,
+    static func tapProducts<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, _ u: TransformedTaps<T>, tiles nt: Int,
                                      from x: UnsafePointer<T>, into y: UnsafeMutablePointer<T>, transposed: Bool) {
         let cols = s.batch * s.height * nt, rowTiles = s.height * nt
         let (rows, inner) = transposed ? (s.cin, s.cout) : (s.cout, s.cin)
-        u.withUnsafeBufferPointer { up in
-            for i in 0..<6 {
-                let xi = x + i * inner * cols, yi = y + i * rows * cols
-                forEachTap(s) { ky, shift, b in
-                    let ui = up.baseAddress! + i * s.cout * 3 * s.cin + ky * s.cin // U_{ky,i} [Cout, Cin], row stride 3 Cin
-                    if b < 0 {
-                        T.product(context, transA: transposed, transB: false, m: rows, n: cols, k: inner, a: ui, a16: nil, lda: 3 * s.cin,
-                                  b: xi, b16: nil, ldb: cols, accumulate: false, c: yi, ldc: cols)
-                    } else {
-                        let (src, dst) = transposed ? (b * rowTiles + shift * nt, b * rowTiles) : (b * rowTiles, b * rowTiles + shift * nt)
-                        T.product(context, transA: transposed, transB: false, m: rows, n: rowTiles - shift * nt, k: inner, a: ui, a16: nil,
-                                  lda: 3 * s.cin, b: xi + src, b16: nil, ldb: cols, accumulate: true, c: yi + dst, ldc: cols)
-                    }
+        for i in 0..<6 {
+            let xi = x + i * inner * cols, yi = y + i * rows * cols
+            forEachTap(s) { ky, shift, b in
+                let ui = u.tap(ky, point: i) // U_{ky,i} [Cout, Cin], row stride u.ld
+                if b < 0 {
+                    T.product(context, transA: transposed, transB: false, m: rows, n: cols, k: inner, a: ui, a16: nil, lda: u.ld,
+                              b: xi, b16: nil, ldb: cols, accumulate: false, c: yi, ldc: cols)
+                } else {
+                    let (src, dst) = transposed ? (b * rowTiles + shift * nt, b * rowTiles) : (b * rowTiles, b * rowTiles + shift * nt)
+                    T.product(context, transA: transposed, transB: false, m: rows, n: rowTiles - shift * nt, k: inner, a: ui, a16: nil,
+                              lda: u.ld, b: xi + src, b16: nil, ldb: cols, accumulate: true, c: yi + dst, ldc: cols)
                 }
             }
         }
     }
 
     /// out [Cout, N] = conv(input) + bias (out += conv(input) + bias when
-    /// `accumulate`) by Winograd; `e`: `scratchCount` values.
+    /// `accumulate`) by Winograd, from the transformed taps `u`; `e`:
+    /// `scratchCount` values.
     static func forwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
-                                         taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
+                                         u: TransformedTaps<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
                                          e: UnsafeMutablePointer<T>, accumulate: Bool = false) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
         let cols = s.batch * s.height * nt
         let v = e, mm = e + 6 * s.cin * cols
         transformRows(s, tiling, input, into: v)
-        tapProducts(context, s, winogradTaps(cin: s.cin, cout: s.cout, taps), tiles: nt, from: v, into: mm, transposed: false)
+        tapProducts(context, s, u, tiles: nt, from: v, into: mm, transposed: false)
         Threads.parallelFor(s.batch * s.height) { r in
             for o in 0..<s.cout {
                 let row = output + o * s.n + r * s.width
@@ -117,10 +142,12 @@ extension CausalConv {
         }
     }
 
-    /// `backward` by Winograd: dWeight, dBias and dInput accumulate; `e`
+    /// `backward` by Winograd from the transformed taps `u`: dWeight, dBias
+    /// and dInput accumulate, dWeight in PyTorch's layout of the taps `u`
+    /// holds ([Cout, Cin, 3, 3], or [Cout, Cin, 3] for tap 2 alone); `e`
     /// and `de`: `scratchCount` values each.
     static func backwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
-                                          taps: UnsafePointer<T>, dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+                                          u: TransformedTaps<T>, dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
                                           dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                           e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
@@ -133,33 +160,27 @@ extension CausalConv {
                                              pointStride: s.cout * cols, ldm: cols, scratch: scratch.baseAddress!)
             }
         }
-        // dU_{ky,i} = dM_i V_i^T over the rows each tap reaches, then dW = G^T dU.
-        var dU = [T](repeating: 0, count: 3 * 6 * s.cout * s.cin)
-        dU.withUnsafeMutableBufferPointer { dup in
-            for i in 0..<6 {
-                let vi = v + i * s.cin * cols, dmi = dm + i * s.cout * cols
-                forEachTap(s) { ky, shift, b in
-                    let dui = dup.baseAddress! + (ky * 6 + i) * s.cout * s.cin
-                    if b < 0 {
-                        T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: cols, a: dmi, a16: nil, lda: cols,
-                                  b: vi, b16: nil, ldb: cols, accumulate: true, c: dui, ldc: s.cin)
-                    } else {
-                        T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: rowTiles - shift * nt,
-                                  a: dmi + b * rowTiles + shift * nt, a16: nil, lda: cols, b: vi + b * rowTiles, b16: nil, ldb: cols,
-                                  accumulate: true, c: dui, ldc: s.cin)
-                    }
+        // dU_{ky,i} = dM_i V_i^T over the rows each tap reaches (taps u holds), then dW = G^T dU.
+        let kh = 3 - u.firstTap
+        let dU = OwnedBuffer<T>(repeating: 0, count: kh * 6 * s.cout * s.cin)
+        for i in 0..<6 {
+            let vi = v + i * s.cin * cols, dmi = dm + i * s.cout * cols
+            forEachTap(s) { ky, shift, b in
+                let dui = dU.pointer + ((ky - u.firstTap) * 6 + i) * s.cout * s.cin
+                if b < 0 {
+                    T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: cols, a: dmi, a16: nil, lda: cols,
+                              b: vi, b16: nil, ldb: cols, accumulate: true, c: dui, ldc: s.cin)
+                } else {
+                    T.product(context, transA: false, transB: true, m: s.cout, n: s.cin, k: rowTiles - shift * nt,
+                              a: dmi + b * rowTiles + shift * nt, a16: nil, lda: cols, b: vi + b * rowTiles, b16: nil, ldb: cols,
+                              accumulate: true, c: dui, ldc: s.cin)
                 }
             }
         }
-        let g = WidthWinograd.kernelTransform
-        for ky in 0..<3 { for o in 0..<s.cout { for c in 0..<s.cin { for kx in 0..<3 {
-            var sum = 0.0
-            for i in 0..<6 where g[i][kx] != 0 { sum += g[i][kx] * Double(dU[((ky * 6 + i) * s.cout + o) * s.cin + c]) }
-            dWeight[((o * s.cin + c) * 3 + ky) * 3 + kx] += T(sum)
-        } } } }
+        WidthWinograd.accumulateKernelGradient(dU.pointer, taps: kh, rows: s.cout, cin: s.cin, into: dWeight)
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: s.cout, cols: s.n) }
         guard let dInput else { return }
-        tapProducts(context, s, winogradTaps(cin: s.cin, cout: s.cout, taps), tiles: nt, from: dm, into: dv, transposed: true)
+        tapProducts(context, s, u, tiles: nt, from: dm, into: dv, transposed: true)
         Threads.parallelFor(s.batch * s.height) { r in
             withUnsafeTemporaryAllocation(of: T.self, capacity: tiling.splitCount + 6 * nt) { scratch in
                 WidthWinograd.inputGradient(dv + r * nt, pointStride: s.cin * cols, ldv: cols, channels: s.cin, tiling: tiling,

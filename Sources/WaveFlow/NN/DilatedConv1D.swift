@@ -73,14 +73,14 @@ enum DilatedConv1D {
         usesWinograd(s, cout: cout, context) ? CausalConv.scratchCount(asCausal(s, cout: cout), context: context) : 3 * s.cin * s.n
     }
 
-    /// The weight [Cout, 3 Cin] (column ci*3 + k) as CausalConv's regrouped
-    /// taps [3][Cout, 3 Cin] (column k*Cin + ci): vertical taps 0 and 1 zero.
-    static func causalTaps<T: Real>(_ weight: UnsafePointer<T>, cin: Int, cout: Int) -> [T] {
-        var taps = [T](repeating: 0, count: 3 * cout * 3 * cin)
-        for o in 0..<cout { for ci in 0..<cin { for k in 0..<3 {
-            taps[(2 * cout + o) * 3 * cin + k * cin + ci] = weight[(o * cin + ci) * 3 + k]
-        } } }
-        return taps
+    /// U [6][Cout, Cin], the Winograd transform of the weight [Cout, 3 Cin]
+    /// (column ci*3 + k): the taps of a height-1 causal convolution
+    /// (`CausalConv.TransformedTaps(lastOnly:)`).
+    static func winogradTaps<T: Real>(_ weight: UnsafePointer<T>, cin: Int, cout: Int) -> OwnedBuffer<T> {
+        let u = OwnedBuffer<T>(unsetCount: 6 * cout * cin)
+        WidthWinograd.transformKernel(weight, tapStride: 1, ld: 3 * cin, channelStride: 3, rows: cout, cin: cin, into: u.pointer,
+                                      pointStride: cout * cin, ldu: cin)
+        return u
     }
 
     /// y [Cout, N] (+)= W [Cout, 3 Cin] E, with E = expand(a) written to `e`
@@ -89,10 +89,10 @@ enum DilatedConv1D {
                                  weight: UnsafePointer<T>, e: UnsafeMutablePointer<T>, output y: UnsafeMutablePointer<T>,
                                  accumulate: Bool) {
         if usesWinograd(s, cout: cout, context) {
-            causalTaps(weight, cin: s.cin, cout: cout).withUnsafeBufferPointer {
-                CausalConv.forwardWinograd(context, asCausal(s, cout: cout), input: a, taps: $0.baseAddress!, bias: nil, output: y, e: e,
-                                           accumulate: accumulate)
-            }
+            let u = winogradTaps(weight, cin: s.cin, cout: cout)
+            CausalConv.forwardWinograd(context, asCausal(s, cout: cout), input: a,
+                                       u: .init(lastOnly: u.pointer, cin: s.cin, cout: cout), bias: nil, output: y, e: e,
+                                       accumulate: accumulate)
             return
         }
         expand(s, input: a, into: e)
@@ -109,15 +109,10 @@ enum DilatedConv1D {
                                   e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         let k = 3 * s.cin
         if usesWinograd(s, cout: cout, context) {
-            // CausalConv's gradient layout [Cout, Cin, 3, 3]; only ky = 2 is ours.
-            var dTaps = [T](repeating: 0, count: cout * s.cin * 9)
-            causalTaps(weight, cin: s.cin, cout: cout).withUnsafeBufferPointer {
-                CausalConv.backwardWinograd(context, asCausal(s, cout: cout), input: a, taps: $0.baseAddress!, dOutput: dy,
-                                            dWeight: &dTaps, dBias: nil, dInput: da, e: e, de: de)
-            }
-            for o in 0..<cout { for ci in 0..<s.cin { for kx in 0..<3 {
-                dWeight[(o * s.cin + ci) * 3 + kx] += dTaps[((o * s.cin + ci) * 3 + 2) * 3 + kx]
-            } } }
+            // With tap 2 alone, backwardWinograd's gradient layout [Cout, Cin, 1, 3] is ours.
+            let u = winogradTaps(weight, cin: s.cin, cout: cout)
+            CausalConv.backwardWinograd(context, asCausal(s, cout: cout), input: a, u: .init(lastOnly: u.pointer, cin: s.cin, cout: cout),
+                                        dOutput: dy, dWeight: dWeight, dBias: nil, dInput: da, e: e, de: de)
             return
         }
         expand(s, input: a, into: e)

@@ -83,19 +83,41 @@ public enum WidthWinograd {
     ]
 
     /// U [6][rows, cin] from the 3 taps of a kernel: tap k of output row o and
-    /// input channel c at `taps[k * tapStride + o * ld + c]`.
+    /// input channel c at `taps[k * tapStride + o * ld + c * channelStride]`.
     /// The transform runs in Float64, then rounds once.
-    public static func transformKernel<T: Real>(_ taps: UnsafePointer<T>, tapStride: Int, ld: Int, rows: Int, cin: Int,
-                                               into u: UnsafeMutablePointer<T>, pointStride: Int, ldu: Int) {
+    public static func transformKernel<T: Real>(_ taps: UnsafePointer<T>, tapStride: Int, ld: Int, channelStride: Int = 1,
+                                               rows: Int, cin: Int, into u: UnsafeMutablePointer<T>, pointStride: Int, ldu: Int) {
         for o in 0..<rows {
             for c in 0..<cin {
-                let g0 = Double(taps[o * ld + c]), g1 = Double(taps[tapStride + o * ld + c])
-                let g2 = Double(taps[2 * tapStride + o * ld + c])
+                let t = taps + o * ld + c * channelStride
+                let g0 = Double(t[0]), g1 = Double(t[tapStride]), g2 = Double(t[2 * tapStride])
                 for i in 0..<points {
                     let gi = kernelTransform[i]
                     u[i * pointStride + o * ldu + c] = T(gi[0] * g0 + gi[1] * g1 + gi[2] * g2)
                 }
             }
+        }
+    }
+
+    /// The adjoint of `transformKernel` for `taps` kernels side by side:
+    /// dW[o, c, t, k] += sum_i G[i][k] dU_t[i][o, c], with dU [taps][6][rows,
+    /// cin] and dW in PyTorch's layout [rows, cin, taps, 3]. Sums in Float64
+    /// (per output, over i in order), vectorised over c.
+    static func accumulateKernelGradient<T: Real>(_ du: UnsafePointer<T>, taps: Int, rows: Int, cin: Int,
+                                                  into dw: UnsafeMutablePointer<T>) {
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 3 * cin) { sums in
+            let acc = sums.baseAddress!
+            for t in 0..<taps { for o in 0..<rows {
+                acc.update(repeating: 0, count: 3 * cin)
+                for i in 0..<points {
+                    let src = du + ((t * points + i) * rows + o) * cin
+                    for k in 0..<3 where kernelTransform[i][k] != 0 {
+                        let g = kernelTransform[i][k], dst = acc + k * cin
+                        for c in 0..<cin { dst[c] += g * Double(src[c]) }
+                    }
+                }
+                for c in 0..<cin { for k in 0..<3 { dw[((o * cin + c) * taps + t) * 3 + k] += T(acc[k * cin + c]) } }
+            } }
         }
     }
 
