@@ -159,7 +159,7 @@ extension Float: Real {
 
 /// Which Float32 products run on oneDNN's f32 matmul instead of OpenBLAS:
 /// the weight gradients, dW [m, n] += dOut [m, K] x input [n, K]^T with a
-/// long reduction over positions (K >= 4096). Measured here (Zen 4, one
+/// long reduction over positions (K >= 2048). Measured here (Zen 4, one
 /// thread, K = 30,720): oneDNN 85-94 GFLOP/s against OpenBLAS's 50-79 on
 /// every such shape of h16-c32 and h16-c64 (64 x 96, 64 x 80, 64 x 32,
 /// 128 x 192, 128 x 80, 128 x 64), while OpenBLAS stays faster on the
@@ -167,7 +167,11 @@ extension Float: Real {
 /// held to AVX2 (`DNNL_MAX_CPU_ISA=AVX2`, as on a CPU without AVX-512) it
 /// still ran these shapes at 79-95 against OpenBLAS's Haswell kernel's
 /// 50-77, so this applies wherever libdnnl2 loads (`OneDNN.shared`, any
-/// x86-64), bf16 CPU or not. `WAVEFLOW_WEIGHT_GRADIENTS=openblas` keeps
+/// x86-64), bf16 CPU or not. WaveGlow's shards reduce over K = 2048
+/// (16384-sample segments in groups of 8): there oneDNN ran the condition
+/// projection's [1024, 640] at 107 GFLOP/s and the layers' [128, 64] at
+/// 103 per core, and whole wg-c64 training steps gained 1.5-2.5% (session
+/// 13; the bound was 4096 before). `WAVEFLOW_WEIGHT_GRADIENTS=openblas` keeps
 /// them on OpenBLAS (`ComputeContext.weightGradientsOnOneDNN`).
 public enum WeightGradients {
     /// Whether the environment allows weight gradients on oneDNN (the
@@ -182,7 +186,7 @@ public enum WeightGradients {
     /// on the dense product beside it (DNNL_VERBOSE), and slower than OpenBLAS.
     @inlinable
     public static func shape(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int) -> Bool {
-        !transA && transB && k >= 4096 && m >= 16 && n >= 16 && lda == k && ldb == k
+        !transA && transB && k >= 2048 && m >= 16 && n >= 16 && lda == k && ldb == k
     }
 
     /// Whether weight gradients run on oneDNN in `context` (allowed and loaded).

@@ -213,14 +213,20 @@ public struct Adam: Codable, Equatable, Sendable {
         let b1 = Float(beta1), b2 = Float(beta2), eps = Float(epsilon)
         let c1 = Float(1 - pow(beta1, Double(step))), c2 = Float(1 - pow(beta2, Double(step)))
         let lrF = Float(lr)
-        let (p, g) = (params, grads)
-        m.withUnsafeMutableBufferPointer { m in
-            v.withUnsafeMutableBufferPointer { v in
-                for i in 0..<p.count {
-                    m[i] = b1 * m[i] + (1 - b1) * g[i]
-                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                    let mHat = m[i] / c1, vHat = v[i] / c2
-                    p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
+        let p = UnsafeSendable(params.baseAddress!), g = UnsafeSendable(UnsafeMutablePointer(mutating: grads.baseAddress!))
+        let count = params.count, chunk = 1 << 16
+        m.withUnsafeMutableBufferPointer { mb in
+            v.withUnsafeMutableBufferPointer { vb in
+                let (m, v) = (UnsafeSendable(mb.baseAddress!), UnsafeSendable(vb.baseAddress!))
+                // Element by element, so the chunks over the cores change no value.
+                Threads.parallelFor((count + chunk - 1) / chunk) { part in
+                    let (p, g, m, v) = (p.p, g.p, m.p, v.p)
+                    for i in part * chunk ..< min(count, (part + 1) * chunk) {
+                        m[i] = b1 * m[i] + (1 - b1) * g[i]
+                        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                        let mHat = m[i] / c1, vHat = v[i] / c2
+                        p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
+                    }
                 }
             }
         }

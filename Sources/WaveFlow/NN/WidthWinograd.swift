@@ -87,13 +87,16 @@ public enum WidthWinograd {
     /// The transform runs in Float64, then rounds once.
     public static func transformKernel<T: Real>(_ taps: UnsafePointer<T>, tapStride: Int, ld: Int, channelStride: Int = 1,
                                                rows: Int, cin: Int, into u: UnsafeMutablePointer<T>, pointStride: Int, ldu: Int) {
-        for o in 0..<rows {
-            for c in 0..<cin {
-                let t = taps + o * ld + c * channelStride
-                let g0 = Double(t[0]), g1 = Double(t[tapStride]), g2 = Double(t[2 * tapStride])
+        // G flat [6 * 3] (row i, column k), outside the loops.
+        let g = kernelTransform.flatMap { $0 }
+        g.withUnsafeBufferPointer { g in
+            for o in 0..<rows {
                 for i in 0..<points {
-                    let gi = kernelTransform[i]
-                    u[i * pointStride + o * ldu + c] = T(gi[0] * g0 + gi[1] * g1 + gi[2] * g2)
+                    let (gi0, gi1, gi2) = (g[3 * i], g[3 * i + 1], g[3 * i + 2]), out = u + i * pointStride + o * ldu
+                    for c in 0..<cin {
+                        let t = taps + o * ld + c * channelStride
+                        out[c] = T(gi0 * Double(t[0]) + gi1 * Double(t[tapStride]) + gi2 * Double(t[2 * tapStride]))
+                    }
                 }
             }
         }
