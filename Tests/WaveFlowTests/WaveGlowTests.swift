@@ -68,17 +68,20 @@ final class WaveGlowTests: XCTestCase {
 
     /// The whole model's loss gradient (every tensor: upsampler, 1x1
     /// matrices with their log-det, WN stacks, ends) against finite
-    /// differences, for each coupling kind, over a batch of two.
+    /// differences, for each coupling kind, over a batch of two (the
+    /// condition grouped, its gradient scattered back) and of one (the
+    /// condition read and its gradient added in place).
     func testModelGradientMatchesFiniteDifferences() {
-        for (coupling, alternate) in [("affine", false), ("additive", false), ("affine", true)] {
+        for (coupling, alternate, batch) in [("affine", false, 2), ("additive", false, 2), ("affine", true, 2), ("affine", false, 1)] {
             let cfg = Self.tinyConfig(coupling: coupling, alternate: alternate)
             let model: FlowModel<Double> = Self.randomModel(cfg, seed: 5)
-            let (batch, frames) = (2, 3)
+            let frames = 3
             let tPrime = 40 // w = 5 < frames*hop/8: the crop of the condition is exercised
             var rng = TestRNG(9)
             let mel: [Double] = rng.array(batch * cfg.nMels * frames)
             let x: [Double] = rng.array(batch * tPrime, scale: 0.5)
-            GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "\(coupling) alternate=\(alternate)")
+            GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames,
+                                     label: "\(coupling) alternate=\(alternate) B=\(batch)")
         }
     }
 

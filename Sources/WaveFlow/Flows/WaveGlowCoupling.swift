@@ -56,12 +56,17 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     /// Cg [MG, N] from Cd [M, B, h, w]: Cg[m*G + i, b*w + j] = Cd[m, b, i, j].
     func groupedCondition(_ cd: UnsafePointer<T>, grid: GridShape) -> OwnedBuffer<T> {
-        let (h, w, bn) = (grid.rows, grid.width, grid.batch)
-        let out = OwnedBuffer<T>(repeating: 0, count: bands * h * bn * w)
-        for m in 0..<bands { for i in 0..<h { for b in 0..<bn {
-            (out.pointer + ((m * h + i) * bn + b) * w).update(from: cd + ((m * bn + b) * h + i) * w, count: w)
-        } } }
+        let out = OwnedBuffer<T>(unsetCount: bands * grid.rows * grid.batch * grid.width)
+        groupedCondition(cd, grid: grid, into: out.pointer)
         return out
+    }
+
+    /// The same into `out` (M G N values, every one written).
+    func groupedCondition(_ cd: UnsafePointer<T>, grid: GridShape, into out: UnsafeMutablePointer<T>) {
+        let (h, w, bn) = (grid.rows, grid.width, grid.batch)
+        for m in 0..<bands { for i in 0..<h { for b in 0..<bn {
+            (out + ((m * h + i) * bn + b) * w).initialize(from: cd + ((m * bn + b) * h + i) * w, count: w)
+        } } }
     }
 
     /// Adds dCg [MG, N] back onto dCd [M, B, h, w].
@@ -75,8 +80,13 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
 
     // MARK: - Forward and backward
 
-    /// What the backward pass needs: X, log s [nh, N] (affine) and WN's cache.
-    struct Cache { var x: [T]; var logS: OwnedBuffer<T>?; var network: WaveGlowNetwork<T>.Cache }
+    /// What the backward pass needs: X, log s [nh, N] (affine), WN's cache
+    /// and its condition Cg [MG, N]: with one batch item Cd itself (the
+    /// same layout, not copied), else Cd grouped.
+    struct Cache {
+        var x: [T]; var logS: OwnedBuffer<T>?; var network: WaveGlowNetwork<T>.Cache
+        var condition: [T]
+    }
 
     @_specialize(where T == Float)
     @_specialize(where T == Double)
@@ -85,9 +95,16 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         let (h, w, bn, nh) = (grid.rows, grid.width, grid.batch, halfRows)
         let n = bn * w
         let a0 = x.withUnsafeBufferPointer { gatherRows($0.baseAddress!, inputRows, grid: grid) }
-        let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        let netCache = keepCache ? WaveGlowNetwork<T>.Cache(batch: bn, width: w, input: a0, condition: cg) : nil
-        let out = network.forward(input: a0, condition: .grouped(cg), batch: bn, width: w, weights: weights, cache: netCache, context: context)
+        // Cg [MG, N]: for B = 1, Cd [M, 1, h, w] is already laid out so.
+        let cg = bn == 1 ? cd : [T](unsafeUninitializedCapacity: cd.count) { out, count in
+            cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid, into: out.baseAddress!) }
+            count = cd.count
+        }
+        let netCache = keepCache ? WaveGlowNetwork<T>.Cache(batch: bn, width: w, input: a0) : nil
+        let out = cg.withUnsafeBufferPointer {
+            network.forward(input: a0, condition: .borrowed($0.baseAddress!), batch: bn, width: w, weights: weights, cache: netCache,
+                            context: context)
+        }
         // out = [t; log s]: rows 0..<nh are t, nh..<2nh log s (affine only).
         var z = x
         var logdet = [T](repeating: 0, count: bn)
@@ -105,7 +122,8 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                 }
             }
         } }
-        let kept = keepCache ? Cache(x: x, logS: logS.map { OwnedBuffer(copying: $0, count: nh * n) }, network: netCache!) : nil
+        let kept = keepCache ? Cache(x: x, logS: logS.map { OwnedBuffer(copying: $0, count: nh * n) }, network: netCache!, condition: cg)
+            : nil
         return StepForward(output: z, logdet: logdet, columnLogdet: columns, cache: kept)
     }
 
@@ -131,12 +149,19 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                 }
             }
         } }
-        let (dA0, dCg) = network.backward(cache: cache.network, dOut: dOut.pointer, weights: weights, grads: gradients, context: context)
+        // dCg [MG, N]: for B = 1 straight into dCd (the same layout), else grouped then scattered.
+        let dCg = bn == 1 ? nil : OwnedBuffer<T>(repeating: 0, count: bands * group * n)
+        let dA0 = cache.condition.withUnsafeBufferPointer { cg in
+            dCondition.withUnsafeMutableBufferPointer { dcd in
+                network.backward(cache: cache.network, condition: cg.baseAddress!, dOut: dOut.pointer, weights: weights,
+                                 grads: gradients, dCondition: dCg?.pointer ?? dcd.baseAddress!, context: context)
+            }
+        }
         for (r, row) in inputRows.enumerated() { for b in 0..<bn {
             let dst = (b * h + row) * w, src = dA0.pointer + (r * bn + b) * w
             for j in 0..<w { dX[dst + j] += src[j] }
         } }
-        dCondition.withUnsafeMutableBufferPointer { scatterConditionGrad(dCg, into: $0.baseAddress!, grid: grid) }
+        if let dCg { dCondition.withUnsafeMutableBufferPointer { scatterConditionGrad(dCg, into: $0.baseAddress!, grid: grid) } }
         return dX
     }
 

@@ -36,33 +36,36 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         DilatedConvShape(cin: channels, batch: batch, width: width, dilation: 1 << i)
     }
 
-    /// What the backward pass needs: the input, the condition, each layer's
-    /// input a_i [C, N], the pre-gate y of every layer (s [2CL, N], layer
-    /// i's y in rows 2C*i ..< 2C*(i+1)), [a_L; skip] [2C, N] (the summed
-    /// skips in rows C ..< 2C).
+    /// What the backward pass needs (besides the condition, which the
+    /// caller keeps): the input, each layer's input a_i [C, N], the pre-gate
+    /// y of every layer (s [2CL, N], layer i's y in rows 2C*i ..< 2C*(i+1)),
+    /// [a_L; skip] [2C, N] (the summed skips in rows C ..< 2C).
     final class Cache {
         let batch: Int, width: Int
-        let input: OwnedBuffer<T>, condition: OwnedBuffer<T>
+        let input: OwnedBuffer<T>
         var a: [OwnedBuffer<T>] = []
         var y: OwnedBuffer<T>?, aSkip: OwnedBuffer<T>?
-        init(batch: Int, width: Int, input: OwnedBuffer<T>, condition: OwnedBuffer<T>) {
-            (self.batch, self.width, self.input, self.condition) = (batch, width, input, condition)
+        init(batch: Int, width: Int, input: OwnedBuffer<T>) {
+            (self.batch, self.width, self.input) = (batch, width, input)
         }
     }
 
     // MARK: - Forward
 
-    /// What WN_k is conditioned on: the grouped condition Cg [MG, N], or its
+    /// What WN_k is conditioned on: the grouped condition Cg [MG, N] (owned,
+    /// or `borrowed`: memory the caller keeps for the call), or its
     /// projection s = cond(Cg) [2CL, N] already made (bias included; the
     /// folded synthesis path, `WaveGlowConditionFold`), which `forward` then
     /// adds its layers onto.
     enum Condition {
         case grouped(OwnedBuffer<T>)
+        case borrowed(UnsafePointer<T>)
         case projected(OwnedBuffer<T>)
     }
 
     /// out [nout, N] = WN(A0 [nh, N] | condition); with `cache` (a grouped
-    /// condition only), what the backward pass needs is kept there.
+    /// condition only, which the caller keeps for `backward`), what the
+    /// backward pass needs is kept there.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     func forward(input a0: OwnedBuffer<T>, condition: Condition, batch: Int, width: Int,
@@ -75,11 +78,15 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
         let y: OwnedBuffer<T>
-        switch condition {
-        case .grouped(let cg):
-            y = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
-            Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg.pointer, weight: w + cond,
+        func project(_ cg: UnsafePointer<T>) -> OwnedBuffer<T> {
+            let y = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
+            Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg, weight: w + cond,
                             bias: w + condB, output: y.pointer)
+            return y
+        }
+        switch condition {
+        case .grouped(let cg): y = project(cg.pointer)
+        case .borrowed(let cg): y = project(cg)
         case .projected(let s):
             precondition(cache == nil && s.count == 2 * c * layers * n, "a projected condition is for synthesis only")
             y = s
@@ -120,12 +127,13 @@ struct WaveGlowNetwork<T: Real>: Sendable {
 
     // MARK: - Backward
 
-    /// From dOut [nout, N]: accumulates the parameters' gradients into
-    /// `grads` and returns dA0 [nh, N] and dCg [MG, N].
+    /// From dOut [nout, N] and the forward pass's grouped condition Cg [MG,
+    /// N]: accumulates the parameters' gradients into `grads` and dCg into
+    /// `dCondition` [MG, N], and returns dA0 [nh, N].
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func backward(cache: Cache, dOut: UnsafePointer<T>, weights w: UnsafeMutablePointer<T>, grads gr: UnsafeMutablePointer<T>,
-                  context: ComputeContext) -> (dInput: OwnedBuffer<T>, dCondition: OwnedBuffer<T>) {
+    func backward(cache: Cache, condition cg: UnsafePointer<T>, dOut: UnsafePointer<T>, weights w: UnsafeMutablePointer<T>,
+                  grads gr: UnsafeMutablePointer<T>, dCondition dCg: UnsafeMutablePointer<T>, context: ComputeContext) -> OwnedBuffer<T> {
         let (c, n) = (channels, cache.batch * cache.width)
         // [da; dSkip]: dSkip is the same for every layer; da is accumulated layer by layer.
         let dRS = OwnedBuffer<T>(repeating: 0, count: 2 * c * n)
@@ -151,13 +159,12 @@ struct WaveGlowNetwork<T: Real>: Sendable {
                                    input: cache.a[i].pointer, weight: w + lo.conv, dOutput: dy, dy16: nil,
                                    dWeight: gr + lo.conv, dInput: da, e: e.pointer, de: de.pointer)
         }
-        let dCg = OwnedBuffer<T>(repeating: 0, count: conditionChannels * n)
-        Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cache.condition.pointer,
+        Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg,
                          weight: w + cond, dOutput: dY.pointer, dWeight: gr + cond, dBias: gr + condB,
-                         dInput: dCg.pointer, accumulateInput: false)
+                         dInput: dCg, accumulateInput: true)
         let dA0 = OwnedBuffer<T>(repeating: 0, count: inputs * n)
         Conv1x1.backward(context, cin: inputs, cout: c, n: n, input: cache.input.pointer, weight: w + start, dOutput: da,
                          dWeight: gr + start, dBias: gr + startB, dInput: dA0.pointer, accumulateInput: false)
-        return (dA0, dCg)
+        return dA0
     }
 }
