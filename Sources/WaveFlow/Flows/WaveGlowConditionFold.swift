@@ -171,43 +171,64 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         return out
     }
 
-    /// Frames per product in `project`: bounds each worker's R to
-    /// [256, 2CL*P / workers] whatever the duration.
-    static var framesPerProduct: Int { 256 }
+    /// Where `project` writes: columns `columns` of the projection s [2CL,
+    /// w] into `pointer` [2CL, columns.count].
+    struct Target: @unchecked Sendable {
+        let columns: Range<Int>
+        let pointer: UnsafeMutablePointer<T>
+    }
 
-    /// s [2CL, w] of flow k's WN (bias included) for all w grouped columns
-    /// of an utterance of `frames` frames, from `windows`
-    /// (`windows(mel:frames:)`). The output rows split over the cores, each
-    /// worker taking its rows' part of F_k through products
-    /// R [frames, rows*P] = windows x F_k[rows]^T (so F_k is read once per
-    /// 256 frames, not once per column block), then each row's P phases of a
-    /// frame copied into place. Column block j ..< j' of s is then the
-    /// projection of those columns: there is nothing to recompute in the
-    /// coupling's halos.
+    /// The most frames and output rows per product in `project` (R [frames,
+    /// rows*P], 2 MB at most). Each product packs its rows of F_k once, so
+    /// it needs many frames: measured (Zen 4, wg-c64, 2 s) 256 frames by
+    /// 64 rows 102-105k samples/s, 256 by 32 104k, 256 by 128-256 100-108k,
+    /// 128 by 8-32 97-99k, 64 by 64 88k; the frames split into equal chunks.
+    static var framesPerProduct: Int { 256 }
+    static var rowsPerProduct: Int { 64 }
+
+    /// Flow k's WN projection s [2CL, w] (bias included) of the w grouped
+    /// columns of an utterance of `frames` frames, from `windows`
+    /// (`windows(mel:frames:)`), written straight into each target's
+    /// columns (column blocks with their halos, which may overlap: there is
+    /// nothing to recompute in the coupling's halos). The output rows split
+    /// over the cores; each worker runs products R [frames, rows*P] =
+    /// windows x F_k[rows]^T over at most `framesPerProduct` frames (equal
+    /// chunks) and `rowsPerProduct` rows, then copies each row's P phases of
+    /// a frame into place (row o, frame f: columns f*P ..< (f+1)*P).
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func project(flow k: Int, windows: UnsafePointer<T>, frames: Int, width w: Int, into y: UnsafeMutablePointer<T>,
+    func project(flow k: Int, windows: UnsafePointer<T>, frames: Int, width w: Int, into targets: [Target],
                  context: ComputeContext) {
         let (p, rows, win) = (phases, outputs, window)
         let parts = max(1, min(context.threads, rows))
-        let chunk = Self.framesPerProduct
+        let (frameChunk, rowChunk) = (Self.framesPerProduct, Self.rowsPerProduct)
+        let chunks = (frames + frameChunk - 1) / frameChunk, longest = (frames + chunks - 1) / chunks
+        let b16 = bf16Matrix(k, context: context, frames: longest)
+        let bias = biases[k].pointer, matrix = matrices[k].pointer
         Threads.parallelFor(parts) { part in
-            let o0 = rows * part / parts, o1 = rows * (part + 1) / parts, n = (o1 - o0) * p
-            let r = OwnedBuffer<T>(unsetCount: min(chunk, frames) * n)
-            let b16 = self.bf16Matrix(k, context: context, frames: min(chunk, frames))
-            for f0 in stride(from: 0, to: frames, by: chunk) {
-                let nf = min(chunk, frames - f0)
-                T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * win, a16: nil, lda: win,
-                          b: self.matrices[k].pointer + o0 * p * win, b16: b16.map { $0 + o0 * p * win }, ldb: win,
-                          accumulate: false, c: r.pointer, ldc: n)
-                // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - o0)*P:
-                // read R in order, write P columns of each row.
-                let bias = self.biases[k].pointer
-                for f in f0 ..< f0 + nf {
-                    let c0 = f * p, count = min(w, c0 + p) - c0, row = r.pointer + (f - f0) * n
-                    for o in o0..<o1 {
-                        let dst = y + o * w + c0, src = row + (o - o0) * p, b = bias[o]
-                        for q in 0..<count { dst[q] = src[q] + b }
+            let o0 = rows * part / parts, o1 = rows * (part + 1) / parts
+            let r = OwnedBuffer<T>(unsetCount: longest * min(rowChunk, o1 - o0) * p)
+            for chunk in 0..<chunks {
+                let f0 = frames * chunk / chunks, nf = frames * (chunk + 1) / chunks - f0
+                for r0 in stride(from: o0, to: o1, by: rowChunk) {
+                    let nr = min(rowChunk, o1 - r0), n = nr * p
+                    T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * win, a16: nil, lda: win,
+                              b: matrix + r0 * p * win, b16: b16.map { $0 + r0 * p * win }, ldb: win,
+                              accumulate: false, c: r.pointer, ldc: n)
+                    // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - r0)*P.
+                    for t in targets {
+                        let lo = max(t.columns.lowerBound, f0 * p), hi = min(t.columns.upperBound, (f0 + nf) * p, w)
+                        guard lo < hi else { continue }
+                        let width = t.columns.count
+                        for o in r0 ..< r0 + nr {
+                            let dst = t.pointer + o * width - t.columns.lowerBound, src = r.pointer + (o - r0) * p - f0 * n, b = bias[o]
+                            var j = lo
+                            while j < hi {
+                                let f = j / p, end = min(hi, (f + 1) * p), from = src + f * n - f * p
+                                for q in j..<end { dst[q] = from[q] + b }
+                                j = end
+                            }
+                        }
                     }
                 }
             }

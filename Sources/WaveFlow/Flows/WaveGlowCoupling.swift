@@ -170,22 +170,21 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     /// X from Z [h, w] (B = 1): WN_k on the untouched half, then
     /// x = (z - t) exp(-log s) on the other, in column blocks (see
     /// `invertColumns`) over the cores. With a `FoldedCondition` every
-    /// column's projection is made at once from the mel's windows and each
-    /// block takes its columns of it; any other condition is grouped whole
-    /// first and each block projects its columns.
+    /// column's projection is made at once from the mel's windows, written
+    /// straight into each block's buffer (its columns and halo); any other
+    /// condition is grouped whole first and each block projects its columns.
     @_specialize(where T == Float)
     public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let blocks = inverseBlocks(width: w, context: context)
         if let folded = condition as? FoldedCondition<T> {
-            // The projection s [2CL, w] of every column at once, then each block's columns of it.
+            // The projection s [2CL, w] of every column at once, into each block's [2CL, columns with halo].
             let rows = folded.fold.outputs
-            let s = OwnedBuffer<T>(unsetCount: rows * w)
-            folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w, into: s.pointer,
-                                context: context)
-            return invertColumns(z, grid: grid, blocks: blocks, context: context) {
-                .projected(Self.columns($0, of: s, rows: rows, width: w))
-            }
+            let spans = Self.columnBlocks(width: w, count: blocks).map { haloColumns($0, width: w) }
+            let buffers = spans.map { OwnedBuffer<T>(unsetCount: rows * $0.count) }
+            folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w,
+                                into: zip(spans, buffers).map { .init(columns: $0, pointer: $1.pointer) }, context: context)
+            return invertColumns(z, grid: grid, blocks: blocks, context: context) { i, _ in .projected(buffers[i]) }
         }
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
         if let whole = condition as? UpsampledCondition<T> {
@@ -194,7 +193,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
             for i in 0..<group { condition.row(i, columns: 0..<w, into: cg.pointer + i * w, rowStride: group * w) }
         }
         return invertColumns(z, grid: grid, blocks: blocks, context: context) {
-            .grouped(Self.columns($0, of: cg, rows: self.bands * self.group, width: w))
+            .grouped(Self.columns($1, of: cg, rows: self.bands * self.group, width: w))
         }
     }
 
@@ -206,7 +205,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
         return invertColumns(z, grid: grid, blocks: 1, context: context) {
-            .grouped(Self.columns($0, of: cg, rows: self.bands * self.group, width: w))
+            .grouped(Self.columns($1, of: cg, rows: self.bands * self.group, width: w))
         }
     }
 
@@ -246,12 +245,18 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         return (0..<n).map { w * $0 / n ..< w * ($0 + 1) / n }
     }
 
-    /// Inverts the coupling on `blocks` column blocks of equal width: each
-    /// block runs WN_k on its columns plus `reach` on each side (exact: WN_k's
-    /// input is the untouched half of Z), with `condition(columns)` as its
-    /// condition, blocks spread over the cores.
+    /// The columns block `js` of a w-column row runs WN_k on: its own plus
+    /// `reach` on each side, within the row.
+    func haloColumns(_ js: Range<Int>, width w: Int) -> Range<Int> {
+        max(0, js.lowerBound - reach) ..< min(w, js.upperBound + reach)
+    }
+
+    /// Inverts the coupling on `blocks` column blocks of equal width
+    /// (`columnBlocks`): block i runs WN_k on its `haloColumns` (exact: WN_k's
+    /// input is the untouched half of Z), with `condition(i, those columns)`
+    /// as its condition, blocks spread over the cores.
     func invertColumns(_ z: [T], grid: GridShape, blocks nBlocks: Int, context: ComputeContext,
-                       condition: @escaping (Range<Int>) -> WaveGlowNetwork<T>.Condition) -> [T] {
+                       condition: @escaping (Int, Range<Int>) -> WaveGlowNetwork<T>.Condition) -> [T] {
         let (w, nh) = (grid.width, halfRows)
         var x = z
         let blocks = Self.columnBlocks(width: w, count: nBlocks)
@@ -259,11 +264,12 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
             let xs = UnsafeSendable(xp.baseAddress!)
             z.withUnsafeBufferPointer { zp in
                 let zs = UnsafeSendable(UnsafeMutablePointer(mutating: zp.baseAddress!))
-                let run = { (js: Range<Int>) in
-                    let lo = max(0, js.lowerBound - self.reach), hi = min(w, js.upperBound + self.reach), wb = hi - lo
+                let run = { (block: Int) in
+                    let js = blocks[block], halo = self.haloColumns(js, width: w)
+                    let (lo, wb) = (halo.lowerBound, halo.count)
                     let a0 = OwnedBuffer<T>(unsetCount: nh * wb)
                     for (r, row) in self.inputRows.enumerated() { (a0.pointer + r * wb).update(from: zs.p + row * w + lo, count: wb) }
-                    let out = self.network.forward(input: a0, condition: condition(lo ..< hi), batch: 1, width: wb,
+                    let out = self.network.forward(input: a0, condition: condition(block, halo), batch: 1, width: wb,
                                                    weights: self.weights, context: context)
                     for (r, row) in self.transformedRows.enumerated() {
                         for j in js {
@@ -274,7 +280,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
                     }
                 }
                 // One block: BLAS uses the cores; several: the blocks do (BLAS on one thread each).
-                Threads.parallelFor(blocks.count) { run(blocks[$0]) }
+                Threads.parallelFor(blocks.count) { run($0) }
             }
         }
         return x
