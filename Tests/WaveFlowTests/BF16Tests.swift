@@ -216,6 +216,27 @@ final class BF16Tests: XCTestCase {
         XCTAssertGreaterThan(normRelativeError(bf16, fp32), 1e-4, "the bf16 path was taken")
     }
 
+    /// WaveGlow's folded synthesis with bf16 products (the projections by
+    /// frames, `projectByFrames`) equals the unfolded synthesis in bf16 up to
+    /// bf16 rounding, in several column blocks; and it is not fp32's.
+    func testWaveGlowFoldedSynthesisInBF16() throws {
+        _ = try backend()
+        var cfg = WaveGlowTests.tinyConfig(flows: 3)
+        cfg.channels = 16; cfg.nMels = 8 // products at least 16 wide: bf16 throughout
+        let model: FlowModel<Float> = WaveGlowTests.randomModel(cfg, seed: 8)
+        let frames = 40, t = frames * cfg.hopLength
+        var rng = TestRNG(14)
+        let mel: [Float] = rng.array(cfg.nMels * frames), z: [Float] = rng.array(t, scale: 0.8)
+        var bf16 = ComputeContext(precision: .bf16).with(conditionFolding: .always)
+        bf16.synthesisBlockColumns = 1 // blocks of 16 x reach columns
+        let folded = model.synthesise(mel: mel, frames: frames, z: z, context: bf16)
+        let unfolded = model.synthesise(mel: mel, frames: frames, z: z, context: bf16.with(conditionFolding: .never))
+        let fp32 = model.synthesise(mel: mel, frames: frames, z: z, context: ComputeContext.fp32.with(conditionFolding: .always))
+        XCTAssertLessThan(normRelativeError(folded, unfolded), 0.02, "folded vs unfolded, bf16")
+        XCTAssertLessThan(normRelativeError(folded, fp32), 0.02, "bf16 vs fp32, folded")
+        XCTAssertGreaterThan(normRelativeError(folded, fp32), 1e-5, "the bf16 path was taken")
+    }
+
     /// With the shipped (trained) model, bf16 synthesis from the same latent
     /// stays within 2% (relative L2) of fp32's: the row-by-row inverse does
     /// not amplify the rounding. (A random model can: its flows are far from

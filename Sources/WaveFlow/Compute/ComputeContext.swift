@@ -108,7 +108,7 @@ public struct ComputeContext: Sendable, Equatable {
 /// flow's condition projection (`WaveGlowConditionFold`): half the
 /// projection's multiply-adds and no upsampler per synthesis, for a one-time
 /// fold that costs as much as synthesising about 7 s of audio and memory of
-/// `n_flows * 2CL * hop/G * 4M` values (252 MB for wg-c32; never above
+/// `n_flows * 2CL * hop/G * (4M + 1)` values (252 MB for wg-c32; never above
 /// `ConditionFoldSize.memoryLimit`). The fold is kept with the model and
 /// rebuilt when its weights change.
 public enum ConditionFolding: String, Sendable, Equatable, CaseIterable {

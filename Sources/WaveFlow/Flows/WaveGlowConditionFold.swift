@@ -14,7 +14,12 @@ import Foundation
 //   F_k[o*P + p, d*M + c'] = sum_{c, j} Wc[o, cG + j] U[c', c, pG + j + (3-d) hop]
 //   b'[o] = b_c[o] + sum_{c, j} Wc[o, cG + j] b_up[c]
 // 4M multiply-adds per output instead of MG (half of them for G = 8), and
-// no upsampler at all. Building F_k costs 2CL * MG * P * 4M multiply-adds
+// no upsampler at all. F_k is kept by output row o as its transpose with
+// the bias appended, [4M + 1, P], so that with the windows given a column
+// of ones, [F, 4M + 1], one product per row and column block writes the
+// frames' P phases straight into that row of the block: s[o, f*P + p] for
+// consecutive f are P apart, exactly a product's rows at stride P.
+// Building F_k costs 2CL * MG * P * 4M multiply-adds
 // per flow, as much as synthesising about 7 s of audio saves, so the fold is
 // built once and kept with the model (`WaveGlowUpsampler`), and checked
 // against the weights it came from before every use.
@@ -40,8 +45,8 @@ public struct ConditionFoldSize: Sendable, Equatable {
 
     /// P = hop / G, columns per mel frame.
     public var phases: Int { hop / group }
-    /// The folded matrices' size in bytes (Float32).
-    public var bytes: Int { flows * outputs * phases * 4 * bands * MemoryLayout<Float>.size }
+    /// The folded matrices' size in bytes (Float32; with the bias row).
+    public var bytes: Int { flows * outputs * phases * (4 * bands + 1) * MemoryLayout<Float>.size }
     /// Multiply-adds to build the fold.
     public var buildMacs: Double { Double(flows) * Double(outputs) * Double(bands * group) * Double(phases * 4 * bands) }
     /// Multiply-adds a folded column saves: the projection's MG - 4M per
@@ -93,20 +98,24 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
     }
 
     let sources: Sources
-    /// Per flow: F_k [2CL*P, 4M] (row o*P + p, column d*M + c').
-    let matrices: [OwnedBuffer<T>]
+    /// Per flow: F_k and b'_k by output row, [2CL][4M + 1][P]:
+    /// rowPanels[k][(o * (4M + 1) + d*M + c') * P + p] = F_k[o*P + p, d*M + c'],
+    /// and b'_k[o] at d*M + c' = 4M (for every p).
+    let rowPanels: [OwnedBuffer<T>]
     /// Per flow: b'_k [2CL].
     let biases: [OwnedBuffer<T>]
     /// `checksum` of the weights it was folded from.
     let checksum: UInt64
     private let lock = NSLock()
-    /// bf16 copies of `matrices`, made on a bf16 context's first use.
+    /// bf16 copies of F_k [2CL*P, 4M], made on a bf16 context's first use.
     private var bf16: [Int: UnsafeMutablePointer<UInt16>] = [:]
 
     var outputs: Int { sources.outputs }
     var phases: Int { sources.phases }
     /// 4M, a window's length.
     var window: Int { 4 * sources.bands }
+    /// 4M + 1, a window with its 1 (the bias's column).
+    var paddedWindow: Int { window + 1 }
 
     /// Folds the arena's current weights (`checksum` is theirs).
     init(sources s: Sources, values w: UnsafePointer<T>, checksum: UInt64) {
@@ -134,9 +143,16 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
             let b = OwnedBuffer<T>(copying: w + s.conditionBiases[flow], count: rows)
             T.gemm(transA: false, transB: false, m: rows, n: 1, k: mg, alpha: 1, a: wc, lda: mg,
                    b: bUp.pointer, ldb: 1, beta: 1, c: b.pointer, ldc: 1)
-            ms.append(f); bs.append(b)
+            // By output row: F_k[o*P ..< (o+1)*P, :]^T, then b'_k[o] in every phase.
+            let panels = OwnedBuffer<T>(unsetCount: rows * (win + 1) * p)
+            for o in 0..<rows {
+                let dst = panels.pointer + o * (win + 1) * p
+                for pp in 0..<p { for kk in 0..<win { dst[kk * p + pp] = f.pointer[(o * p + pp) * win + kk] } }
+                (dst + win * p).update(repeating: b.pointer[o], count: p)
+            }
+            ms.append(panels); bs.append(b)
         }
-        (matrices, biases) = (ms, bs)
+        (rowPanels, biases) = (ms, bs)
     }
 
     deinit { for p in bf16.values { p.deallocate() } }
@@ -159,15 +175,19 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         return h
     }
 
-    /// Windows [F, 4M] of mel [M, F]: row f = mel[:, f-3], ..., mel[:, f]
-    /// (frames before 0 are zeros), the right-hand side of every projection.
+    /// Windows [F, 4M + 1] of mel [M, F]: row f = mel[:, f-3], ..., mel[:,
+    /// f] (frames before 0 are zeros), then 1: the right-hand side of every
+    /// projection, the bias's column included.
     func windows(mel: [T], frames: Int) -> OwnedBuffer<T> {
-        let (m, win) = (sources.bands, window)
+        let (m, win) = (sources.bands, paddedWindow)
         let out = OwnedBuffer<T>(repeating: 0, count: frames * win)
-        for f in 0..<frames { for d in 0..<4 where f - 3 + d >= 0 {
-            let dst = out.pointer + f * win + d * m
-            for c in 0..<m { dst[c] = mel[c * frames + f - 3 + d] }
-        } }
+        for f in 0..<frames {
+            for d in 0..<4 where f - 3 + d >= 0 {
+                let dst = out.pointer + f * win + d * m
+                for c in 0..<m { dst[c] = mel[c * frames + f - 3 + d] }
+            }
+            out.pointer[f * win + win - 1] = 1
+        }
         return out
     }
 
@@ -178,33 +198,70 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         let pointer: UnsafeMutablePointer<T>
     }
 
-    /// The most frames and output rows per product in `project` (R [frames,
-    /// rows*P], 2 MB at most). Each product packs its rows of F_k once, so
-    /// it needs many frames: measured (Zen 4, wg-c64, 2 s) 256 frames by
-    /// 64 rows 102-105k samples/s, 256 by 32 104k, 256 by 128-256 100-108k,
-    /// 128 by 8-32 97-99k, 64 by 64 88k; the frames split into equal chunks.
+    /// Flow k's WN projection s [2CL, w] (bias included) of the w = F*P
+    /// grouped columns of `condition`'s utterance, written straight into
+    /// each target: target i holds column block `blocks[i]` (whole frames,
+    /// the blocks side by side over the row) and its halo on either side
+    /// (columns of the neighbouring blocks: there is nothing to recompute
+    /// in the coupling's halos). The output rows split over the cores; per
+    /// row o and block, one product [frames, P] = windows [frames, 4M + 1] x
+    /// (F_k, b'_k)'s panel o [4M + 1, P] writes the block's columns of row o
+    /// (the windows packed once per block and utterance, the panel read in
+    /// place), then the halos are copied from the neighbours. With bf16
+    /// products, products over many rows at once instead (`projectByFrames`).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    func project(flow k: Int, condition: FoldedCondition<T>, blocks: [Range<Int>], into targets: [Target], context: ComputeContext) {
+        let (p, rows, win) = (phases, outputs, paddedWindow)
+        precondition(blocks.count == targets.count && blocks.allSatisfy { $0.lowerBound % p == 0 && $0.upperBound % p == 0 })
+        if let b16 = bf16Matrix(k, context: context, frames: condition.frames) {
+            projectByFrames(flow: k, windows: condition.windows.pointer, b16: b16, frames: condition.frames, into: targets, context: context)
+            return
+        }
+        let packed = blocks.map { condition.packedWindows(frames: $0.lowerBound / p ..< $0.upperBound / p) }
+        let panels = rowPanels[k].pointer
+        let parts = max(1, min(context.threads, rows))
+        Threads.parallelFor(parts) { part in
+            let o0 = rows * part / parts, o1 = rows * (part + 1) / parts
+            for o in o0..<o1 {
+                for i in targets.indices where packed[i].rows > 0 {
+                    let (t, js) = (targets[i], blocks[i])
+                    T.packedProduct(packed[i], b: panels + o * win * p, ldb: p, n: p,
+                                    c: t.pointer + o * t.columns.count + js.lowerBound - t.columns.lowerBound, ldc: p, accumulate: false)
+                }
+            }
+            // Halos: each target's columns outside its block, from the block that has them.
+            for (i, t) in targets.enumerated() {
+                for (j, js) in blocks.enumerated() where j != i {
+                    let lo = max(js.lowerBound, t.columns.lowerBound), hi = min(js.upperBound, t.columns.upperBound)
+                    guard lo < hi else { continue }
+                    let source = targets[j]
+                    for o in o0..<o1 {
+                        (t.pointer + o * t.columns.count + lo - t.columns.lowerBound)
+                            .update(from: source.pointer + o * source.columns.count + lo - source.columns.lowerBound, count: hi - lo)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The most frames per product in `projectByFrames` (equal chunks) and
+    /// output rows (R [frames, rows*P] at most 2 MB); each product packs
+    /// its rows of F_k once, so it needs many frames.
     static var framesPerProduct: Int { 256 }
     static var rowsPerProduct: Int { 64 }
 
-    /// Flow k's WN projection s [2CL, w] (bias included) of the w grouped
-    /// columns of an utterance of `frames` frames, from `windows`
-    /// (`windows(mel:frames:)`), written straight into each target's
-    /// columns (column blocks with their halos, which may overlap: there is
-    /// nothing to recompute in the coupling's halos). The output rows split
-    /// over the cores; each worker runs products R [frames, rows*P] =
-    /// windows x F_k[rows]^T over at most `framesPerProduct` frames (equal
-    /// chunks) and `rowsPerProduct` rows, then copies each row's P phases of
-    /// a frame into place (row o, frame f: columns f*P ..< (f+1)*P).
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
-    func project(flow k: Int, windows: UnsafePointer<T>, frames: Int, width w: Int, into targets: [Target],
-                 context: ComputeContext) {
-        let (p, rows, win) = (phases, outputs, window)
+    /// `project` with bf16 products: R [frames, rows*P] = windows x
+    /// F_k[rows]^T (bf16 `b16`) over chunks of frames and output rows, then
+    /// each row's P phases of a frame copied into every target that has
+    /// them (row o, frame f: columns f*P ..< (f+1)*P), with the bias added.
+    func projectByFrames(flow k: Int, windows: UnsafePointer<T>, b16: UnsafePointer<UInt16>, frames: Int, into targets: [Target],
+                         context: ComputeContext) {
+        let (p, rows, win, lda) = (phases, outputs, window, paddedWindow)
         let parts = max(1, min(context.threads, rows))
         let (frameChunk, rowChunk) = (Self.framesPerProduct, Self.rowsPerProduct)
         let chunks = (frames + frameChunk - 1) / frameChunk, longest = (frames + chunks - 1) / chunks
-        let b16 = bf16Matrix(k, context: context, frames: longest)
-        let bias = biases[k].pointer, matrix = matrices[k].pointer
+        let bias = biases[k].pointer, w = frames * p
         Threads.parallelFor(parts) { part in
             let o0 = rows * part / parts, o1 = rows * (part + 1) / parts
             let r = OwnedBuffer<T>(unsetCount: longest * min(rowChunk, o1 - o0) * p)
@@ -212,9 +269,9 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
                 let f0 = frames * chunk / chunks, nf = frames * (chunk + 1) / chunks - f0
                 for r0 in stride(from: o0, to: o1, by: rowChunk) {
                     let nr = min(rowChunk, o1 - r0), n = nr * p
-                    T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * win, a16: nil, lda: win,
-                              b: matrix + r0 * p * win, b16: b16.map { $0 + r0 * p * win }, ldb: win,
-                              accumulate: false, c: r.pointer, ldc: n)
+                    // The Float32 operand is never read when b16 is given.
+                    T.product(context, transA: false, transB: true, m: nf, n: n, k: win, a: windows + f0 * lda, a16: nil, lda: lda,
+                              b: windows, b16: b16 + r0 * p * win, ldb: win, accumulate: false, c: r.pointer, ldc: n)
                     // R's row f - f0 holds columns f*P ..< (f+1)*P of output row o at (o - r0)*P.
                     for t in targets {
                         let lo = max(t.columns.lowerBound, f0 * p), hi = min(t.columns.upperBound, (f0 + nf) * p, w)
@@ -235,14 +292,19 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
         }
     }
 
-    /// F_k rounded to bf16 when the products of `frames` rows run in bf16 in
-    /// `context` (made once, kept); nil otherwise.
+    /// F_k [2CL*P, 4M] rounded to bf16 when the products of `frames` rows
+    /// run in bf16 in `context` (made once, kept); nil otherwise.
     func bf16Matrix(_ k: Int, context: ComputeContext, frames: Int) -> UnsafePointer<UInt16>? {
-        guard context.bf16Products(frames, outputs * phases, window) else { return nil }
+        let (p, rows, win) = (phases, outputs, window)
+        guard context.bf16Products(min(frames, Self.framesPerProduct), rows * p, win) else { return nil }
         lock.lock(); defer { lock.unlock() }
         if let m = bf16[k] { return UnsafePointer(m) }
-        guard let copy = T.operandCopy(context, of: matrices[k].pointer, count: matrices[k].count,
-                                       forProductsOf: [frames, outputs * phases, window]) else { return nil }
+        let f = OwnedBuffer<T>(unsetCount: rows * p * win), panels = rowPanels[k].pointer
+        for o in 0..<rows { for pp in 0..<p { for kk in 0..<win {
+            f.pointer[(o * p + pp) * win + kk] = panels[(o * (win + 1) + kk) * p + pp]
+        } } }
+        guard let copy = T.operandCopy(context, of: f.pointer, count: f.count,
+                                       forProductsOf: [min(frames, Self.framesPerProduct), rows * p, win]) else { return nil }
         bf16[k] = copy
         return UnsafePointer(copy)
     }
@@ -253,10 +315,13 @@ final class WaveGlowConditionFold<T: Real>: @unchecked Sendable {
 /// (`WaveGlowConditionFold.project`).
 struct FoldedCondition<T: Real>: ConditionRows {
     let fold: WaveGlowConditionFold<T>
-    /// [F, 4M].
+    /// [F, 4M + 1] (`WaveGlowConditionFold.windows`).
     let windows: OwnedBuffer<T>
     let mel: [T], frames: Int, rows: Int
     let upsampler: WaveGlowUpsampler<T>
+    /// The windows of a block's frames packed for its products, made on
+    /// first use and shared by every flow.
+    let packed = PackedWindows<T>()
     var bands: Int { fold.sources.bands }
 
     /// Grid rows of the upsampled condition, for a reader other than
@@ -265,4 +330,20 @@ struct FoldedCondition<T: Real>: ConditionRows {
     func row(_ i: Int, columns js: Range<Int>, into out: UnsafeMutablePointer<T>, rowStride: Int) {
         upsampler.upsampledCondition(mel: mel, frames: frames, rows: rows).row(i, columns: js, into: out, rowStride: rowStride)
     }
+
+    /// Windows [fs.count, 4M + 1] of frames `fs`, packed (`PackedWeights`).
+    func packedWindows(frames fs: Range<Int>) -> PackedWeights<T> {
+        packed.lock.lock(); defer { packed.lock.unlock() }
+        if let p = packed.blocks[fs] { return p }
+        let win = fold.paddedWindow
+        let p = PackedWeights(windows.pointer + fs.lowerBound * win, rows: fs.count, columns: win, lda: win)
+        packed.blocks[fs] = p
+        return p
+    }
+}
+
+/// `FoldedCondition`'s packed windows by frames.
+final class PackedWindows<T: Real>: @unchecked Sendable {
+    let lock = NSLock()
+    var blocks: [Range<Int>: PackedWeights<T>] = [:]
 }

@@ -176,16 +176,19 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     @_specialize(where T == Float)
     public func inverse(_ z: [T], condition: any ConditionRows<T>, width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
-        let blocks = inverseBlocks(width: w, context: context)
-        if let folded = condition as? FoldedCondition<T> {
-            // The projection s [2CL, w] of every column at once, into each block's [2CL, columns with halo].
+        let count = inverseBlocks(width: w, context: context)
+        if let folded = condition as? FoldedCondition<T>, w == folded.frames * folded.fold.phases {
+            // The projection s [2CL, w] of every column at once, into each block's [2CL, columns with halo];
+            // the blocks hold whole frames.
             let rows = folded.fold.outputs
-            let spans = Self.columnBlocks(width: w, count: blocks).map { haloColumns($0, width: w) }
+            let blocks = Self.frameBlocks(frames: folded.frames, phases: folded.fold.phases, count: count)
+            let spans = blocks.map { haloColumns($0, width: w) }
             let buffers = spans.map { OwnedBuffer<T>(unsetCount: rows * $0.count) }
-            folded.fold.project(flow: flow, windows: folded.windows.pointer, frames: folded.frames, width: w,
+            folded.fold.project(flow: flow, condition: folded, blocks: blocks,
                                 into: zip(spans, buffers).map { .init(columns: $0, pointer: $1.pointer) }, context: context)
             return invertColumns(z, grid: grid, blocks: blocks, context: context) { i, _ in .projected(buffers[i]) }
         }
+        let blocks = Self.columnBlocks(width: w, count: count)
         let cg = OwnedBuffer<T>(repeating: 0, count: bands * group * w)
         if let whole = condition as? UpsampledCondition<T> {
             whole.grouped(into: cg.pointer)
@@ -204,7 +207,7 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
     public func inverseNaive(_ z: [T], condition cd: [T], width w: Int, context: ComputeContext) -> [T] {
         let grid = GridShape(batch: 1, rows: group, width: w)
         let cg = cd.withUnsafeBufferPointer { groupedCondition($0.baseAddress!, grid: grid) }
-        return invertColumns(z, grid: grid, blocks: 1, context: context) {
+        return invertColumns(z, grid: grid, blocks: [0..<w], context: context) {
             .grouped(Self.columns($1, of: cg, rows: self.bands * self.group, width: w))
         }
     }
@@ -245,21 +248,25 @@ public final class WaveGlowCoupling<T: Real>: FlowStep {
         return (0..<n).map { w * $0 / n ..< w * ($0 + 1) / n }
     }
 
+    /// `columnBlocks` of whole frames (P columns each) over F*P columns.
+    static func frameBlocks(frames: Int, phases p: Int, count: Int) -> [Range<Int>] {
+        columnBlocks(width: frames, count: count).map { $0.lowerBound * p ..< $0.upperBound * p }
+    }
+
     /// The columns block `js` of a w-column row runs WN_k on: its own plus
     /// `reach` on each side, within the row.
     func haloColumns(_ js: Range<Int>, width w: Int) -> Range<Int> {
         max(0, js.lowerBound - reach) ..< min(w, js.upperBound + reach)
     }
 
-    /// Inverts the coupling on `blocks` column blocks of equal width
-    /// (`columnBlocks`): block i runs WN_k on its `haloColumns` (exact: WN_k's
-    /// input is the untouched half of Z), with `condition(i, those columns)`
-    /// as its condition, blocks spread over the cores.
-    func invertColumns(_ z: [T], grid: GridShape, blocks nBlocks: Int, context: ComputeContext,
+    /// Inverts the coupling on the column `blocks` (side by side over the
+    /// row): block i runs WN_k on its `haloColumns` (exact: WN_k's input is
+    /// the untouched half of Z), with `condition(i, those columns)` as its
+    /// condition, blocks spread over the cores.
+    func invertColumns(_ z: [T], grid: GridShape, blocks: [Range<Int>], context: ComputeContext,
                        condition: @escaping (Int, Range<Int>) -> WaveGlowNetwork<T>.Condition) -> [T] {
         let (w, nh) = (grid.width, halfRows)
         var x = z
-        let blocks = Self.columnBlocks(width: w, count: nBlocks)
         x.withUnsafeMutableBufferPointer { xp in
             let xs = UnsafeSendable(xp.baseAddress!)
             z.withUnsafeBufferPointer { zp in
