@@ -140,9 +140,10 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         let da = dRS.pointer, dSkip = dRS.pointer + c * n
         Conv1x1.backward(context, cin: c, cout: outputs, n: n, input: cache.aSkip!.pointer + c * n, weight: w + end, dOutput: dOut,
                          dWeight: gr + end, dBias: gr + endB, dInput: dSkip, accumulateInput: false)
-        // dy of every layer, [2CL, N], for one condition product at the end.
-        let dY = OwnedBuffer<T>(repeating: 0, count: 2 * c * layers * n)
-        let g = OwnedBuffer<T>(repeating: 0, count: c * n), dg = OwnedBuffer<T>(repeating: 0, count: c * n)
+        // dy of every layer, [2CL, N], for one condition product at the end
+        // (each layer's rows written whole: the gate's kept values, then dy).
+        let dY = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
+        let g = OwnedBuffer<T>(unsetCount: c * n), dg = OwnedBuffer<T>(unsetCount: c * n)
         let scratch = convScratchCount(batch: cache.batch, width: cache.width, context: context)
         let e = OwnedBuffer<T>(unsetCount: scratch), de = OwnedBuffer<T>(unsetCount: scratch)
         for i in stride(from: layers - 1, through: 0, by: -1) {
@@ -162,7 +163,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg,
                          weight: w + cond, dOutput: dY.pointer, dWeight: gr + cond, dBias: gr + condB,
                          dInput: dCg, accumulateInput: true)
-        let dA0 = OwnedBuffer<T>(repeating: 0, count: inputs * n)
+        let dA0 = OwnedBuffer<T>(unsetCount: inputs * n)
         Conv1x1.backward(context, cin: inputs, cout: c, n: n, input: cache.input.pointer, weight: w + start, dOutput: da,
                          dWeight: gr + start, dBias: gr + startB, dInput: dA0.pointer, accumulateInput: false)
         return dA0
