@@ -277,6 +277,26 @@ final class LayerTests: XCTestCase {
             XCTAssertEqual(Double(p[0]), ref, accuracy: 1e-6)
         }
         XCTAssertEqual(adam.step, 3)
+        // Many parameters (8 lanes at a time, a tail, chunks over the cores):
+        // bit for bit the scalar update, element by element.
+        var rng = TestRNG(17)
+        let n = (1 << 16) + 37
+        var many: [Float] = rng.array(n), (mRef, vRef) = ([Float](repeating: 0, count: n), [Float](repeating: 0, count: n))
+        var pRef = many
+        var big = Adam(count: n)
+        for t in 1...2 {
+            let g: [Float] = rng.array(n)
+            big.update(&many, g, lr: 0.01)
+            let (c1, c2) = (Float(1 - pow(0.9, Double(t))), Float(1 - pow(0.999, Double(t))))
+            let (b1, b2, lr, eps): (Float, Float, Float, Float) = (0.9, 0.999, 0.01, 1e-8)
+            for i in 0..<n {
+                mRef[i] = b1 * mRef[i] + (1 - b1) * g[i]
+                vRef[i] = b2 * vRef[i] + (1 - b2) * g[i] * g[i]
+                pRef[i] -= lr * (mRef[i] / c1) / ((vRef[i] / c2).squareRoot() + eps)
+            }
+            XCTAssertEqual(many, pRef, "step \(t)")
+            XCTAssertEqual(big.m, mRef); XCTAssertEqual(big.v, vRef)
+        }
     }
 
     func testGradientClipping() {

@@ -218,14 +218,29 @@ public struct Adam: Codable, Equatable, Sendable {
         m.withUnsafeMutableBufferPointer { mb in
             v.withUnsafeMutableBufferPointer { vb in
                 let (m, v) = (UnsafeSendable(mb.baseAddress!), UnsafeSendable(vb.baseAddress!))
-                // Element by element, so the chunks over the cores change no value.
+                // Element by element (8 lanes at a time, the same operations in the
+                // same order, each rounded once), so neither the chunks over the
+                // cores nor the vectors change any value.
                 Threads.parallelFor((count + chunk - 1) / chunk) { part in
                     let (p, g, m, v) = (p.p, g.p, m.p, v.p)
-                    for i in part * chunk ..< min(count, (part + 1) * chunk) {
+                    let end = min(count, (part + 1) * chunk)
+                    var i = part * chunk
+                    func load(_ x: UnsafeMutablePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) }
+                    func store(_ y: SIMD8<Float>, _ x: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(x + i).storeBytes(of: y, as: SIMD8<Float>.self) }
+                    while i + 8 <= end {
+                        let gi = load(g)
+                        let mi = b1 * load(m) + (1 - b1) * gi, vi = b2 * load(v) + (1 - b2) * gi * gi
+                        store(mi, m); store(vi, v)
+                        let mHat = mi / c1, vHat = vi / c2
+                        store(load(p) - lrF * mHat / (vHat.squareRoot() + eps), p)
+                        i += 8
+                    }
+                    while i < end {
                         m[i] = b1 * m[i] + (1 - b1) * g[i]
                         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
                         let mHat = m[i] / c1, vHat = v[i] / c2
                         p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
+                        i += 1
                     }
                 }
             }
