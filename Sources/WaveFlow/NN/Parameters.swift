@@ -258,12 +258,26 @@ public func clipGradientNorm(_ grads: inout [Float], maxNorm: Float) -> Float {
 /// `clipGradientNorm` on gradients in place.
 @discardableResult
 public func clipGradientNorm(_ grads: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
-    var s: Double = 0
-    for g in grads { s += Double(g) * Double(g) }
-    let norm = Float(s.squareRoot())
+    // Sums of squares in Float64 over fixed chunks (spread over the cores),
+    // then the chunks' sums in order: the same norm on any number of cores.
+    let chunk = 1 << 16, chunks = (grads.count + chunk - 1) / chunk
+    guard let base = grads.baseAddress else { return 0 }
+    let g = UnsafeSendable(base)
+    var partial = [Double](repeating: 0, count: chunks)
+    partial.withUnsafeMutableBufferPointer { out in
+        let sums = UnsafeSendable(out.baseAddress!)
+        Threads.parallelFor(chunks) { c in
+            var s: Double = 0
+            for i in c * chunk ..< min(grads.count, (c + 1) * chunk) { s += Double(g.p[i]) * Double(g.p[i]) }
+            sums.p[c] = s
+        }
+    }
+    let norm = Float(partial.reduce(0, +).squareRoot())
     if norm > maxNorm && norm.isFinite {
         let k = maxNorm / norm
-        for i in grads.indices { grads[i] *= k }
+        Threads.parallelFor(chunks) { c in
+            for i in c * chunk ..< min(grads.count, (c + 1) * chunk) { g.p[i] *= k }
+        }
     }
     return norm
 }

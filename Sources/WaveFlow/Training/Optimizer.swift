@@ -44,9 +44,9 @@ struct Optimizer {
 
     /// Writes the model's weights (`parameters`' values) from the trainables.
     func fold(into parameters: ParameterSet<Float>) {
-        let tv = trainables
-        for v in parameters.views {
-            let w = parameters.pointer(v.name)
+        let tv = trainables, views = parameters.views
+        Threads.parallelFor(views.count) { i in // each weight on its own
+            let v = views[i], w = parameters.pointer(v.name)
             if isWeightNormed(v.name) {
                 WeightNorm.forward(v: tv.pointer("train.wn.\(v.name).v"), g: tv.pointer("train.wn.\(v.name).g"), w: w,
                                    out: v.shape[0], rest: v.count / v.shape[0])
@@ -58,12 +58,13 @@ struct Optimizer {
 
     /// Sets the trainables' gradients from the model's (`parameters.grads`).
     func unfoldGradients(from parameters: ParameterSet<Float>) {
-        let tv = trainables
-        tv.zeroGrad()
-        for v in parameters.views {
-            let dw = parameters.gradient(v.name)
+        let tv = trainables, views = parameters.views, isWeightNormed = isWeightNormed
+        Threads.parallelFor(views.count) { i in // each weight on its own; every trainable's gradient is written
+            let v = views[i], dw = parameters.gradient(v.name)
             if isWeightNormed(v.name) {
                 let (vn, gn) = ("train.wn.\(v.name).v", "train.wn.\(v.name).g")
+                tv.gradient(vn).update(repeating: 0, count: v.count)
+                tv.gradient(gn).update(repeating: 0, count: v.shape[0])
                 WeightNorm.backward(v: tv.pointer(vn), g: tv.pointer(gn), dw: dw, dv: tv.gradient(vn), dg: tv.gradient(gn),
                                     out: v.shape[0], rest: v.count / v.shape[0])
             } else {
