@@ -156,10 +156,15 @@ public final class Trainer {
 
     /// The first `n` replicas (made on first use), holding the model's current weights.
     private func syncedReplicas(_ n: Int) -> [FlowModel<Float>] {
-        while replicas.count < n { replicas.append(FlowModel<Float>(config: model.config)) }
-        let reps = Array(replicas.prefix(n))
+        let reps = replicaModels(n)
         for r in reps { r.params.copyValues(from: model.params) }
         return reps
+    }
+
+    /// n model copies, their weights not yet synced.
+    private func replicaModels(_ n: Int) -> [FlowModel<Float>] {
+        while replicas.count < n { replicas.append(FlowModel<Float>(config: model.config)) }
+        return Array(replicas.prefix(n))
     }
 
     /// Loss (batch mean of nats/sample) and its gradient in `model.params.grads`.
@@ -171,14 +176,15 @@ public final class Trainer {
             model.backward(state, context: context)
             return (state.nll.reduce(0) { $0 + Double($1) } + batch.nllOffset.reduce(0, +)) / Double(batch.batch)
         }
-        let reps = syncedReplicas(shards)
-        for r in reps { r.params.zeroGrad() }
+        let reps = replicaModels(shards), model = model
         var losses = [Double](repeating: 0, count: shards)
         let parts = (0..<shards).map { batch.shard($0, of: shards) }
         losses.withUnsafeMutableBufferPointer { lp in
             let out = lp.baseAddress!
             Threads.parallelFor(shards) { i in
                 let part = parts[i], m = reps[i]
+                m.params.copyValues(from: model.params) // each shard syncs its own copy
+                m.params.zeroGrad()
                 let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames, context: context)
                 m.backward(state, context: context)
                 out[i] = state.nll.reduce(0) { $0 + Double($1) } + part.nllOffset.reduce(0, +)
@@ -186,11 +192,13 @@ public final class Trainer {
         }
         // Each replica holds the gradient of its shard's mean; the batch mean
         // weights them by shard size.
-        let grads = model.params.gradBuffer
-        model.params.zeroGrad()
-        for (i, r) in reps.enumerated() {
-            let weight = Float(parts[i].batch) / Float(batch.batch), g = r.params.gradBuffer
-            for j in 0..<grads.count { grads[j] += weight * g[j] }
+        // Per value 0 + w_0 g_0 + w_1 g_1 + ..., in chunks over the cores (the same sums in the same order).
+        let grads = UnsafeSendable(model.params.gradBuffer.baseAddress!), count = model.params.count, chunk = 1 << 16
+        let weights = parts.map { Float($0.batch) / Float(batch.batch) }, sources = reps.map { UnsafeSendable($0.params.gradBuffer.baseAddress!) }
+        Threads.parallelFor((count + chunk - 1) / chunk) { c in
+            let range = c * chunk ..< min(count, (c + 1) * chunk)
+            for j in range { grads.p[j] = 0 }
+            for (weight, g) in zip(weights, sources) { for j in range { grads.p[j] += weight * g.p[j] } }
         }
         return losses.reduce(0, +) / Double(batch.batch)
     }
