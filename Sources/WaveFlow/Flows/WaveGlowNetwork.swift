@@ -78,23 +78,28 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         // Every layer's share of the condition in one product: y [2CL, N] = cond(Cg);
         // layer i then adds its convolution onto rows 2C*i ..< 2C*(i+1) in place.
         let y: OwnedBuffer<T>
+        // Projected here, with every layer's convolution bias added to its rows
+        // at once (one pass over y, not one per layer).
         func project(_ cg: UnsafePointer<T>) -> OwnedBuffer<T> {
             let y = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
+            var bias = [T](repeating: 0, count: 2 * c * layers)
+            for i in 0..<layers { for r in 0..<2 * c { bias[2 * c * i + r] = w[condB + 2 * c * i + r] + w[layerOffsets[i].convB + r] } }
             Conv1x1.forward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg, weight: w + cond,
-                            bias: w + condB, output: y.pointer)
+                            bias: bias, output: y.pointer)
             return y
         }
+        let convBiasAdded: Bool
         switch condition {
-        case .grouped(let cg): y = project(cg.pointer)
-        case .borrowed(let cg): y = project(cg)
+        case .grouped(let cg): (y, convBiasAdded) = (project(cg.pointer), true)
+        case .borrowed(let cg): (y, convBiasAdded) = (project(cg), true)
         case .projected(let s):
             precondition(cache == nil && s.count == 2 * c * layers * n, "a projected condition is for synthesis only")
-            y = s
+            (y, convBiasAdded) = (s, false)
         }
         for i in 0..<layers {
             if let cache { cache.a.append(OwnedBuffer(copying: a, count: c * n)) }
             layerForward(i, aSkip: a, y: y.pointer + 2 * c * i * n, g: g, e: e, batch: batch, width: width, weights: w,
-                         context: context)
+                         addConvBias: !convBiasAdded, context: context)
         }
         if let cache { (cache.y, cache.aSkip) = (y, aSkip) }
         let out = OwnedBuffer<T>(unsetCount: outputs * n)
@@ -109,16 +114,17 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             .max() ?? 0
     }
 
-    /// Layer i on y [2C, N] holding its condition share: y += in_i(a),
-    /// g = gate(y), then [a; skip] [2C, N] += res_skip_i(g) (a += res,
-    /// skip += the skip part; the last layer's C rows go to skip alone).
+    /// Layer i on y [2C, N] holding its condition share: y += in_i(a) (and
+    /// its bias when `addConvBias`), g = gate(y), then [a; skip] [2C, N] +=
+    /// res_skip_i(g) (a += res, skip += the skip part; the last layer's C
+    /// rows go to skip alone).
     private func layerForward(_ i: Int, aSkip: UnsafeMutablePointer<T>, y: UnsafeMutablePointer<T>, g: OwnedBuffer<T>,
                               e: OwnedBuffer<T>, batch: Int, width: Int, weights w: UnsafeMutablePointer<T>,
-                              context: ComputeContext) {
+                              addConvBias: Bool, context: ComputeContext) {
         let (c, n, lo) = (channels, batch * width, layerOffsets[i])
         DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: aSkip,
                               weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
-        addBias(y, w + lo.convB, rows: 2 * c, cols: n)
+        if addConvBias { addBias(y, w + lo.convB, rows: 2 * c, cols: n) }
         Gate.forward(y, g.pointer, channels: c, n: n)
         let last = i == layers - 1
         Conv1x1.forward(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, weight: w + lo.resSkip, bias: w + lo.resSkipB,
