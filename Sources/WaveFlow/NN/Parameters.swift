@@ -214,17 +214,16 @@ public struct Adam: Codable, Equatable, Sendable {
         let c1 = Float(1 - pow(beta1, Double(step))), c2 = Float(1 - pow(beta2, Double(step)))
         let lrF = Float(lr)
         let p = UnsafeSendable(params.baseAddress!), g = UnsafeSendable(UnsafeMutablePointer(mutating: grads.baseAddress!))
-        let count = params.count, chunk = 1 << 16
         m.withUnsafeMutableBufferPointer { mb in
             v.withUnsafeMutableBufferPointer { vb in
                 let (m, v) = (UnsafeSendable(mb.baseAddress!), UnsafeSendable(vb.baseAddress!))
                 // Element by element (8 lanes at a time, the same operations in the
                 // same order, each rounded once), so neither the chunks over the
                 // cores nor the vectors change any value.
-                Threads.parallelFor((count + chunk - 1) / chunk) { part in
+                Threads.parallelChunks(params.count) { range in
                     let (p, g, m, v) = (p.p, g.p, m.p, v.p)
-                    let end = min(count, (part + 1) * chunk)
-                    var i = part * chunk
+                    let end = range.upperBound
+                    var i = range.lowerBound
                     func load(_ x: UnsafeMutablePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) }
                     func store(_ y: SIMD8<Float>, _ x: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(x + i).storeBytes(of: y, as: SIMD8<Float>.self) }
                     while i + 8 <= end {
@@ -260,24 +259,21 @@ public func clipGradientNorm(_ grads: inout [Float], maxNorm: Float) -> Float {
 public func clipGradientNorm(_ grads: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
     // Sums of squares in Float64 over fixed chunks (spread over the cores),
     // then the chunks' sums in order: the same norm on any number of cores.
-    let chunk = 1 << 16, chunks = (grads.count + chunk - 1) / chunk
     guard let base = grads.baseAddress else { return 0 }
-    let g = UnsafeSendable(base)
-    var partial = [Double](repeating: 0, count: chunks)
+    let g = UnsafeSendable(base), size = Threads.chunkSize
+    var partial = [Double](repeating: 0, count: (grads.count + size - 1) / size)
     partial.withUnsafeMutableBufferPointer { out in
         let sums = UnsafeSendable(out.baseAddress!)
-        Threads.parallelFor(chunks) { c in
+        Threads.parallelChunks(grads.count) { range in
             var s: Double = 0
-            for i in c * chunk ..< min(grads.count, (c + 1) * chunk) { s += Double(g.p[i]) * Double(g.p[i]) }
-            sums.p[c] = s
+            for i in range { s += Double(g.p[i]) * Double(g.p[i]) }
+            sums.p[range.lowerBound / size] = s
         }
     }
     let norm = Float(partial.reduce(0, +).squareRoot())
     if norm > maxNorm && norm.isFinite {
         let k = maxNorm / norm
-        Threads.parallelFor(chunks) { c in
-            for i in c * chunk ..< min(grads.count, (c + 1) * chunk) { g.p[i] *= k }
-        }
+        Threads.parallelChunks(grads.count) { range in for i in range { g.p[i] *= k } }
     }
     return norm
 }

@@ -94,6 +94,18 @@ public enum Threads {
 
     private static let nestedKey = "waveflow.parallelFor"
 
+    /// Values per chunk of `parallelChunks`.
+    public static let chunkSize = 1 << 16
+
+    /// Runs `body(range)` for the fixed chunks of `chunkSize` values that
+    /// cover 0..<count, on up to `count` threads (`parallelFor`). The chunks
+    /// do not depend on the thread count, so a result built chunk by chunk
+    /// is the same on any number of cores.
+    public static func parallelChunks(_ count: Int, _ body: (Range<Int>) -> Void) {
+        let size = chunkSize
+        parallelFor((count + size - 1) / size) { c in body(c * size ..< min(count, (c + 1) * size)) }
+    }
+
     /// Runs `body(i)` for i in 0..<n on up to `count` threads. BLAS runs on
     /// one thread inside, so the two pools never oversubscribe the cores.
     /// Nested calls (from inside a running `parallelFor`) run serially.

@@ -193,10 +193,9 @@ public final class Trainer {
         // Each replica holds the gradient of its shard's mean; the batch mean
         // weights them by shard size.
         // Per value 0 + w_0 g_0 + w_1 g_1 + ..., in chunks over the cores (the same sums in the same order).
-        let grads = UnsafeSendable(model.params.gradBuffer.baseAddress!), count = model.params.count, chunk = 1 << 16
+        let grads = UnsafeSendable(model.params.gradBuffer.baseAddress!)
         let weights = parts.map { Float($0.batch) / Float(batch.batch) }, sources = reps.map { UnsafeSendable($0.params.gradBuffer.baseAddress!) }
-        Threads.parallelFor((count + chunk - 1) / chunk) { c in
-            let range = c * chunk ..< min(count, (c + 1) * chunk)
+        Threads.parallelChunks(model.params.count) { range in
             for j in range { grads.p[j] = 0 }
             for (weight, g) in zip(weights, sources) { for j in range { grads.p[j] += weight * g.p[j] } }
         }
