@@ -61,6 +61,35 @@ final class TrainingTests: XCTestCase {
     }
 }
 
+final class TrainingShardTests: XCTestCase {
+    /// A batch split over two shards (the model and a replica that reads the
+    /// model's weights in place) gives the gradient of one shard, and still
+    /// does after the model's weights change: the replica sees them.
+    func testTwoShardsGiveTheOneShardGradient() throws {
+        let data = try TrainingTests.corpus(self, segment: 4096)
+        let config = ModelConfig.presets["tiny"]!
+        func trainer(threads: Int) -> Trainer {
+            let model = FlowModel<Float>(config: config)
+            model.initialise(seed: 3)
+            return Trainer(model: model, options: TrainingTests.options(steps: 2), runFolder: temporaryFolder(self),
+                           context: ComputeContext(precision: .fp32, threads: threads))
+        }
+        let one = trainer(threads: 1), two = trainer(threads: 2)
+        for round in 0..<2 {
+            let batch = data.sampleBatch(parts: 1, batch: 2, segment: 4096, hop: config.hopLength, seed: UInt64(11 + round))
+            let (l1, l2) = (one.forwardBackward(batch), two.forwardBackward(batch))
+            XCTAssertEqual(l1, l2, accuracy: 1e-5 * abs(l1), "round \(round)")
+            XCTAssertLessThanOrEqual(maxRelativeError(two.model.params.grads, one.model.params.grads, floor: 1e-3), 1e-4,
+                                     "round \(round)")
+            // New weights for the next round, the same in both.
+            var rng = TestRNG(UInt64(round + 5))
+            let w = one.model.params.values.map { $0 * (1 + rng.uniform(Float(0.05))) + rng.uniform(Float(0.01)) }
+            one.model.params.values = w
+            two.model.params.values = w
+        }
+    }
+}
+
 final class TrainingRobustnessTests: XCTestCase {
     /// A step whose loss is not finite is skipped: the weights stay as they were.
     func testNonFiniteStepIsSkipped() throws {

@@ -39,8 +39,25 @@ public final class ParameterSet<T: Real>: @unchecked Sendable {
     }
 
     deinit {
-        valueBuffer.baseAddress!.deallocate()
+        if valueOwner == nil { valueBuffer.baseAddress!.deallocate() }
         gradBuffer.baseAddress!.deallocate()
+    }
+
+    /// The set whose values this one reads in place (`shareValues(of:)`),
+    /// kept alive by this reference; nil when the values are this set's own.
+    private var valueOwner: ParameterSet<T>?
+
+    /// Makes this set read and write `other`'s values in place, from now on,
+    /// instead of its own (same layout; gradients stay this set's own):
+    /// training's shard replicas, which would otherwise copy every weight
+    /// before every step. Nothing may add tensors to either set afterwards.
+    public func shareValues(of other: ParameterSet<T>) {
+        precondition(other.views == views, "shared values need the same layout")
+        guard other !== self, valueOwner !== other else { return }
+        if valueOwner == nil { valueBuffer.baseAddress!.deallocate() }
+        valueOwner = other
+        valueBuffer = other.valueBuffer
+        capacity = count
     }
 
     /// Makes room for `total` values in all, so that adding tensors up to
@@ -67,6 +84,7 @@ public final class ParameterSet<T: Real>: @unchecked Sendable {
     /// the buffers may move, so pointers taken earlier become invalid).
     public func add(_ name: String, _ shape: [Int]) {
         precondition(index[name] == nil, "duplicate parameter \(name)")
+        precondition(valueOwner == nil, "\(name) added to a set that shares another's values")
         let v = ParameterView(name: name, shape: shape, offset: count)
         index[name] = views.count
         views.append(v)
@@ -127,6 +145,7 @@ public final class ParameterSet<T: Real>: @unchecked Sendable {
     /// Sets every value from `other` (the same layout).
     public func copyValues(from other: ParameterSet<T>) {
         precondition(other.count == count)
+        guard other.valueBuffer.baseAddress != valueBuffer.baseAddress else { return }
         valueBuffer.baseAddress?.update(from: other.valueBuffer.baseAddress!, count: count)
     }
 
@@ -148,39 +167,61 @@ public final class ParameterSet<T: Real>: @unchecked Sendable {
 /// norm per output channel (the first dimension).
 public enum WeightNorm {
     /// w [out, rest] from v [out, rest] and g [out].
-    public static func forward<T: Real>(v: UnsafePointer<T>, g: UnsafePointer<T>, w: UnsafeMutablePointer<T>, out: Int, rest: Int) {
+    public static func forward<T: Real & SIMDScalar>(v: UnsafePointer<T>, g: UnsafePointer<T>, w: UnsafeMutablePointer<T>,
+                                                     out: Int, rest: Int) {
         for o in 0..<out {
-            let vo = v + o * rest
-            var n2: T = 0
-            for i in 0..<rest { n2 += vo[i] * vo[i] }
-            let scale = g[o] / n2.squareRoot()
-            for i in 0..<rest { w[o * rest + i] = vo[i] * scale }
+            let vo = v + o * rest, wo = w + o * rest
+            let scale = g[o] / squaredNorm(vo, count: rest).squareRoot()
+            for i in 0..<rest { wo[i] = vo[i] * scale }
         }
     }
 
-    /// Accumulates dv and dg from dw:
+    /// dg and dv from dw, set (`accumulate` false) or added:
     /// dg = (dw . v) / n,  dv = (g / n) * (dw - (dw . v) / n^2 * v),  n = ||v||.
-    public static func backward<T: Real>(v: UnsafePointer<T>, g: UnsafePointer<T>, dw: UnsafePointer<T>,
-                                         dv: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, out: Int, rest: Int) {
+    public static func backward<T: Real & SIMDScalar>(v: UnsafePointer<T>, g: UnsafePointer<T>, dw: UnsafePointer<T>,
+                                                      dv: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, out: Int, rest: Int,
+                                                      accumulate: Bool = true) {
         for o in 0..<out {
-            let vo = v + o * rest, dwo = dw + o * rest
-            var n2: T = 0, dot: T = 0
-            for i in 0..<rest { n2 += vo[i] * vo[i]; dot += dwo[i] * vo[i] }
+            let vo = v + o * rest, dwo = dw + o * rest, dvo = dv + o * rest
+            let n2 = squaredNorm(vo, count: rest), dot = dotProduct(dwo, vo, count: rest)
             let n = n2.squareRoot()
-            dg[o] += dot / n
             let a = g[o] / n, b = dot / n2
-            for i in 0..<rest { dv[o * rest + i] += a * (dwo[i] - b * vo[i]) }
+            if accumulate {
+                dg[o] += dot / n
+                for i in 0..<rest { dvo[i] += a * (dwo[i] - b * vo[i]) }
+            } else {
+                dg[o] = dot / n
+                for i in 0..<rest { dvo[i] = a * (dwo[i] - b * vo[i]) }
+            }
         }
+    }
+
+    /// x . x over `count` values, in eight interleaved partial sums (the
+    /// optimizer's passes over every weight were bound by one serial sum).
+    static func squaredNorm<T: Real & SIMDScalar>(_ x: UnsafePointer<T>, count: Int) -> T {
+        dotProduct(x, x, count: count)
+    }
+
+    /// x . y over `count` values, in eight interleaved partial sums, then the tail.
+    static func dotProduct<T: Real & SIMDScalar>(_ x: UnsafePointer<T>, _ y: UnsafePointer<T>, count: Int) -> T {
+        var acc = SIMD8<T>(repeating: 0)
+        let whole = count / 8 * 8
+        var i = 0
+        while i < whole {
+            acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<T>.self) * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<T>.self)
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < count { sum += x[i] * y[i]; i += 1 }
+        return sum
     }
 
     /// Initial (v, g) for a weight w: v = w, g = ||w|| per channel, so the
     /// effective weight starts equal to w.
-    public static func initialise<T: Real>(from w: [T], out: Int) -> (v: [T], g: [T]) {
+    public static func initialise<T: Real & SIMDScalar>(from w: [T], out: Int) -> (v: [T], g: [T]) {
         let rest = w.count / out
-        let g = (0..<out).map { o -> T in
-            var n2: T = 0
-            for i in 0..<rest { n2 += w[o * rest + i] * w[o * rest + i] }
-            return n2.squareRoot()
+        let g = w.withUnsafeBufferPointer { wp in
+            (0..<out).map { o in squaredNorm(wp.baseAddress! + o * rest, count: rest).squareRoot() }
         }
         return (w, g)
     }

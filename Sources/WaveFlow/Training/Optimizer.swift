@@ -63,10 +63,8 @@ struct Optimizer {
             let v = views[i], dw = parameters.gradient(v.name)
             if isWeightNormed(v.name) {
                 let (vn, gn) = ("train.wn.\(v.name).v", "train.wn.\(v.name).g")
-                tv.gradient(vn).update(repeating: 0, count: v.count)
-                tv.gradient(gn).update(repeating: 0, count: v.shape[0])
                 WeightNorm.backward(v: tv.pointer(vn), g: tv.pointer(gn), dw: dw, dv: tv.gradient(vn), dg: tv.gradient(gn),
-                                    out: v.shape[0], rest: v.count / v.shape[0])
+                                    out: v.shape[0], rest: v.count / v.shape[0], accumulate: false)
             } else {
                 tv.gradient(v.name).update(from: dw, count: v.count)
             }

@@ -151,20 +151,20 @@ public final class Trainer {
     /// Model copies that compute shards of a batch concurrently (data
     /// parallelism across cores, one BLAS thread each: measured 2x faster on
     /// two cores than one process-wide BLAS pool, whose threads mostly wait
-    /// on the serial elementwise work between matrix products).
+    /// on the serial elementwise work between matrix products). They read the
+    /// model's weights in place (`ParameterSet.shareValues(of:)`) and keep
+    /// their own gradients and caches.
     private var replicas: [FlowModel<Float>] = []
 
-    /// The first `n` replicas (made on first use), holding the model's current weights.
-    private func syncedReplicas(_ n: Int) -> [FlowModel<Float>] {
-        let reps = replicaModels(n)
-        for r in reps { r.params.copyValues(from: model.params) }
-        return reps
-    }
-
-    /// n model copies, their weights not yet synced.
-    private func replicaModels(_ n: Int) -> [FlowModel<Float>] {
-        while replicas.count < n { replicas.append(FlowModel<Float>(config: model.config)) }
-        return Array(replicas.prefix(n))
+    /// The model itself, then n - 1 replicas (made on first use): n models
+    /// that hold the current weights.
+    private func shardModels(_ n: Int) -> [FlowModel<Float>] {
+        while replicas.count < n - 1 {
+            let r = FlowModel<Float>(config: model.config)
+            r.params.shareValues(of: model.params)
+            replicas.append(r)
+        }
+        return [model] + replicas.prefix(n - 1)
     }
 
     /// Loss (batch mean of nats/sample) and its gradient in `model.params.grads`.
@@ -176,28 +176,28 @@ public final class Trainer {
             model.backward(state, context: context)
             return (state.nll.reduce(0) { $0 + Double($1) } + batch.nllOffset.reduce(0, +)) / Double(batch.batch)
         }
-        let reps = replicaModels(shards), model = model
+        let reps = shardModels(shards)
         var losses = [Double](repeating: 0, count: shards)
         let parts = (0..<shards).map { batch.shard($0, of: shards) }
         losses.withUnsafeMutableBufferPointer { lp in
             let out = lp.baseAddress!
             Threads.parallelFor(shards) { i in
                 let part = parts[i], m = reps[i]
-                m.params.copyValues(from: model.params) // each shard syncs its own copy
                 m.params.zeroGrad()
                 let state = m.forward(audio: part.audio, mel: part.mel, batch: part.batch, frames: part.frames, context: context)
                 m.backward(state, context: context)
                 out[i] = state.nll.reduce(0) { $0 + Double($1) } + part.nllOffset.reduce(0, +)
             }
         }
-        // Each replica holds the gradient of its shard's mean; the batch mean
-        // weights them by shard size.
-        // Per value 0 + w_0 g_0 + w_1 g_1 + ..., in chunks over the cores (the same sums in the same order).
+        // Each shard's model holds the gradient of its shard's mean; the batch
+        // mean weights them by shard size: per value w_0 g_0 + w_1 g_1 + ...
+        // into the model's own (shard 0's) gradient, in chunks over the cores.
         let grads = UnsafeSendable(model.params.gradBuffer.baseAddress!)
-        let weights = parts.map { Float($0.batch) / Float(batch.batch) }, sources = reps.map { UnsafeSendable($0.params.gradBuffer.baseAddress!) }
+        let weights = parts.map { Float($0.batch) / Float(batch.batch) }
+        let others = reps.dropFirst().map { UnsafeSendable($0.params.gradBuffer.baseAddress!) }
         Threads.parallelChunks(model.params.count) { range in
-            for j in range { grads.p[j] = 0 }
-            for (weight, g) in zip(weights, sources) { for j in range { grads.p[j] += weight * g.p[j] } }
+            for j in range { grads.p[j] *= weights[0] }
+            for (weight, g) in zip(weights.dropFirst(), others) { for j in range { grads.p[j] += weight * g.p[j] } }
         }
         return losses.reduce(0, +) / Double(batch.batch)
     }
@@ -207,7 +207,7 @@ public final class Trainer {
         let h = model.config.nGroup, hop = model.config.hopLength, m = model.config.nMels
         let maxSamples = Int(options.validationSeconds * Double(model.config.sampleRate))
         let workers = max(1, min(context.threads, utterances.count))
-        let reps = syncedReplicas(workers)
+        let reps = shardModels(workers)
         var nll = [Double](repeating: 0, count: utterances.count)
         nll.withUnsafeMutableBufferPointer { out in
             let o = out.baseAddress!
