@@ -1,4 +1,5 @@
-// Every kernel template (gate_kernels.h, sum_kernels.h, panel_gemm.h, winograd_kernels.h) compiled once per
+// Every kernel template (gate_kernels.h, sum_kernels.h, panel_gemm.h, winograd_kernels.h,
+// optimizer_kernels.h) compiled once per
 // instruction set: AVX2 + FMA, then AVX-512 (see ckernels.h, vector_isa.h).
 // bf16.c holds the rounding kernels, which differ per set in more than width.
 #include "ckernels.h"
@@ -11,6 +12,7 @@
 #include "sum_kernels.h"
 #include "panel_gemm.h"
 #include "winograd_kernels.h"
+#include "optimizer_kernels.h"
 #undef WF_ISA_AVX2
 
 #define WF_ISA_AVX512
@@ -19,5 +21,6 @@
 #include "sum_kernels.h"
 #include "panel_gemm.h"
 #include "winograd_kernels.h"
+#include "optimizer_kernels.h"
 #undef WF_ISA_AVX512
 #endif

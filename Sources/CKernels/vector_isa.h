@@ -21,6 +21,7 @@
 #undef wf_sub
 #undef wf_mul
 #undef wf_div
+#undef wf_sqrt
 #undef wf_fmadd
 #undef wf_fnmadd
 #undef wf_min
@@ -49,6 +50,7 @@ static inline WF_TARGET wf_mask wf_tail_mask_avx512(long n) {
 #define wf_sub _mm512_sub_ps
 #define wf_mul _mm512_mul_ps
 #define wf_div _mm512_div_ps
+#define wf_sqrt _mm512_sqrt_ps
 #define wf_fmadd _mm512_fmadd_ps
 #define wf_fnmadd _mm512_fnmadd_ps
 #define wf_min _mm512_min_ps
@@ -78,6 +80,7 @@ static inline WF_TARGET wf_mask wf_tail_mask_avx2(long n) {
 #define wf_sub _mm256_sub_ps
 #define wf_mul _mm256_mul_ps
 #define wf_div _mm256_div_ps
+#define wf_sqrt _mm256_sqrt_ps
 #define wf_fmadd _mm256_fmadd_ps
 #define wf_fnmadd _mm256_fnmadd_ps
 #define wf_min _mm256_min_ps

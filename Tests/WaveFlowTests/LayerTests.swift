@@ -297,6 +297,24 @@ final class LayerTests: XCTestCase {
             XCTAssertEqual(many, pRef, "step \(t)")
             XCTAssertEqual(big.m, mRef); XCTAssertEqual(big.v, vRef)
         }
+        // Each vector kernel, at lengths around the vector widths: bit for
+        // bit the scalar update, nothing written past the end.
+        let (b1, b2, c1, c2, lr, eps): (Float, Float, Float, Float, Float, Float) = (0.9, 0.999, 0.19, 0.002, 0.01, 1e-8)
+        for level in VectorKernels.available {
+            for count in [1, 7, 8, 9, 15, 16, 17, 31, 33, 100] {
+                let g: [Float] = rng.array(count), m0: [Float] = rng.array(count), v0: [Float] = rng.array(count).map { $0 * $0 }
+                let x0: [Float] = rng.array(count)
+                var (x, m, v) = (x0 + [7], m0 + [7], v0 + [7]) // a sentinel past the end
+                let ran = VectorKernels.adam(&x, g, &m, &v, count: count, b1: b1, b2: b2, c1: c1, c2: c2, lr: lr, eps: eps, level: level)
+                guard ran else { continue }
+                for i in 0..<count {
+                    let mi = b1 * m0[i] + (1 - b1) * g[i], vi = b2 * v0[i] + (1 - b2) * g[i] * g[i]
+                    let xi = x0[i] - lr * (mi / c1) / ((vi / c2).squareRoot() + eps)
+                    XCTAssertEqual([x[i], m[i], v[i]], [xi, mi, vi], "\(level) count \(count) index \(i)")
+                }
+                XCTAssertEqual([x[count], m[count], v[count]], [7, 7, 7], "\(level) count \(count): past the end")
+            }
+        }
     }
 
     func testGradientClipping() {

@@ -37,6 +37,15 @@ void wf_gate_backward_kept_avx512(float *kept, const float *dg, long count, long
 float wf_sum_avx2(const float *x, long count);
 float wf_sum_avx512(const float *x, long count);
 
+/// One Adam step over x[0:count] from gradients g, moments m and v (updated
+/// in place): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g g,
+/// x -= lr (m / c1) / (sqrt(v / c2) + eps); bit for bit Adam.update's
+/// scalar loop (c1, c2: the bias corrections 1 - b1^t, 1 - b2^t).
+void wf_adam_avx2(float *x, const float *g, float *m, float *v, long count, float b1, float b2, float c1, float c2,
+                  float lr, float eps);
+void wf_adam_avx512(float *x, const float *g, float *m, float *v, long count, float b1, float b2, float c1, float c2,
+                    float lr, float eps);
+
 /// x[i] += b, then y[i] = x[i], i < count.
 void wf_add_copy_avx2(float *x, float *y, long count, float b);
 void wf_add_copy_avx512(float *x, float *y, long count, float b);

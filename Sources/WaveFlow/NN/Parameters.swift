@@ -258,29 +258,21 @@ public struct Adam: Codable, Equatable, Sendable {
         m.withUnsafeMutableBufferPointer { mb in
             v.withUnsafeMutableBufferPointer { vb in
                 let (m, v) = (UnsafeSendable(mb.baseAddress!), UnsafeSendable(vb.baseAddress!))
-                // Element by element (8 lanes at a time, the same operations in the
-                // same order, each rounded once), so neither the chunks over the
-                // cores nor the vectors change any value.
+                // Element by element (a vector kernel where the CPU has one,
+                // else a scalar loop: the same operations in the same order,
+                // each rounded once), so neither the chunks over the cores nor
+                // the kernel change any value.
+                let level = VectorKernels.level
                 Threads.parallelChunks(params.count) { range in
-                    let (p, g, m, v) = (p.p, g.p, m.p, v.p)
-                    let end = range.upperBound
-                    var i = range.lowerBound
-                    func load(_ x: UnsafeMutablePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) }
-                    func store(_ y: SIMD8<Float>, _ x: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(x + i).storeBytes(of: y, as: SIMD8<Float>.self) }
-                    while i + 8 <= end {
-                        let gi = load(g)
-                        let mi = b1 * load(m) + (1 - b1) * gi, vi = b2 * load(v) + (1 - b2) * gi * gi
-                        store(mi, m); store(vi, v)
-                        let mHat = mi / c1, vHat = vi / c2
-                        store(load(p) - lrF * mHat / (vHat.squareRoot() + eps), p)
-                        i += 8
+                    let (p, g, m, v) = (p.p + range.lowerBound, g.p + range.lowerBound, m.p + range.lowerBound, v.p + range.lowerBound)
+                    if VectorKernels.adam(p, g, m, v, count: range.count, b1: b1, b2: b2, c1: c1, c2: c2, lr: lrF, eps: eps, level: level) {
+                        return
                     }
-                    while i < end {
+                    for i in 0..<range.count {
                         m[i] = b1 * m[i] + (1 - b1) * g[i]
                         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
                         let mHat = m[i] / c1, vHat = v[i] / c2
                         p[i] -= lrF * mHat / (vHat.squareRoot() + eps)
-                        i += 1
                     }
                 }
             }
@@ -306,8 +298,15 @@ public func clipGradientNorm(_ grads: UnsafeMutableBufferPointer<Float>, maxNorm
     partial.withUnsafeMutableBufferPointer { out in
         let sums = UnsafeSendable(out.baseAddress!)
         Threads.parallelChunks(grads.count) { range in
-            var s: Double = 0
-            for i in range { s += Double(g.p[i]) * Double(g.p[i]) }
+            // Eight interleaved partial sums (one serial sum was latency-bound), then the tail.
+            var acc = SIMD8<Double>(repeating: 0), i = range.lowerBound
+            while i + 8 <= range.upperBound {
+                let x = SIMD8<Double>(UnsafeRawPointer(g.p + i).loadUnaligned(as: SIMD8<Float>.self))
+                acc += x * x
+                i += 8
+            }
+            var s = acc.sum()
+            while i < range.upperBound { s += Double(g.p[i]) * Double(g.p[i]); i += 1 }
             sums.p[range.lowerBound / size] = s
         }
     }

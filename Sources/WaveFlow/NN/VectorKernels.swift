@@ -103,6 +103,21 @@ public enum VectorKernels {
         }
     }
 
+    /// One Adam step over x[0:count] (`Adam.update`, bit for bit its scalar
+    /// loop); false, nothing done, where no vector kernel runs.
+    @inline(__always)
+    public static func adam(_ x: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+                            _ v: UnsafeMutablePointer<Float>, count: Int, b1: Float, b2: Float, c1: Float, c2: Float,
+                            lr: Float, eps: Float, level: Level = level) -> Bool {
+        switch level {
+        #if arch(x86_64)
+        case .avx512bf16, .avx512: wf_adam_avx512(x, g, m, v, count, b1, b2, c1, c2, lr, eps); return true
+        case .avx2: wf_adam_avx2(x, g, m, v, count, b1, b2, c1, c2, lr, eps); return true
+        #endif
+        default: return false
+        }
+    }
+
     /// x[i] += b, then y[i] = x[i], i < count.
     @inline(__always)
     public static func addCopy(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int, bias b: Float,
