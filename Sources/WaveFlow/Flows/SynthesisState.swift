@@ -18,14 +18,12 @@ public final class LayerRowCache<O: ProductOperands> {
     public let channels: Int, width: Int
     let slots: [UnsafeMutablePointer<O.Element>]
 
-    /// - Parameter keepsPastRows: false keeps only the row last stored (a
-    ///   layer whose past rows are kept transformed, `WinogradRowCache`).
-    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int, keepsPastRows: Bool = true) {
+    public init(dilation: Int, widthDilation: Int, channels: Int, width: Int) {
         self.dilation = dilation
         self.widthDilation = widthDilation
         self.channels = channels
         self.width = width
-        slots = (0 ..< (keepsPastRows ? 1 + 2 * dilation : 1)).map { _ in
+        slots = (0 ..< 1 + 2 * dilation).map { _ in
             let p = UnsafeMutablePointer<O.Element>.allocate(capacity: channels * width)
             p.initialize(repeating: O.zero, count: channels * width)
             return p
@@ -54,9 +52,6 @@ public final class LayerRowCache<O: ProductOperands> {
             O.convert(src, count: js.count, into: s + ch * width + j0)
         }
     }
-
-    /// Row r [C, w] as stored (the last one stored when past rows are not kept).
-    func row(_ r: Int) -> UnsafePointer<O.Element> { UnsafePointer(slots[r % slots.count]) }
 
     /// Writes columns `js` of row r, expanded, into `e` [3C, js.count].
     /// Returns false (writing nothing) for rows before 0.
@@ -118,7 +113,9 @@ final class WinogradScratch<T: Real> {
 
 /// One worker's scratch for a column block of synthesis (`block` columns):
 /// the pre-gate activations [2C, block], the gate [C, block] and as
-/// operands, and the condition row [M, block] before conversion.
+/// operands (room for [C + 1, block]: native operands put a row of ones
+/// under the gate, for the residual bias), and the condition row [M, block]
+/// before conversion.
 final class SynthesisScratch<O: ProductOperands> {
     let y, g, cond: UnsafeMutablePointer<O.Scalar>
     let gOperand: UnsafeMutablePointer<O.Element>
@@ -130,7 +127,7 @@ final class SynthesisScratch<O: ProductOperands> {
         y = .allocate(capacity: 2 * c * block)
         g = .allocate(capacity: c * block)
         cond = .allocate(capacity: m * block)
-        gOperand = .allocate(capacity: c * block)
+        gOperand = .allocate(capacity: (c + 1) * block)
     }
 
     deinit { y.deallocate(); g.deallocate(); cond.deallocate(); gOperand.deallocate() }
@@ -141,7 +138,9 @@ final class SynthesisScratch<O: ProductOperands> {
 /// condition projection as [2C, 3C + M] (one product reads the expanded row
 /// r and the condition row, stacked), the residual and skip projections as
 /// one [2C, C]; the biases stay scalars: conv + condition biases go into the
-/// gate, residual biases into the next layer's row store, and the skip
+/// gate, residual biases into the next layer's row store (bf16 operands) or
+/// into the residual product as a column of its packed weights (Float32 and
+/// Float64: [W_res b_res; W_skip 0] [2C, C + 1] times [g; 1]), and the skip
 /// biases, summed over the layers, through the output layer into its bias.
 final class SynthesisWeights<O: ProductOperands> {
     let c: Int, m: Int, layers: Int
@@ -150,8 +149,8 @@ final class SynthesisWeights<O: ProductOperands> {
     /// (`WidthWinograd.transformKernel`), U [6][2C, 3C] with the taps in the
     /// order of the rows r - 2dh, r - dh, r; for Float32 and Float64 operands only.
     let winogradTaps: [PackedWeights<O.Scalar>] // [L][6] of [2C, 3C]; empty for bf16
-    /// Per layer, W_cond [2C, M] and [W_res; W_skip] [2C, C] packed for the
-    /// panel kernel (`Real.packedProduct`); empty for bf16.
+    /// Per layer, W_cond [2C, M] and [W_res b_res; W_skip 0] [2C, C + 1]
+    /// packed for the panel kernel (`Real.packedProduct`); empty for bf16.
     let packedCondition, packedOut: [PackedWeights<O.Scalar>]
     /// The output layer [2, C] packed likewise (OpenBLAS spent 2% of
     /// synthesis on these two-row products); nil for bf16.
@@ -184,7 +183,14 @@ final class SynthesisWeights<O: ProductOperands> {
             }
         } : []
         packedCondition = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.cond, rows: 2 * c, columns: m, lda: m) } : []
-        packedOut = native ? step.layerOffsets.map { PackedWeights(step.weights + $0.out, rows: 2 * c, columns: c, lda: c) } : []
+        packedOut = native ? step.layerOffsets.map { lo in
+            var wb = [O.Scalar](repeating: 0, count: 2 * c * (c + 1))
+            for o in 0 ..< 2 * c {
+                for i in 0..<c { wb[o * (c + 1) + i] = wt[lo.out + o * c + i] }
+                if o < c { wb[o * (c + 1) + c] = wt[lo.outB + o] }
+            }
+            return wb.withUnsafeBufferPointer { PackedWeights($0.baseAddress!, rows: 2 * c, columns: c + 1, lda: c + 1) }
+        } : []
         packedOutput = native ? PackedWeights(step.weights + step.output, rows: 2, columns: c, lda: c) : nil
         do {
             for (l, lo) in step.layerOffsets.enumerated() {

@@ -64,9 +64,9 @@ extension WaveFlowCoupling {
             // Network row r predicts grid row r + 1 from X rows <= r and condition row r + 1.
             forEachBlock { _, js, s, e in inversion.startRow(r, columns: js, scratch: s, operands: e) }
             for l in 0..<layers {
-                // Stored in a pass of its own: a block's taps read the
-                // neighbouring blocks' columns of row r (up to dw away).
-                forEachBlock { _, js, _, _ in inversion.storeInput(layer: l, row: r, columns: js) }
+                // Stored (or transformed) in a pass of its own: a block's taps
+                // read the neighbouring blocks' columns of row r (up to dw away).
+                forEachBlock { b, js, s, _ in inversion.storeInput(layer: l, row: r, block: b, columns: js, scratch: s) }
                 forEachBlock { b, js, s, e in inversion.layer(l, row: r, block: b, columns: js, scratch: s, operands: e) }
             }
             forEachBlock { _, js, _, _ in inversion.finishRow(r, columns: js) }
@@ -102,7 +102,8 @@ final class RowInversion<O: ProductOperands> {
     let kOp: Int
     let rowMap: [Int], heightDilations: [Int]
     let condition: any ConditionRows<T>
-    let caches: [LayerRowCache<O>]
+    /// Per layer, its past input rows; nil for a Winograd layer (`winograd`).
+    let caches: [LayerRowCache<O>?]
     /// Per layer, its transformed past rows when its width convolution runs by
     /// Winograd's F(4, 3) (`WidthWinograd`); nil for the direct products.
     let winograd: [WinogradRowCache<T>?]
@@ -134,8 +135,9 @@ final class RowInversion<O: ProductOperands> {
         }
         let transformed = winograd.map { $0 != nil }
         caches = (0..<step.layers).map {
-            LayerRowCache<O>(dilation: step.heightDilations[$0], widthDilation: step.widthDilations[$0], channels: step.channels, width: w,
-                             keepsPastRows: !transformed[$0])
+            transformed[$0] ? nil
+                : LayerRowCache<O>(dilation: step.heightDilations[$0], widthDilation: step.widthDilations[$0], channels: step.channels,
+                                   width: w)
         }
         weights = SynthesisWeights<O>(step: step)
         (inputWeight, inputBias) = (UnsafePointer(step.weights + step.input), UnsafePointer(step.weights + step.inputB))
@@ -181,9 +183,19 @@ final class RowInversion<O: ProductOperands> {
         }
     }
 
-    /// Layer l's input row r (a, plus the previous layer's residual bias) into its row cache.
-    func storeInput(layer l: Int, row r: Int, columns js: Range<Int>) {
-        caches[l].store(act, at: r, columns: js, bias: l > 0 ? weights.residualBias + (l - 1) * c : nil)
+    /// Layer l's input row r into its row cache: a, plus the previous
+    /// layer's residual bias for bf16 operands (Float operands got it in the
+    /// residual product, `SynthesisWeights.packedOut`); a Winograd layer's
+    /// cache takes the block transformed (`WidthWinograd.transformInput`),
+    /// read from a in place.
+    func storeInput(layer l: Int, row r: Int, block b: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>) {
+        if let wc = winograd[l], let ws = s.winograd {
+            let tiling = wc.tilings[b]
+            WidthWinograd.transformInput(act, channels: c, rowStride: w, width: w, start: js.lowerBound, tiling: tiling,
+                                         into: wc.block(r, b), pointStride: c * tiling.rowStride, ldv: tiling.rowStride, split: ws.split)
+        } else {
+            caches[l]!.store(act, at: r, columns: js, bias: l > 0 && !native ? weights.residualBias + (l - 1) * c : nil)
+        }
     }
 
     /// Layer l on the block: y = [W_tap2 | W_cond] x [E(r); cond] + the other
@@ -191,10 +203,11 @@ final class RowInversion<O: ProductOperands> {
     /// [a; skip] += [W_res; W_skip] x g in place.
     func layer(_ l: Int, row r: Int, block b: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>,
                operands e: UnsafeMutablePointer<O.Element>) {
-        let nb = js.count, cache = caches[l], dh = heightDilations[l]
+        let nb = js.count, dh = heightDilations[l]
         if let wc = winograd[l], let ws = s.winograd {
             winogradConvolution(l, row: r, block: b, columns: js, cache: wc, scratch: ws, y: s.y, operands: e)
         } else {
+            let cache = caches[l]!
             _ = cache.expand(r, columns: js, into: e)
             O.gemm(context, m: 2 * c, n: nb, k: kOp, a: weights.tapAndCond + l * 2 * c * kOp, lda: kOp, b: e, ldb: nb,
                    accumulate: false, c: s.y, ldc: nb)
@@ -207,6 +220,7 @@ final class RowInversion<O: ProductOperands> {
         if native {
             let g = UnsafeMutableRawPointer(s.gOperand).assumingMemoryBound(to: T.self)
             Gate.forward(s.y, g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
+            (g + c * nb).update(repeating: 1, count: nb) // [g; 1]: the residual bias's row
             T.packedProduct(weights.packedOut[l], b: g, ldb: nb, n: nb, c: act + js.lowerBound, ldc: w, accumulate: true)
         } else {
             Gate.forward(s.y, s.g, channels: c, n: nb, bias: weights.gateBias + l * 2 * c)
@@ -217,8 +231,8 @@ final class RowInversion<O: ProductOperands> {
     }
 
     /// y [2C, nb] = W_cond x cond + layer l's width convolution of rows r - 2dh,
-    /// r - dh and r by Winograd's F(4, 3): row r's block is transformed into
-    /// the cache (the earlier rows were, in their turn), then per point one
+    /// r - dh and r by Winograd's F(4, 3): with row r's block transformed
+    /// into the cache (`storeInput`; the earlier rows were, in their turn), per point one
     /// product U [2C, 3C] x [V(r - 2dh); V(r - dh); V(r)] read in place
     /// (`Real.segmentProduct`; fewer taps while rows before 0 are missing),
     /// and the output transform adds the tiles' outputs to y. Float32 /
@@ -229,10 +243,7 @@ final class RowInversion<O: ProductOperands> {
         let values = { (p: UnsafeMutablePointer<O.Element>) in UnsafeMutableRawPointer(p).assumingMemoryBound(to: T.self) }
         // y = W_cond x cond (the condition row under the block's operands).
         T.packedProduct(weights.packedCondition[l], b: values(e + 3 * c * nb), ldb: nb, n: nb, c: y, ldc: nb, accumulate: false)
-        let raw = UnsafeRawPointer(caches[l].row(r)).assumingMemoryBound(to: T.self)
         let point = c * ld // a point's stride in a cached row's V
-        WidthWinograd.transformInput(raw, channels: c, rowStride: w, width: w, start: js.lowerBound, tiling: tiling,
-                                     into: wc.block(r, b), pointStride: point, ldv: ld, split: ws.split)
         let first = (0..<2).first { r - (2 - $0) * dh >= 0 } ?? 2 // the earliest vertical tap whose row exists
         withUnsafeTemporaryAllocation(of: UnsafePointer<T>.self, capacity: 3) { rowsV in
             for i in 0..<WidthWinograd.points {
