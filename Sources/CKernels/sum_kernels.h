@@ -17,22 +17,3 @@ WF_TARGET float WF_NAME(wf_sum)(const float *x, long count) {
     for (; i < count; i += WF_WIDTH) s0 = wf_add(s0, wf_load(x + i, wf_tail_mask(count - i)));
     return wf_reduce_add(wf_add(wf_add(s0, s1), wf_add(s2, s3)));
 }
-
-/// x[i] += b, then y[i] = x[i], i < count: a bias added to a row in place
-/// and the row copied out, in one pass (synthesis's row store).
-WF_TARGET void WF_NAME(wf_add_copy)(float *x, float *y, long count, float b) {
-    const wf_v bv = wf_set1(b);
-    const wf_mask all = wf_tail_mask(WF_WIDTH);
-    long i = 0;
-    for (; i + WF_WIDTH <= count; i += WF_WIDTH) {
-        const wf_v v = wf_add(wf_load(x + i, all), bv);
-        wf_store(x + i, all, v);
-        wf_store(y + i, all, v);
-    }
-    if (i < count) {
-        const wf_mask m = wf_tail_mask(count - i);
-        const wf_v v = wf_add(wf_load(x + i, m), bv);
-        wf_store(x + i, m, v);
-        wf_store(y + i, m, v);
-    }
-}

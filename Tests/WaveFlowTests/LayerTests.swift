@@ -55,24 +55,6 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    /// The row store's bias-and-copy kernel equals the two loops exactly at
-    /// every level, at lengths around the vector widths, writing nothing past
-    /// `count`.
-    func testAddCopyMatchesLoops() {
-        var rng = TestRNG(9)
-        for level in VectorKernels.available {
-            for count in [1, 7, 8, 9, 15, 16, 17, 64, 1001] {
-                let x0: [Float] = rng.array(count + 3), y0: [Float] = rng.array(count + 3), b: Float = rng.array(1)[0]
-                var (x, y) = (x0, y0)
-                VectorKernels.addCopy(&x, &y, count: count, bias: b, level: level)
-                for j in 0 ..< count + 3 {
-                    XCTAssertEqual(x[j], j < count ? x0[j] + b : x0[j], "\(level) count \(count)")
-                    XCTAssertEqual(y[j], j < count ? x0[j] + b : y0[j], "\(level) count \(count)")
-                }
-            }
-        }
-    }
-
     /// The tap-decomposed causal convolution equals im2col + GEMM (itself
     /// checked against seven loops and finite differences) forward and
     /// backward, in Float64, including taps that reach above every row

@@ -46,10 +46,6 @@ void wf_adam_avx2(float *x, const float *g, float *m, float *v, long count, floa
 void wf_adam_avx512(float *x, const float *g, float *m, float *v, long count, float b1, float b2, float c1, float c2,
                     float lr, float eps);
 
-/// x[i] += b, then y[i] = x[i], i < count.
-void wf_add_copy_avx2(float *x, float *y, long count, float b);
-void wf_add_copy_avx512(float *x, float *y, long count, float b);
-
 /// dst[i] = src[i] rounded to bf16 (round to nearest even; the upper 16
 /// bits of the rounded Float32). The integer versions carry NaN payloads
 /// as they fall; the AVX-512 BF16 instruction quiets NaNs and flushes

@@ -33,19 +33,10 @@ public final class LayerRowCache<O: ProductOperands> {
     deinit { for p in slots { p.deallocate() } }
 
     /// Stores columns `js` of row r (`a` [C, w]), first adding `bias[c]` to
-    /// channel c of `a` itself (in place) when given.
+    /// channel c of `a` itself (in place) when given (bf16 operands: Float
+    /// ones get the residual bias in the residual product).
     public func store(_ a: UnsafeMutablePointer<O.Scalar>, at r: Int, columns js: Range<Int>, bias: UnsafePointer<O.Scalar>? = nil) {
         let s = slots[r % slots.count], j0 = js.lowerBound
-        if let bias, O.Scalar.self == Float.self, O.Element.self == Float.self {
-            // Float values and storage: the bias and the copy in one pass.
-            let (x, y, b) = (UnsafeMutableRawPointer(a).assumingMemoryBound(to: Float.self),
-                             UnsafeMutableRawPointer(s).assumingMemoryBound(to: Float.self),
-                             UnsafeRawPointer(bias).assumingMemoryBound(to: Float.self))
-            for ch in 0..<channels {
-                VectorKernels.addCopy(x + ch * width + j0, y + ch * width + j0, count: js.count, bias: b[ch])
-            }
-            return
-        }
         for ch in 0..<channels {
             let src = a + ch * width + j0
             if let bias { let b = bias[ch]; for j in 0..<js.count { src[j] += b } }

@@ -118,21 +118,6 @@ public enum VectorKernels {
         }
     }
 
-    /// x[i] += b, then y[i] = x[i], i < count.
-    @inline(__always)
-    public static func addCopy(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int, bias b: Float,
-                               level: Level = level) {
-        switch level {
-        #if arch(x86_64)
-        case .avx512bf16, .avx512: wf_add_copy_avx512(x, y, count, b)
-        case .avx2: wf_add_copy_avx2(x, y, count, b)
-        #endif
-        default:
-            for j in 0..<count { x[j] += b }
-            y.update(from: x, count: count)
-        }
-    }
-
     /// dst[i] = src[i] rounded to bf16 (nearest even).
     @inline(__always)
     public static func toBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int, level: Level = level) {
