@@ -83,8 +83,12 @@ extension Float: Real {
                                a: UnsafePointer<Float>, a16: UnsafePointer<UInt16>?, lda: Int,
                                b: UnsafePointer<Float>, b16: UnsafePointer<UInt16>?, ldb: Int,
                                accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        let t0 = ProdProf.on ? DispatchTime.now().uptimeNanoseconds : 0
-        defer { if ProdProf.on { ProdProf.add("\(transA ? "T" : "N")\(transB ? "T" : "N") m\(m) n\(n) k\(k) lda\(lda) ldb\(ldb) acc\(accumulate ? 1 : 0)", DispatchTime.now().uptimeNanoseconds - t0, 2.0 * Double(m * n * k)) } }
+        let started = ProductProfile.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer {
+            if ProductProfile.enabled {
+                ProductProfile.record(transA: transA, transB: transB, m: m, n: n, k: k, accumulate: accumulate, since: started)
+            }
+        }
         // bf16 products (oneDNN) when chosen, for all but the smallest shapes.
         if context.bf16Products(m, n, k), case .success(let dnnl) = OneDNN.bf16,
            (try? dnnl.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, a16: a16, lda: lda, b: b, b16: b16, ldb: ldb,
@@ -292,22 +296,3 @@ extension Real {
     [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
 
-enum ProdProf {
-    static let on = ProcessInfo.processInfo.environment["WF_PRODPROF"] != nil
-    nonisolated(unsafe) static var table: [String: (UInt64, Double, Int)] = [:]
-    static let lock = NSLock()
-    static var registered = false
-    static func add(_ key: String, _ ns: UInt64, _ flops: Double) {
-        lock.lock(); defer { lock.unlock() }
-        if !registered { registered = true; atexit { ProdProf.dump() } }
-        let e = table[key] ?? (0, 0, 0)
-        table[key] = (e.0 + ns, e.1 + flops, e.2 + 1)
-    }
-    static func dump() {
-        let total = table.values.reduce(0) { $0 + $1.0 }
-        for (k, v) in table.sorted(by: { $0.value.0 > $1.value.0 }).prefix(40) {
-            print(String(format: "%6.2f%% %8.1f GF/s %6d calls  ", 100 * Double(v.0) / Double(total), v.1 / Double(v.0), v.2) + k)
-        }
-        print("total product thread-seconds", Double(total) / 1e9)
-    }
-}
