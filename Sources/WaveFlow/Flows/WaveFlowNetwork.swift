@@ -48,10 +48,12 @@ extension WaveFlowCoupling {
                 let shape = convShape(layer: l, batch: batch, height: height, width: width)
                 let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
                 if keepCache && l > 0 { y = uninitializedArray(T.self, 2 * c * n) } // the last y is in the cache
+                // The convolution's and the condition's biases, added together by the convolution.
+                let biases = (0 ..< 2 * c).map { w[lo.convB + $0] + w[lo.condB + $0] }
                 a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
-                            CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: w + lo.convB,
+                            CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: biases,
                                                output: yp.baseAddress!, e: ep.baseAddress!)
                         }
                     }
@@ -60,7 +62,6 @@ extension WaveFlowCoupling {
                 y.withUnsafeMutableBufferPointer { yp in
                     T.product(context, transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, a16: nil, lda: m,
                               b: cp.baseAddress!, b16: cin16, ldb: n, accumulate: true, c: yp.baseAddress!, ldc: n)
-                    addBias(yp.baseAddress!, w + lo.condB, rows: 2 * c, cols: n)
                 }
                 if keepCache { cacheY.append(y) }
                 y.withUnsafeBufferPointer { yp in
@@ -73,7 +74,8 @@ extension WaveFlowCoupling {
                     skip.withUnsafeMutableBufferPointer { sp in
                         a.withUnsafeMutableBufferPointer { ap in
                             let (ov, sk, av) = (op.baseAddress!, sp.baseAddress!, ap.baseAddress!)
-                            for i in 0 ..< c * n { sk[i] += ov[c * n + i] }
+                            let os = ov + c * n // o's skip half (an offset inside the loop kept it scalar)
+                            for i in 0 ..< c * n { sk[i] += os[i] }
                             if keepCache {
                                 next.withUnsafeMutableBufferPointer { np in
                                     let nx = np.baseAddress!
