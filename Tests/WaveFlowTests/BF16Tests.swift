@@ -98,6 +98,20 @@ final class BF16Tests: XCTestCase {
         Float.product(onOpenBLAS, transA: false, transB: true, m: m, n: n, k: k, a: a, a16: nil, lda: k, b: b, b16: nil, ldb: k,
                       accumulate: true, c: &blas, ldc: n)
         XCTAssertLessThan(normRelativeError(routed, blas), Tolerance.float32Reordered)
+        // A fresh output of a short reduction (WaveFlow's Winograd point
+        // products; oneDNN on AVX-512): A a column window (lda > k), C's old
+        // values ignored, the same as OpenBLAS's; transposed A too.
+        for transA in [false, true] {
+            let (m, n, k) = (128, 3000, 64), lda = transA ? m + 8 : 3 * k
+            XCTAssertEqual(FreshOutputs.shape(transB: false, m: m, n: n, k: k, accumulate: false), FreshOutputs.avx512)
+            let a: [Float] = rng.array((transA ? k : m) * lda), b: [Float] = rng.array(k * n), c0: [Float] = rng.array(m * n)
+            var routed = c0, blas = c0
+            Float.product(onOneDNN, transA: transA, transB: false, m: m, n: n, k: k, a: a, a16: nil, lda: lda, b: b, b16: nil, ldb: n,
+                          accumulate: false, c: &routed, ldc: n)
+            Float.product(onOpenBLAS, transA: transA, transB: false, m: m, n: n, k: k, a: a, a16: nil, lda: lda, b: b, b16: nil, ldb: n,
+                          accumulate: false, c: &blas, ldc: n)
+            XCTAssertLessThan(normRelativeError(routed, blas), Tolerance.float32Reordered, "transA \(transA)")
+        }
     }
 
     /// The same primitive run from several threads at once gives each the

@@ -23,8 +23,9 @@ public struct ComputeContext: Sendable, Equatable {
     /// 25.6k samples/s in bf16 (512: 23.8k), with 4 s unchanged. The default
     /// scales that with this machine's L2 (`defaultSynthesisBlockColumns`).
     public var synthesisBlockColumns: Int
-    /// Whether Float32 weight-gradient products may run on oneDNN's f32
-    /// matmul (see `WeightGradients`); from `WAVEFLOW_WEIGHT_GRADIENTS`.
+    /// Whether Float32 weight-gradient products (and fresh outputs of short
+    /// reductions on AVX-512) may run on oneDNN's f32 matmul (see
+    /// `WeightGradients`, `FreshOutputs`); from `WAVEFLOW_WEIGHT_GRADIENTS`.
     public var weightGradientsOnOneDNN: Bool
     /// Whether WaveGlow synthesis may fold the upsampler into each flow's
     /// condition projection (`ConditionFolding`); other families ignore it.

@@ -95,8 +95,11 @@ extension Float: Real {
                            beta: accumulate ? 1 : 0, c: c, ldc: ldc)) != nil {
             return
         }
-        // Weight gradients in Float32 on oneDNN's f32 matmul where present.
-        if context.weightGradientsOnOneDNN, WeightGradients.shape(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb),
+        // Weight gradients, and fresh short-reduction outputs on AVX-512, in
+        // Float32 on oneDNN's f32 matmul where present.
+        if context.weightGradientsOnOneDNN,
+           WeightGradients.shape(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb)
+            || FreshOutputs.shape(transB: transB, m: m, n: n, k: k, accumulate: accumulate),
            case .success(let dnnl) = OneDNN.shared,
            (try? dnnl.gemmF32(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                               accumulate: accumulate, c: c, ldc: ldc)) != nil {
@@ -195,7 +198,7 @@ public enum WeightGradients {
         !transA && transB && k >= 2048 && m >= 16 && n >= 16 && lda == k && ldb == k
     }
 
-    /// Whether weight gradients run on oneDNN in `context` (allowed and loaded).
+    /// Whether weight gradients (and `FreshOutputs`) run on oneDNN in `context` (allowed and loaded).
     public static func runOnOneDNN(_ context: ComputeContext) -> Bool {
         guard context.weightGradientsOnOneDNN, case .success = OneDNN.shared else { return false }
         return true
@@ -204,6 +207,37 @@ public enum WeightGradients {
     /// For `waveflow info` and the training log.
     public static func description(_ context: ComputeContext) -> String {
         runOnOneDNN(context) ? "oneDNN f32 matmul" : "OpenBLAS"
+    }
+}
+
+/// Float32 products that write a fresh output (no accumulation) from a short
+/// reduction over a few thousand columns: WaveFlow training's Winograd point
+/// products, [128, 64] x [64, 3840] and [64, 128]^T x [128, 3840] per shard
+/// of h16-c64. OpenBLAS (beta = 0) first zeroes C in a pass of its own and
+/// then accumulates into it; oneDNN writes C once. Measured in session 14
+/// (`WAVEFLOW_PRODUCT_PROFILE=1`, Zen 4): 82-83 GFLOP/s per core on OpenBLAS
+/// against 91-104 on oneDNN, h16-c64 training +2-4%; but the res/skip
+/// projections over all 15,360 columns ran slower on oneDNN (70-74 against
+/// 82-88), hence the bound on N, and with oneDNN held to AVX2
+/// (`DNNL_MAX_CPU_ISA=AVX2`) the whole step lost 0.7%, hence AVX-512 only.
+/// Follows `WAVEFLOW_WEIGHT_GRADIENTS` like the weight gradients.
+public enum FreshOutputs {
+    /// Whether oneDNN runs AVX-512 here: the CPU has it and DNNL_MAX_CPU_ISA does not hold oneDNN below it.
+    public static let avx512: Bool = {
+        #if arch(x86_64)
+        let level = VectorKernels.level
+        guard level == .avx512 || level == .avx512bf16 else { return false }
+        let cap = ProcessInfo.processInfo.environment["DNNL_MAX_CPU_ISA"]?.uppercased()
+        return cap == nil || cap!.contains("AVX512") || cap!.contains("AMX") || cap == "ALL"
+        #else
+        return false
+        #endif
+    }()
+
+    /// Whether op(A) [m, k] x B [k, n] into a fresh C is such a product (on this CPU).
+    @inlinable
+    public static func shape(transB: Bool, m: Int, n: Int, k: Int, accumulate: Bool) -> Bool {
+        !accumulate && !transB && m >= 16 && k <= 128 && (2048 ..< 8192).contains(n) && avx512
     }
 }
 
@@ -295,4 +329,5 @@ extension Real {
 @inlinable func uninitializedArray<T: Real>(_: T.Type, _ count: Int) -> [T] {
     [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
+
 

@@ -19,7 +19,8 @@ public func machineReport() -> [(String, String)] {
         ("winograd", "the width taps of WaveFlow's and WaveGlow's convolutions by F(4,3) with Float32 products (--winograd auto; never with bf16)"),
         ("MPI", MPICommunicator.availability),
         ("bf16", OneDNN.availability),
-        ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description(.fp32))"),
+        ("fp32 dW", "weight-gradient products (long reductions) on \(WeightGradients.description(.fp32))"
+            + (FreshOutputs.avx512 && WeightGradients.runOnOneDNN(.fp32) ? "; fresh outputs of short reductions too (AVX-512)" : "")),
     ]
 }
 
