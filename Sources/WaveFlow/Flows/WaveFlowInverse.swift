@@ -168,10 +168,12 @@ final class RowInversion<O: ProductOperands> {
     /// a = input(X row r) and skip = 0 on the block; the condition row
     /// r + 1 (this flow's order) into the block's operands, under the expanded row.
     func startRow(_ r: Int, columns js: Range<Int>, scratch s: SynthesisScratch<O>, operands e: UnsafeMutablePointer<O.Element>) {
-        let nb = js.count, skip = act + c * w
+        let nb = js.count, skip = act + c * w, j0 = js.lowerBound
+        let xr = UnsafePointer(x + r * w + j0) // row r's block (the index inside the loop kept it scalar)
         for ch in 0..<c {
-            let row = act + ch * w, sk = skip + ch * w, (wi, bi) = (inputWeight[ch], inputBias[ch])
-            for j in js { row[j] = wi * x[r * w + j] + bi; sk[j] = 0 }
+            let row = act + ch * w + j0, (wi, bi) = (inputWeight[ch], inputBias[ch])
+            for j in 0..<nb { row[j] = wi * xr[j] + bi }
+            (skip + ch * w + j0).update(repeating: 0, count: nb)
         }
         let condOperand = e + 3 * c * nb
         if native {
