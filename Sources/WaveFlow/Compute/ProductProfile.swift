@@ -26,9 +26,11 @@ enum ProductProfile {
             registered = true
             atexit { ProductProfile.report() }
         }
-        entries[key, default: Entry()].nanoseconds += elapsed
-        entries[key, default: Entry()].flops += 2 * Double(m) * Double(n) * Double(k)
-        entries[key, default: Entry()].calls += 1
+        var e = entries[key, default: Entry()]
+        e.nanoseconds += elapsed
+        e.flops += 2 * Double(m) * Double(n) * Double(k)
+        e.calls += 1
+        entries[key] = e
     }
 
     private static func report() {

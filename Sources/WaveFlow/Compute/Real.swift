@@ -329,5 +329,3 @@ extension Real {
 @inlinable func uninitializedArray<T: Real>(_: T.Type, _ count: Int) -> [T] {
     [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
-
-

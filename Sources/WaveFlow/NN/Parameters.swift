@@ -176,23 +176,17 @@ public enum WeightNorm {
         }
     }
 
-    /// dg and dv from dw, set (`accumulate` false) or added:
+    /// Sets dg and dv from dw:
     /// dg = (dw . v) / n,  dv = (g / n) * (dw - (dw . v) / n^2 * v),  n = ||v||.
     public static func backward<T: Real & SIMDScalar>(v: UnsafePointer<T>, g: UnsafePointer<T>, dw: UnsafePointer<T>,
-                                                      dv: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, out: Int, rest: Int,
-                                                      accumulate: Bool = true) {
+                                                      dv: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, out: Int, rest: Int) {
         for o in 0..<out {
             let vo = v + o * rest, dwo = dw + o * rest, dvo = dv + o * rest
             let n2 = squaredNorm(vo, count: rest), dot = dotProduct(dwo, vo, count: rest)
             let n = n2.squareRoot()
             let a = g[o] / n, b = dot / n2
-            if accumulate {
-                dg[o] += dot / n
-                for i in 0..<rest { dvo[i] += a * (dwo[i] - b * vo[i]) }
-            } else {
-                dg[o] = dot / n
-                for i in 0..<rest { dvo[i] = a * (dwo[i] - b * vo[i]) }
-            }
+            dg[o] = dot / n
+            for i in 0..<rest { dvo[i] = a * (dwo[i] - b * vo[i]) }
         }
     }
 

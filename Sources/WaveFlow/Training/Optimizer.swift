@@ -64,7 +64,7 @@ struct Optimizer {
             if isWeightNormed(v.name) {
                 let (vn, gn) = ("train.wn.\(v.name).v", "train.wn.\(v.name).g")
                 WeightNorm.backward(v: tv.pointer(vn), g: tv.pointer(gn), dw: dw, dv: tv.gradient(vn), dg: tv.gradient(gn),
-                                    out: v.shape[0], rest: v.count / v.shape[0], accumulate: false)
+                                    out: v.shape[0], rest: v.count / v.shape[0])
             } else {
                 tv.gradient(v.name).update(from: dw, count: v.count)
             }
