@@ -91,4 +91,14 @@ void wf_wino_input_grad_avx512(const float *dv, long pointStride, long ldv, long
                                float *dx, long rowStride, long width, long j0, float *split, float *scratch);
 
 #endif
+
+/// A hint inside a spin-wait loop (x86 `pause`, ARM `yield`): the core slows
+/// the loop down instead of flooding the memory system (WorkerTeam.swift).
+static inline void wf_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 #endif

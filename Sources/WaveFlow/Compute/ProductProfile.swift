@@ -2,7 +2,7 @@ import Foundation
 
 /// A developer's view of where the Float32 matrix products' time goes: with
 /// WAVEFLOW_PRODUCT_PROFILE=1 in the environment, every `Float.product`
-/// call is timed (thread time, so shards running side by side add up) and
+/// and panel product (`Real.segmentProduct`) call is timed (thread time, so shards running side by side add up) and
 /// at exit the 40 costliest shapes are printed with their share, GFLOP/s
 /// and call count, e.g.
 ///
@@ -19,8 +19,17 @@ enum ProductProfile {
 
     /// Adds one product of shape op(A) [m, k] x op(B) [k, n], started at `since` (uptime ns).
     static func record(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, accumulate: Bool, since: UInt64) {
+        add(key: "\(transA ? "T" : "N")\(transB ? "T" : "N") m \(m) n \(n) k \(k)\(accumulate ? " +=" : "")",
+            flops: 2 * Double(m) * Double(n) * Double(k), since: since)
+    }
+
+    /// Adds one panel product (`Real.segmentProduct`) of `segments` row segments, A [m, k] x B [k, n].
+    static func record(panel segments: Int, m: Int, n: Int, k: Int, accumulate: Bool, since: UInt64) {
+        add(key: "panel \(segments) m \(m) n \(n) k \(k)\(accumulate ? " +=" : "")", flops: 2 * Double(m) * Double(n) * Double(k), since: since)
+    }
+
+    private static func add(key: String, flops: Double, since: UInt64) {
         let elapsed = DispatchTime.now().uptimeNanoseconds - since
-        let key = "\(transA ? "T" : "N")\(transB ? "T" : "N") m \(m) n \(n) k \(k)\(accumulate ? " +=" : "")"
         lock.lock(); defer { lock.unlock() }
         if !registered {
             registered = true
@@ -28,7 +37,7 @@ enum ProductProfile {
         }
         var e = entries[key, default: Entry()]
         e.nanoseconds += elapsed
-        e.flops += 2 * Double(m) * Double(n) * Double(k)
+        e.flops += flops
         e.calls += 1
         entries[key] = e
     }

@@ -157,6 +157,12 @@ extension Float: Real {
     public static func segmentProduct(_ a: PackedWeights<Float>, firstColumn kFirst: Int, segments: UnsafePointer<UnsafePointer<Float>>,
                                       count: Int, segmentRows segK: Int, ldb: Int, n: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
                                       accumulate: Bool) {
+        let started = ProductProfile.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer {
+            if ProductProfile.enabled {
+                ProductProfile.record(panel: count, m: a.rows, n: n, k: count * segK, accumulate: accumulate, since: started)
+            }
+        }
         if let ap = a.panels, UnsafeRawPointer(segments).withMemoryRebound(to: UnsafePointer<Float>?.self, capacity: count, {
             VectorKernels.panelProduct(ap, m: a.rows, kTotal: a.columns, kFirst: kFirst, b: $0, segments: count, segK: segK,
                                        ldb: ldb, n: n, c: c, ldc: ldc, accumulate: accumulate)

@@ -92,8 +92,6 @@ public enum Threads {
         }
     }
 
-    private static let nestedKey = "waveflow.parallelFor"
-
     /// Values per chunk of `parallelChunks`.
     public static let chunkSize = 1 << 16
 
@@ -109,8 +107,10 @@ public enum Threads {
     /// Runs `body(i)` for i in 0..<n on up to `count` threads. BLAS runs on
     /// one thread inside, so the two pools never oversubscribe the cores.
     /// Nested calls (from inside a running `parallelFor`) run serially.
+    /// The threads are a `WorkerTeam` (spinning between loops), or
+    /// Dispatch's pool while another thread has the team.
     public static func parallelFor(_ n: Int, _ body: (Int) -> Void) {
-        if n <= 1 || _count <= 1 || Thread.current.threadDictionary[nestedKey] != nil {
+        if n <= 1 || _count <= 1 || insideParallelLoop {
             for i in 0..<n { body(i) }
             return
         }
@@ -118,13 +118,52 @@ public enum Threads {
         BLAS.threads = 1
         defer { BLAS.threads = saved }
         let workers = min(n, _count)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            Thread.current.threadDictionary[nestedKey] = true
-            defer { Thread.current.threadDictionary[nestedKey] = nil }
+        /// Thread w's share: i = w, w + workers, ...
+        func share(_ w: Int) {
             var i = w
             while i < n { body(i); i += workers }
         }
+        if useTeam, let team = team(size: workers) {
+            markInsideParallelLoop(true)
+            defer { markInsideParallelLoop(false) }
+            // Workers wait for the next loop spinning only where no BLAS pool will want the cores.
+            if team.run(workers, linger: saved == 1, share) { return }
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let nested = insideParallelLoop
+            markInsideParallelLoop(true)
+            defer { markInsideParallelLoop(nested) }
+            share(w)
+        }
     }
+
+    /// Whether `parallelFor` uses a `WorkerTeam` (`WAVEFLOW_WORKER_TEAM=0`: Dispatch's pool only).
+    static let useTeam = ProcessInfo.processInfo.environment["WAVEFLOW_WORKER_TEAM"] != "0"
+    nonisolated(unsafe) private static var teams: [Int: WorkerTeam] = [:]
+    private static let teamsLock = NSLock()
+
+    /// The team of `size` threads, started on first use (one per size: `count` may change).
+    private static func team(size: Int) -> WorkerTeam? {
+        teamsLock.lock(); defer { teamsLock.unlock() }
+        if let t = teams[size] { return t }
+        guard teams.count < 4 else { return nil } // a program that keeps changing `count` gets Dispatch's pool
+        let t = WorkerTeam(size: size)
+        teams[size] = t
+        return t
+    }
+
+    /// Whether this thread is running a `parallelFor` body (a thread-local flag).
+    static var insideParallelLoop: Bool { pthread_getspecific(insideKey) != nil }
+
+    static func markInsideParallelLoop(_ inside: Bool) {
+        pthread_setspecific(insideKey, inside ? UnsafeRawPointer(bitPattern: 1) : nil)
+    }
+
+    private static let insideKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
 }
 
 #if canImport(Glibc)
