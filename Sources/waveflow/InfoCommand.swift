@@ -12,8 +12,8 @@ struct Info: ParsableCommand {
     @Flag(help: "Also measure sgemm GFLOP/s at 128x576x16384 on 1 thread and on all threads.")
     var measure = false
 
-    @Flag(help: ArgumentHelp("Measure synthesis at each block width and keep the fastest for this machine.",
-                             discussion: "Takes about two minutes (8 s of audio, best of 2, per width). The result goes to $XDG_CACHE_HOME/waveflow/tuning.json (~/.cache/...), keyed by CPU model, features, L2 and cores; later runs on this machine use it (WAVEFLOW_BLOCK_COLUMNS still overrides). Run it on a quiet machine."))
+    @Flag(help: ArgumentHelp("Measure synthesis in fp32 and bf16 (what --precision auto runs) and at each block width; keep the fastest for this machine.",
+                             discussion: "Takes about two minutes (8 s of audio, best of 2, per precision and width). The result goes to $XDG_CACHE_HOME/waveflow/tuning.json (~/.cache/...), keyed by CPU model, features, L2 and cores; later runs on this machine use it (WAVEFLOW_BLOCK_COLUMNS still overrides). Run it on a quiet machine."))
     var tune = false
 
     @Option(help: "Print the size of presets (comma-separated) or a JSON config file instead.")
@@ -66,11 +66,21 @@ struct Info: ParsableCommand {
         }
         if tune {
             try runReportingErrors {
-                let context = compute.apply(defaultPrecision: .auto)
-                print("measuring synthesis of h16-c64 (\(context.precision.rawValue), \(context.threads) threads) at each block width:")
-                let tuning = try MachineTuning.measure(context: context) { columns, rate in
+                let context = compute.apply(defaultPrecision: .fp32)
+                var announced = false
+                let tuning = try MachineTuning.measure(context: context, progressPrecision: { p, rate in
+                    if !announced {
+                        print("measuring synthesis of h16-c64 (\(context.threads) threads) in each precision, for --precision auto:")
+                        announced = true
+                    }
+                    print("  \(p.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0))  " + String(format: "%9.0f samples/s", rate))
+                }, progress: { columns, rate in
+                    if columns == MachineTuning.candidateBlockColumns[0] {
+                        print("measuring synthesis of h16-c64 at each block width:")
+                    }
                     print(String(format: "  %5d columns  %9.0f samples/s", columns, rate))
-                }
+                })
+                if let p = tuning.autoPrecision { print("auto precision: \(p)") }
                 let path = MachineTuning.defaultPath()
                 try tuning.save(to: path)
                 print("chosen: \(tuning.synthesisBlockColumns) columns (the L2 rule's \(ComputeContext.blockColumns(forL2: CPUCaches.current.l2)) "

@@ -37,7 +37,7 @@ func validateSigma(_ sigma: Double) throws {
     }
 }
 
-/// `--precision`: a precision, or `auto` (bf16 where it is available, else fp32).
+/// `--precision`: a precision, or `auto` (`Precision.automatic`: bf16 where it is available and pays, else fp32).
 enum PrecisionChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, fp32, bf16
 }
@@ -48,7 +48,7 @@ struct ComputeOptions: ParsableArguments {
     var threads: Int?
 
     @Option(help: ArgumentHelp("Matrix-product precision: auto, fp32 or bf16 (default: auto for train, synth and eval; fp32 for score, bench and mel).",
-                               discussion: "fp32: Float32 on OpenBLAS, the reference (training's weight gradients on oneDNN's f32 matmul where oneDNN loads: same precision, faster here). bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available, else fp32."))
+                               discussion: "fp32: Float32 on OpenBLAS, the reference (training's weight gradients on oneDNN's f32 matmul where oneDNN loads: same precision, faster here). bf16: bf16 operands with Float32 accumulation on oneDNN (needs Debian's libdnnl2 and a CPU with AVX-512 BF16 or AMX). auto: bf16 where available and faster than fp32 on this CPU (measured by waveflow info --tune, else judged from the CPU: AMX or AMD's AVX-512 BF16; `waveflow info` says which), else fp32."))
     var precision: PrecisionChoice?
 
     @Option(help: ArgumentHelp("WaveGlow synthesis: fold the upsampler into the condition projections: auto, always or never (default: always for bench, serve and a folder of mels long enough to pay for it; auto otherwise).",

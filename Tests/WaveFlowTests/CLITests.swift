@@ -87,9 +87,8 @@ final class CLITests: XCTestCase {
         let frames = try NPY.read(dir + "/m.npy").shape[1]
         let r = try run(["synth", dir + "/m.npy", dir + "/out.wav", "--sigma", "0.7"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        // The default precision is auto: bf16 where oneDNN runs bf16 here.
-        let expected: String
-        if case .success = OneDNN.bf16 { expected = "bf16" } else { expected = "fp32" }
+        // The default precision is auto: bf16 where oneDNN runs bf16 here and it pays (`AutoPrecisionChoice`).
+        let expected = Precision.automatic.rawValue
         XCTAssertTrue(r.stdout.contains(", \(expected))"), r.stdout)
         let fp32 = try run(["synth", dir + "/m.npy", dir + "/fp32.wav", "--sigma", "0.7", "--precision", "fp32"])
         XCTAssertTrue(fp32.stdout.contains(", fp32)"), fp32.stdout)

@@ -73,4 +73,37 @@ final class MachineTests: XCTestCase {
         XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 512, margin: 0.03), 512)   // 2048 only 0.6% faster
         XCTAssertEqual(MachineTuning.choose(measured: rates, rule: 4096, margin: 0.03), 2048)
     }
+
+    /// `--precision auto`: fp32 without bf16 products; else the precision the
+    /// tuning measured faster; else bf16 only with AMX or on AMD.
+    func testAutoPrecisionFollowsMeasurementThenCPU() throws {
+        func cpu(_ vendor: String, _ flags: [String]) -> CPUInfo {
+            CPUInfo(vendor: vendor, modelName: "test", family: 6, model: 207, flags: Set(["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"] + flags))
+        }
+        let none: Result<MachineTuning, WaveFlowError> = .failure(WaveFlowError("not measured"))
+        let intel = cpu("GenuineIntel", ["avx512_bf16"]), amx = cpu("GenuineIntel", ["avx512_bf16", "amx_tile", "amx_bf16"])
+        let amd = cpu("AuthenticAMD", ["avx512_bf16"])
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: true, tuning: none, cpu: intel).precision, .fp32)
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: true, tuning: none, cpu: amx).precision, .bf16)
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: true, tuning: none, cpu: amd).precision, .bf16)
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: false, tuning: none, cpu: amx).precision, .fp32)
+
+        // A measurement wins over the rule, both ways, and survives the file; a file without one leaves the rule.
+        let path = temporaryFolder(self) + "/tuning.json"
+        var tuning = MachineTuning(machine: "A", synthesisBlockColumns: 1024, measured: ["1024": 10], preset: "h16-c64",
+                                   precision: "fp32", date: "2026-12-05T03:00:00Z", autoPrecision: "bf16",
+                                   measuredPrecisions: ["fp32": 10, "bf16": 12])
+        try tuning.save(to: path)
+        let measured = AutoPrecisionChoice.resolve(bf16Available: true, tuning: MachineTuning.load(from: path, key: "A"), cpu: intel)
+        XCTAssertEqual(measured.precision, .bf16)
+        XCTAssertTrue(measured.source.contains("measured 2026-12-05"))
+        tuning.autoPrecision = "fp32"
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: true, tuning: .success(tuning), cpu: amd).precision, .fp32)
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: false, tuning: .success(tuning), cpu: amd).precision, .fp32)
+        tuning.autoPrecision = nil // a file written before precisions were measured
+        XCTAssertEqual(AutoPrecisionChoice.resolve(bf16Available: true, tuning: .success(tuning), cpu: amd).precision, .bf16)
+        let old = #"{"machine":"A","synthesisBlockColumns":1024,"measured":{"1024":10},"preset":"h16-c64","precision":"bf16","date":"2026-01-01"}"#
+        try Data(old.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertNil(try MachineTuning.load(from: path, key: "A").get().autoPrecision)
+    }
 }

@@ -209,10 +209,9 @@ public final class Vocoder: @unchecked Sendable {
 }
 
 extension Precision {
-    /// What `--precision auto` picks on this machine: bf16 where oneDNN
-    /// (libdnnl2) loads and the CPU runs bf16 products, else fp32.
-    public static var automatic: Precision {
-        if case .success = OneDNN.bf16 { return .bf16 }
-        return .fp32
-    }
+    /// What `--precision auto` picks on this machine (`AutoPrecisionChoice`):
+    /// bf16 where oneDNN (libdnnl2) loads, the CPU runs bf16 products and
+    /// they are faster here than fp32 (measured by `waveflow info --tune`,
+    /// else judged from the CPU), else fp32.
+    public static var automatic: Precision { AutoPrecisionChoice.current.precision }
 }

@@ -19,6 +19,11 @@ public struct MachineTuning: Codable, Sendable, Equatable {
     public var precision: String
     /// When (ISO 8601).
     public var date: String
+    /// What `--precision auto` runs here, "fp32" or "bf16", where bf16 was
+    /// available to measure (nil in files from before it was measured).
+    public var autoPrecision: String?
+    /// Synthesis samples/s of each precision at the L2 rule's width.
+    public var measuredPrecisions: [String: Double]?
 
     /// How much faster than the L2 rule's width a measured one must be to
     /// replace it (this machine's run-to-run drift is about 5%).
@@ -65,14 +70,34 @@ public struct MachineTuning: Codable, Sendable, Equatable {
         try AtomicFile.write(try encoder.encode(self), to: path)
     }
 
-    /// Measures synthesis of `preset` at every candidate block width (the
-    /// best of `repeats` runs of `seconds` of audio each) and picks the
-    /// fastest, unless it beats the L2 rule's width by less than
-    /// `margin` (differences of a few percent are this machine's noise).
+    /// Measures synthesis of `preset` (the best of `repeats` runs of
+    /// `seconds` of audio each): where bf16 products are available, in fp32
+    /// and in bf16 at the L2 rule's width, keeping the faster as what
+    /// `--precision auto` means here (`AutoPrecisionChoice`); then, in that
+    /// precision, at every candidate block width, picking the fastest unless
+    /// it beats the L2 rule's width by less than `margin` (differences of a
+    /// few percent are this machine's noise).
     public static func measure(preset: String = "h16-c64", seconds: Double = 8, repeats: Int = 2, context: ComputeContext,
                                margin: Double = MachineTuning.margin,
+                               progressPrecision: (Precision, Double) -> Void = { _, _ in },
                                progress: (Int, Double) -> Void = { _, _ in }) throws -> MachineTuning {
         let config = try ModelConfig.named(preset)
+        let rule = ComputeContext.blockColumns(forL2: CPUCaches.current.l2)
+        // First the precision `auto` should mean here, at the rule's width (where bf16 products run at all).
+        var context = context
+        var autoPrecision: String?, measuredPrecisions: [String: Double]?
+        if case .success = OneDNN.bf16 {
+            var rates: [String: Double] = [:]
+            for p in [Precision.fp32, .bf16] {
+                var c = context.with(precision: p)
+                c.synthesisBlockColumns = rule
+                rates[p.rawValue] = Benchmark.synthesis(config, seconds: seconds, repeats: repeats, context: c).samplesPerSecond
+                progressPrecision(p, rates[p.rawValue]!)
+            }
+            let chosen: Precision = rates["bf16"]! > rates["fp32"]! ? .bf16 : .fp32
+            (autoPrecision, measuredPrecisions) = (chosen.rawValue, rates)
+            context = context.with(precision: chosen)
+        }
         var measured: [String: Double] = [:]
         for columns in candidateBlockColumns {
             var c = context
@@ -81,10 +106,10 @@ public struct MachineTuning: Codable, Sendable, Equatable {
             measured[String(columns)] = rate
             progress(columns, rate)
         }
-        let rule = ComputeContext.blockColumns(forL2: CPUCaches.current.l2)
         let chosen = choose(measured: measured, rule: rule, margin: margin)
         return MachineTuning(machine: machineKey, synthesisBlockColumns: chosen, measured: measured, preset: preset,
-                             precision: context.precision.rawValue, date: ISO8601DateFormatter().string(from: Date()))
+                             precision: context.precision.rawValue, date: ISO8601DateFormatter().string(from: Date()),
+                             autoPrecision: autoPrecision, measuredPrecisions: measuredPrecisions)
     }
 }
 
@@ -118,4 +143,39 @@ public struct BlockColumnsChoice: Sendable, Equatable {
     /// This process's choice.
     public static let current = resolve(environment: ProcessInfo.processInfo.environment,
                                         tuning: MachineTuning.load(), l2: CPUCaches.current.l2)
+}
+
+/// What `--precision auto` runs on this machine, in order: fp32 where bf16
+/// products are unavailable (no libdnnl2, or a CPU without AVX-512 BF16 or
+/// AMX); the precision `waveflow info --tune` measured faster here; else a
+/// rule from the CPU. bf16 pays where the CPU's bf16 products outrun its
+/// Float32 multiply-adds: with AMX tiles, and on AMD's AVX-512 cores (Zen 4
+/// runs a 512-bit FMA as two halves, so `vdpbf16ps` doubles the rate;
+/// measured there: h16-c64 synthesis 1.29-1.32x fp32, training 1.11-1.14x).
+/// On Intel cores with two 512-bit FMA ports and no AMX, `vdpbf16ps` only
+/// matches the FMAs, and bf16 also gives up the Winograd products: on a Xeon
+/// (family 6 model 207, AVX-512 BF16, no AMX) bf16 ran h16-c64 synthesis at
+/// 0.43x and training at 0.54x of fp32, so fp32 it is.
+public struct AutoPrecisionChoice: Sendable, Equatable {
+    public var precision: Precision
+    public var source: String
+
+    public static func resolve(bf16Available: Bool, tuning: Result<MachineTuning, WaveFlowError>, cpu: CPUInfo) -> AutoPrecisionChoice {
+        guard bf16Available else { return AutoPrecisionChoice(precision: .fp32, source: "bf16 unavailable") }
+        if case .success(let t) = tuning, let name = t.autoPrecision, let p = Precision(rawValue: name) {
+            return AutoPrecisionChoice(precision: p, source: "measured \(t.date.prefix(10)) by waveflow info --tune")
+        }
+        if cpu.hasAMX { return AutoPrecisionChoice(precision: .bf16, source: "AMX") }
+        if cpu.vendor == "AuthenticAMD" || cpu.vendor == "HygonGenuine" {
+            return AutoPrecisionChoice(precision: .bf16, source: "AMD AVX-512 BF16 (512-bit FMAs in two halves)")
+        }
+        return AutoPrecisionChoice(precision: .fp32, source: "bf16 products no faster than fp32 on this CPU without AMX; waveflow info --tune measures")
+    }
+
+    /// This process's choice.
+    public static let current: AutoPrecisionChoice = {
+        var available = false
+        if case .success = OneDNN.bf16 { available = true }
+        return resolve(bf16Available: available, tuning: MachineTuning.load(), cpu: .current)
+    }()
 }

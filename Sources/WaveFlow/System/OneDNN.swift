@@ -47,7 +47,9 @@ public final class OneDNN: @unchecked Sendable {
     /// For `waveflow info`.
     public static var availability: String {
         switch (shared, bf16) {
-        case (.success(let d), .success): return "oneDNN \(d.version) (\(library)) found: bf16 available (auto picks it)"
+        case (.success(let d), .success):
+            let auto = AutoPrecisionChoice.current
+            return "oneDNN \(d.version) (\(library)) found: bf16 available; auto picks \(auto.precision.rawValue) (\(auto.source))"
         case (.success(let d), .failure(let e)):
             return "oneDNN \(d.version) (\(library)) found; bf16 unavailable (auto picks fp32): \(e.message)"
         case (.failure(let e), _): return "bf16 unavailable (auto picks fp32): \(e.message)"
