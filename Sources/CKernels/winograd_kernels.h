@@ -410,11 +410,11 @@ WF_TARGET void WF_NAME(wf_wino_output)(const float *mm, long pointStride, long l
     }
 }
 
-/// One vector of tiles t of the output transform's transpose: dM from y0 ... y3.
-static inline WF_TARGET void WF_NAME(wf_wino_output_grad_cols)(const float *scratch, long nt, long t, float *m0, long pointStride, wf_mask k) {
+/// One vector of tiles t of the output transform's transpose: dM from the
+/// gradients a0 ... a3 of the tiles' 4 outputs.
+static inline WF_TARGET void WF_NAME(wf_wino_output_grad_math)(wf_v a0, wf_v a1, wf_v a2, wf_v a3, long t, float *m0, long pointStride,
+                                                             wf_mask k) {
     const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), eight = wf_set1(8.0f);
-    const wf_v a0 = wf_load(scratch + t, k), a1 = wf_load(scratch + nt + t, k);
-    const wf_v a2 = wf_load(scratch + 2 * nt + t, k), a3 = wf_load(scratch + 3 * nt + t, k);
     const wf_v a = wf_add(a0, a2), b = wf_add(a1, a3), e = wf_fmadd(four, a2, a0), f = wf_fmadd(eight, a3, wf_mul(two, a1));
     wf_store(m0 + t, k, a0);
     wf_store(m0 + pointStride + t, k, wf_add(a, b));
@@ -424,13 +424,34 @@ static inline WF_TARGET void WF_NAME(wf_wino_output_grad_cols)(const float *scra
     wf_store(m0 + 5 * pointStride + t, k, a3);
 }
 
+/// wf_wino_output_grad_math on y0 ... y3 split into scratch (phase p at scratch + p nt).
+static inline WF_TARGET void WF_NAME(wf_wino_output_grad_cols)(const float *scratch, long nt, long t, float *m0, long pointStride, wf_mask k) {
+    WF_NAME(wf_wino_output_grad_math)(wf_load(scratch + t, k), wf_load(scratch + nt + t, k), wf_load(scratch + 2 * nt + t, k),
+                                      wf_load(scratch + 3 * nt + t, k), t, m0, pointStride, k);
+}
+
 WF_TARGET void WF_NAME(wf_wino_output_grad)(const float *dy, long ldy, long rows, long d, long q, long n,
                                             float *dm, long pointStride, long ldm, float *scratch) {
     const long nt = q * d;
     long full = n / (4 * d);
     if (full > q) full = q;
+    const wf_mask all = wf_tail_mask(WF_WIDTH);
     for (long o = 0; o < rows; o++) {
         const float *src = dy + o * ldy;
+        if (d % WF_WIDTH == 0) {
+            // Runs of whole vectors: each tile's 4 output gradients read straight from dy (zero past n), no split.
+            float *m0 = dm + o * ldm;
+            for (long g = 0; g < q; g++)
+                for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                    wf_v a[4];
+                    for (long p = 0; p < 4; p++) {
+                        const long j = (4 * g + p) * d + rho, left = n - j; // columns of the block from j on
+                        a[p] = left <= 0 ? wf_zero() : wf_load(src + j, left >= WF_WIDTH ? all : wf_tail_mask(left));
+                    }
+                    WF_NAME(wf_wino_output_grad_math)(a[0], a[1], a[2], a[3], g * d + rho, m0, pointStride, all);
+                }
+            continue;
+        }
         WF_NAME(wf_wino_split)(src, d, full, scratch, nt);
         for (long g = full; g < q; g++)
             for (long p = 0; p < 4; p++)
@@ -446,19 +467,26 @@ WF_TARGET void WF_NAME(wf_wino_output_grad)(const float *dy, long ldy, long rows
 }
 
 /// One vector of tiles t of the input transform's transpose: the gradient
-/// of each tile's 6 inputs (B times dV) into g[6][nt].
-static inline WF_TARGET void WF_NAME(wf_wino_input_grad_cols)(const float *v0, long pointStride, long t, float *g, long nt, wf_mask k) {
+/// of each tile's 6 inputs (B times dV) into gi[0 ... 5].
+static inline WF_TARGET void WF_NAME(wf_wino_input_grad_math)(const float *v0, long pointStride, long t, wf_v gi[6], wf_mask k) {
     const wf_v two = wf_set1(2.0f), four = wf_set1(4.0f), five = wf_set1(5.0f);
     const wf_v a0 = wf_load(v0 + t, k), a1 = wf_load(v0 + pointStride + t, k), a2 = wf_load(v0 + 2 * pointStride + t, k);
     const wf_v a3 = wf_load(v0 + 3 * pointStride + t, k), a4 = wf_load(v0 + 4 * pointStride + t, k);
     const wf_v a5 = wf_load(v0 + 5 * pointStride + t, k);
     const wf_v s12 = wf_add(a1, a2), s34 = wf_add(a3, a4);
-    wf_store(g + t, k, wf_mul(four, a0));
-    wf_store(g + nt + t, k, wf_fmadd(four, wf_add(wf_sub(a2, a1), a5), wf_mul(two, wf_sub(a4, a3))));
-    wf_store(g + 2 * nt + t, k, wf_sub(wf_fnmadd(four, s12, wf_mul(wf_set1(-5.0f), a0)), s34));
-    wf_store(g + 3 * nt + t, k, wf_fnmadd(five, a5, wf_fmadd(two, wf_sub(a3, a4), wf_sub(a1, a2))));
-    wf_store(g + 4 * nt + t, k, wf_add(wf_add(a0, s12), s34));
-    wf_store(g + 5 * nt + t, k, a5);
+    gi[0] = wf_mul(four, a0);
+    gi[1] = wf_fmadd(four, wf_add(wf_sub(a2, a1), a5), wf_mul(two, wf_sub(a4, a3)));
+    gi[2] = wf_sub(wf_fnmadd(four, s12, wf_mul(wf_set1(-5.0f), a0)), s34);
+    gi[3] = wf_fnmadd(five, a5, wf_fmadd(two, wf_sub(a3, a4), wf_sub(a1, a2)));
+    gi[4] = wf_add(wf_add(a0, s12), s34);
+    gi[5] = a5;
+}
+
+/// wf_wino_input_grad_math into g[6][nt].
+static inline WF_TARGET void WF_NAME(wf_wino_input_grad_cols)(const float *v0, long pointStride, long t, float *g, long nt, wf_mask k) {
+    wf_v gi[6];
+    WF_NAME(wf_wino_input_grad_math)(v0, pointStride, t, gi, k);
+    for (int i = 0; i < 6; i++) wf_store(g + i * nt + t, k, gi[i]);
 }
 
 /// dst[i] += src[i], i < count.
@@ -470,6 +498,34 @@ static inline WF_TARGET void WF_NAME(wf_wino_add)(float *dst, const float *src, 
 
 WF_TARGET void WF_NAME(wf_wino_input_grad)(const float *dv, long pointStride, long ldv, long channels, long d, long q,
                                            float *dx, long rowStride, long width, long j0, float *split, float *scratch) {
+    if (d % WF_WIDTH == 0) {
+        // Runs of whole vectors: each tile's 6 input gradients added straight onto the row, no phases.
+        const wf_mask all = wf_tail_mask(WF_WIDTH);
+        for (long c = 0; c < channels; c++) {
+            const float *v0 = dv + c * ldv;
+            float *dst = dx + c * rowStride;
+            for (long g = 0; g < q; g++) {
+                const long base = j0 + (4 * g - 1) * d; // input 0's first column
+                const int inside = base >= 0 && base + 6 * d <= width;
+                for (long rho = 0; rho < d; rho += WF_WIDTH) {
+                    wf_v gi[6];
+                    WF_NAME(wf_wino_input_grad_math)(v0, pointStride, g * d + rho, gi, all);
+                    for (long i = 0; i < 6; i++) {
+                        const long j = base + i * d + rho;
+                        if (inside) {
+                            wf_store(dst + j, all, wf_add(wf_load(dst + j, all), gi[i]));
+                            continue;
+                        }
+                        float lanes[WF_WIDTH];
+                        wf_store(lanes, all, gi[i]);
+                        for (long l = 0; l < WF_WIDTH; l++)
+                            if (j + l >= 0 && j + l < width) dst[j + l] += lanes[l];
+                    }
+                }
+            }
+        }
+        return;
+    }
     const long nt = q * d, phase = (q + 2) * d;
     long lo, hi;
     WF_NAME(wf_wino_inner_groups)(j0, d, q, width, &lo, &hi);
