@@ -40,19 +40,75 @@ public enum ConvTranspose {
         }
     }
 
-    /// out [B, H, W*f] = convT(input [B, H, W]) + bias.
+    /// out [B, H, W*f] = convT(input [B, H, W]) + bias. By output row (rows
+    /// in parallel), each input value adding its 2f taps to a contiguous
+    /// run, in the order `forEachTap` visits them (the same sums, bit for bit).
     public static func forward<T: Real>(_ g: UpsampleGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
                                         bias: T, output: UnsafeMutablePointer<T>) {
-        output.update(repeating: bias, count: g.outCount)
-        Threads.parallelFor(g.batch) { b in
-            forEachTap(g, b) { src, dst, tap in output[dst] += input[src] * weight[tap] }
+        let (h, w, f, wo) = (g.height, g.width, g.factor, g.outWidth)
+        Threads.parallelFor(g.batch * h) { row in
+            let (b, yo) = (row / h, row % h)
+            let out = output + row * wo
+            out.update(repeating: bias, count: wo)
+            for i in stride(from: 2, through: 0, by: -1) { // input rows y = yo + 1 - i, ascending
+                let y = yo + 1 - i
+                if y < 0 || y >= h { continue }
+                let src = input + (b * h + y) * w, taps = weight + i * 2 * f
+                for x in 0..<w {
+                    let lo = x * f - f / 2, v = src[x]
+                    let (j0, j1) = (max(0, -lo), min(2 * f, wo - lo))
+                    if j0 >= j1 { continue }
+                    let o = out + lo
+                    for j in j0..<j1 { o[j] += v * taps[j] }
+                }
+            }
         }
     }
 
-    /// dWeight += sum in * dOut, dBias += sum dOut, dInput += adjoint(dOut).
+    /// dWeight += sum in * dOut, dBias += sum dOut, dInput += adjoint(dOut),
+    /// each sum in `forEachTap`'s order (the same values, bit for bit).
     public static func backward<T: Real>(_ g: UpsampleGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
                                          dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>, dInput: UnsafeMutablePointer<T>?) {
+        var db: T = 0
+        for i in 0..<g.outCount { db += dOutput[i] }
+        dBias[0] += db
+        let (h, w, f, wo) = (g.height, g.width, g.factor, g.outWidth)
+        for b in 0..<g.batch {
+            for y in 0..<h {
+                let src = input + (b * h + y) * w, dSrc = dInput.map { $0 + (b * h + y) * w }
+                for i in 0..<3 {
+                    let yo = y - 1 + i
+                    if yo < 0 || yo >= h { continue }
+                    let dRow = dOutput + (b * h + yo) * wo, dTaps = dWeight + i * 2 * f, taps = weight + i * 2 * f
+                    for x in 0..<w {
+                        let lo = x * f - f / 2, v = src[x]
+                        let (j0, j1) = (max(0, -lo), min(2 * f, wo - lo))
+                        if j0 >= j1 { continue }
+                        let d = dRow + lo
+                        for j in j0..<j1 { dTaps[j] += v * d[j] }
+                        if let dSrc {
+                            var s = dSrc[x]
+                            for j in j0..<j1 { s += taps[j] * d[j] }
+                            dSrc[x] = s
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The naive twin of `forward`: every connection through `forEachTap`.
+    static func forwardNaive<T: Real>(_ g: UpsampleGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                      bias: T, output: UnsafeMutablePointer<T>) {
+        output.update(repeating: bias, count: g.outCount)
+        for b in 0..<g.batch { forEachTap(g, b) { src, dst, tap in output[dst] += input[src] * weight[tap] } }
+    }
+
+    /// The naive twin of `backward`.
+    static func backwardNaive<T: Real>(_ g: UpsampleGeometry, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                       dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
+                                       dBias: UnsafeMutablePointer<T>, dInput: UnsafeMutablePointer<T>?) {
         var db: T = 0
         for i in 0..<g.outCount { db += dOutput[i] }
         dBias[0] += db
