@@ -40,6 +40,15 @@ public enum ConvTranspose {
         }
     }
 
+    /// Input column x's run of taps within an output row: its first output
+    /// column `lo` (x f - f/2) and the taps j0 ..< j1 of 0 ..< 2f whose
+    /// outputs lo + j fall inside the row.
+    @inline(__always)
+    static func tapRun(_ g: UpsampleGeometry, x: Int) -> (lo: Int, j0: Int, j1: Int) {
+        let lo = x * g.factor - g.factor / 2
+        return (lo, max(0, -lo), min(2 * g.factor, g.outWidth - lo))
+    }
+
     /// out [B, H, W*f] = convT(input [B, H, W]) + bias. By output row (rows
     /// in parallel), each input value adding its 2f taps to a contiguous
     /// run, in the order `forEachTap` visits them (the same sums, bit for bit).
@@ -55,8 +64,7 @@ public enum ConvTranspose {
                 if y < 0 || y >= h { continue }
                 let src = input + (b * h + y) * w, taps = weight + i * 2 * f
                 for x in 0..<w {
-                    let lo = x * f - f / 2, v = src[x]
-                    let (j0, j1) = (max(0, -lo), min(2 * f, wo - lo))
+                    let (lo, j0, j1) = tapRun(g, x: x), v = src[x]
                     if j0 >= j1 { continue }
                     let o = out + lo
                     for j in j0..<j1 { o[j] += v * taps[j] }
@@ -82,8 +90,7 @@ public enum ConvTranspose {
                     if yo < 0 || yo >= h { continue }
                     let dRow = dOutput + (b * h + yo) * wo, dTaps = dWeight + i * 2 * f, taps = weight + i * 2 * f
                     for x in 0..<w {
-                        let lo = x * f - f / 2, v = src[x]
-                        let (j0, j1) = (max(0, -lo), min(2 * f, wo - lo))
+                        let (lo, j0, j1) = tapRun(g, x: x), v = src[x]
                         if j0 >= j1 { continue }
                         let d = dRow + lo
                         for j in j0..<j1 { dTaps[j] += v * d[j] }

@@ -102,7 +102,9 @@ public struct MachineTuning: Codable, Sendable, Equatable {
         for columns in candidateBlockColumns {
             var c = context
             c.synthesisBlockColumns = columns
-            let rate = Benchmark.synthesis(config, seconds: seconds, repeats: repeats, context: c).samplesPerSecond
+            // The rule's width in the chosen precision was measured just above.
+            let rate = (columns == rule ? measuredPrecisions?[context.precision.rawValue] : nil)
+                ?? Benchmark.synthesis(config, seconds: seconds, repeats: repeats, context: c).samplesPerSecond
             measured[String(columns)] = rate
             progress(columns, rate)
         }
