@@ -29,10 +29,11 @@ extension WaveFlowCoupling {
         // uninitialised. With a cache, each layer's a and y are fresh arrays
         // handed to the cache as they are (no copies).
         var a = uninitializedArray(T.self, c * n)
-        var skip = [T](repeating: 0, count: c * n)
+        // skip [C, N] starts at the sum of every layer's skip bias; the
+        // layers' skip projections then add onto it in their products.
+        var skip = uninitializedArray(T.self, c * n)
         var y = uninitializedArray(T.self, 2 * c * n)
         var g = uninitializedArray(T.self, c * n)
-        var o = uninitializedArray(T.self, 2 * c * n)
         var e = uninitializedArray(T.self, convScratchCount(batch: batch, height: height, width: width, context: context)) // the conv's scratch
         var p = uninitializedArray(T.self, 2 * n)
         var cacheA: [[T]] = [], cacheY: [[T]] = []
@@ -41,6 +42,13 @@ extension WaveFlowCoupling {
         defer { cin16?.deallocate() }
         cin.withUnsafeBufferPointer { cp in
             let w = weights
+            skip.withUnsafeMutableBufferPointer { sp in
+                for ch in 0 ..< c {
+                    var total: T = 0
+                    for l in 0 ..< layers { total += w[layerOffsets[l].outB + c + ch] }
+                    (sp.baseAddress! + ch * n).update(repeating: total, count: n)
+                }
+            }
             // a = input(Xin): 1 -> C.
             Conv1x1.forward(context, cin: 1, cout: c, n: n, input: xin, weight: w + input, bias: w + inputB, output: &a)
             for l in 0..<layers {
@@ -67,24 +75,32 @@ extension WaveFlowCoupling {
                 y.withUnsafeBufferPointer { yp in
                     g.withUnsafeMutableBufferPointer { gp in Gate.forward(yp.baseAddress!, gp.baseAddress!, channels: c, n: n) }
                 }
-                Conv1x1.forward(context, cin: c, cout: 2 * c, n: n, input: g, weight: w + lo.out, bias: w + lo.outB, output: &o)
-                // a' = a + o[0:C] (a new array when a is cached), skip += o[C:2C].
+                // The out projection [res; skip] = W_out g + b_out, added
+                // straight onto its destinations by two accumulating
+                // products: a' = a + b_res + W_res g (a new array when a is
+                // cached, else a itself) and skip += W_skip g (its bias is
+                // in skip's start). No [2C, N] output and no pass to add it.
                 var next = keepCache ? uninitializedArray(T.self, c * n) : []
-                o.withUnsafeBufferPointer { op in
-                    skip.withUnsafeMutableBufferPointer { sp in
-                        a.withUnsafeMutableBufferPointer { ap in
-                            let (ov, sk, av) = (op.baseAddress!, sp.baseAddress!, ap.baseAddress!)
-                            let os = ov + c * n // o's skip half (an offset inside the loop kept it scalar)
-                            for i in 0 ..< c * n { sk[i] += os[i] }
-                            if keepCache {
-                                next.withUnsafeMutableBufferPointer { np in
-                                    let nx = np.baseAddress!
-                                    for i in 0 ..< c * n { nx[i] = av[i] + ov[i] }
-                                }
-                            } else {
-                                for i in 0 ..< c * n { av[i] += ov[i] }
+                a.withUnsafeMutableBufferPointer { ap in
+                    let av = ap.baseAddress!
+                    func addResidual(_ dst: UnsafeMutablePointer<T>) {
+                        for ch in 0 ..< c {
+                            let b = w[lo.outB + ch], src = av + ch * n, out = dst + ch * n
+                            for i in 0 ..< n { out[i] = src[i] + b }
+                        }
+                        g.withUnsafeBufferPointer { gp in
+                            Conv1x1.forward(context, cin: c, cout: c, n: n, input: gp.baseAddress!, weight: w + lo.out, bias: nil,
+                                            output: dst, accumulate: true)
+                            skip.withUnsafeMutableBufferPointer { sp in
+                                Conv1x1.forward(context, cin: c, cout: c, n: n, input: gp.baseAddress!, weight: w + lo.out + c * c,
+                                                bias: nil, output: sp.baseAddress!, accumulate: true)
                             }
                         }
+                    }
+                    if keepCache {
+                        next.withUnsafeMutableBufferPointer { addResidual($0.baseAddress!) }
+                    } else {
+                        addResidual(av)
                     }
                 }
                 if keepCache { cacheA.append(a); a = next }
