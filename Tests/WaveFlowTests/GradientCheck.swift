@@ -49,15 +49,15 @@ extension GradientCheck {
     /// Checks a few entries of every tensor of `model`'s batch-mean NLL
     /// gradient (its backward pass) against central differences.
     static func checkModel(_ model: FlowModel<Double>, audio x: [Double], mel: [Double], batch: Int, frames: Int, label: String,
-                           file: StaticString = #filePath, line: UInt = #line) {
+                           context: ComputeContext = .fp32, file: StaticString = #filePath, line: UInt = #line) {
         func loss(_ p: [Double]) -> Double {
             model.params.values = p
-            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: .fp32)
+            return model.forward(audio: x, mel: mel, batch: batch, frames: frames, keepCache: false, context: context)
                 .nll.reduce(0, +) / Double(batch)
         }
         let p0 = model.params.values
         model.params.zeroGrad()
-        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: .fp32), context: .fp32)
+        model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: context), context: context)
         let analytic = model.params.grads
         var p = p0
         var indices: [Int] = []

@@ -91,6 +91,27 @@ final class ModelTests: XCTestCase {
         GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "model")
     }
 
+    /// Training by Winograd, whose backward pass reads the input transforms
+    /// the forward pass kept instead of the inputs, gives the direct
+    /// products' gradient (Float64, to rounding) and matches finite differences.
+    func testWinogradTrainingGradientEqualsDirect() {
+        let cfg = Self.tinyConfig(h: 8, flows: 2, layers: 3)
+        let model: FlowModel<Double> = Self.randomModel(cfg, seed: 7)
+        let (batch, frames) = (2, 3)
+        var rng = TestRNG(11)
+        let mel: [Double] = rng.array(batch * cfg.nMels * frames)
+        let x: [Double] = rng.array(batch * 48, scale: 0.5)
+        func gradient(_ context: ComputeContext) -> [Double] {
+            model.params.zeroGrad()
+            model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: context), context: context)
+            return model.params.grads
+        }
+        let winograd = ComputeContext.fp32.with(widthWinograd: .always)
+        let direct = gradient(ComputeContext.fp32.with(widthWinograd: .never))
+        XCTAssertLessThanOrEqual(normRelativeError(gradient(winograd), direct), 1e-10)
+        GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "model by Winograd", context: winograd)
+    }
+
     /// A new model is the identity up to the row permutations: every flow
     /// copies its input, so z is x with rows permuted, and the log-det is 0.
     func testNewModelIsIdentity() {

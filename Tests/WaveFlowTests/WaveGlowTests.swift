@@ -237,6 +237,17 @@ final class WaveGlowTests: XCTestCase {
                 DilatedConv1D.backward(context, s, cout: cout, input: a, weight: w, dOutput: dy, dy16: nil, dWeight: &dw, dInput: &da,
                                        e: &e, de: &de)
                 gradients.append(dw + da)
+                if let count = DilatedConv1D.transformedInputCount(s, cout: cout, context: context) {
+                    // Training keeps the input's transform for the backward pass, which then needs no input: the same gradients.
+                    var v = [Double](repeating: .nan, count: count), yk = y
+                    DilatedConv1D.forward(context, s, cout: cout, input: a, weight: w, e: &e, output: &yk, accumulate: false,
+                                          keepingTransformed: &v)
+                    XCTAssertEqual(yk, y, "d=\(d) \(policy)")
+                    var (dwk, dak) = (dw0, da0)
+                    DilatedConv1D.backward(context, s, cout: cout, input: nil, transformed: v, weight: w, dOutput: dy, dy16: nil,
+                                           dWeight: &dwk, dInput: &dak, e: &e, de: &de)
+                    XCTAssertEqual(dwk + dak, dw + da, "d=\(d) \(policy)")
+                }
             }
             for g in gradients.dropFirst() { XCTAssertLessThan(normRelativeError(g, gradients[0]), Tolerance.float64Reordered, "d=\(d)") }
             let g: [Double] = rng.array(3 * s.cin * s.n)

@@ -11,8 +11,12 @@ extension WaveFlowCoupling {
     public struct NetworkCache {
         /// Network input rows: Xin [1, B, H, w] and Cin [M, B, H, w] (H = h-1 in training).
         var xin: [T], cin: [T]
-        /// Per layer: its input a [C, N] and pre-gate y [2C, N].
-        var a: [[T]], y: [[T]]
+        /// Per layer: its pre-gate y [2C, N] and what the convolution's
+        /// backward reads of its input: the input's Winograd transform
+        /// (`CausalConv.transformedInputCount` values) in `v` when the
+        /// convolution ran by Winograd on native operands (`a` empty), else
+        /// the input a [C, N] itself (`v` empty).
+        var a: [[T]], v: [[T]], y: [[T]]
         var skip: [T]
         var batch: Int, height: Int, width: Int
     }
@@ -36,7 +40,7 @@ extension WaveFlowCoupling {
         var g = uninitializedArray(T.self, c * n)
         var e = uninitializedArray(T.self, convScratchCount(batch: batch, height: height, width: width, context: context)) // the conv's scratch
         var p = uninitializedArray(T.self, 2 * n)
-        var cacheA: [[T]] = [], cacheY: [[T]] = []
+        var cacheA: [[T]] = [], cacheV: [[T]] = [], cacheY: [[T]] = []
         // Cin as bf16 operands once for every layer's projection (bf16 products only).
         let cin16 = cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
@@ -58,14 +62,22 @@ extension WaveFlowCoupling {
                 if keepCache && l > 0 { y = uninitializedArray(T.self, 2 * c * n) } // the last y is in the cache
                 // The convolution's and the condition's biases, added together by the convolution.
                 let biases = (0 ..< 2 * c).map { w[lo.convB + $0] + w[lo.condB + $0] }
-                a.withUnsafeBufferPointer { ap in
+                // With a cache, room for the input's transform, which the
+                // backward pass then reads instead of transforming a again.
+                var v = keepCache ? uninitializedArray(T.self, CausalConv.transformedInputCount(shape)) : []
+                let keptV = a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
-                            CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: biases,
-                                               output: yp.baseAddress!, e: ep.baseAddress!)
+                            v.withUnsafeMutableBufferPointer { vp in
+                                CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: biases,
+                                                   output: yp.baseAddress!, e: ep.baseAddress!,
+                                                   keepingTransformed: keepCache ? vp.baseAddress! : nil)
+                            }
                         }
                     }
                 }
+                if keepCache { cacheV.append(keptV ? v : []) }
+                v = []
                 // y += cond(Cin): M -> 2C.
                 y.withUnsafeMutableBufferPointer { yp in
                     T.product(context, transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, a16: nil, lda: m,
@@ -80,7 +92,8 @@ extension WaveFlowCoupling {
                 // products: a' = a + b_res + W_res g (a new array when a is
                 // cached, else a itself) and skip += W_skip g (its bias is
                 // in skip's start). No [2C, N] output and no pass to add it.
-                var next = keepCache ? uninitializedArray(T.self, c * n) : []
+                let keepA = keepCache && !keptV // the backward pass reads a itself
+                var next = keepA ? uninitializedArray(T.self, c * n) : []
                 a.withUnsafeMutableBufferPointer { ap in
                     let av = ap.baseAddress!
                     func addResidual(_ dst: UnsafeMutablePointer<T>) {
@@ -97,17 +110,18 @@ extension WaveFlowCoupling {
                             }
                         }
                     }
-                    if keepCache {
+                    if keepA {
                         next.withUnsafeMutableBufferPointer { addResidual($0.baseAddress!) }
                     } else {
                         addResidual(av)
                     }
                 }
-                if keepCache { cacheA.append(a); a = next }
+                if keepCache { cacheA.append(keepA ? a : []) }
+                if keepA { a = next }
             }
             Conv1x1.forward(context, cin: c, cout: 2, n: n, input: skip, weight: w + output, bias: w + outputB, output: &p)
         }
-        let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, y: cacheY, skip: skip,
+        let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, v: cacheV, y: cacheY, skip: skip,
                                              batch: batch, height: height, width: width) : nil
         return (p, cache)
     }
@@ -175,8 +189,10 @@ extension WaveFlowCoupling {
         // da (holding the residual path's gradient) += conv^T dy.
         let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
         let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
-        cache.a[l].withUnsafeBufferPointer { ap in
-            CausalConv.backward(context, shape, input: ap.baseAddress!, taps: taps, dOutput: s.dy, dOutput16: dy16,
+        let kept = cache.v[l].isEmpty ? cache.a[l] : cache.v[l]
+        kept.withUnsafeBufferPointer { kp in
+            let (input, transformed) = cache.v[l].isEmpty ? (kp.baseAddress, nil) : (nil, kp.baseAddress)
+            CausalConv.backward(context, shape, input: input, transformed: transformed, taps: taps, dOutput: s.dy, dOutput16: dy16,
                                 dWeight: gr + lo.conv, dBias: nil, dInput: s.da, e: s.e, de: s.de)
         }
     }

@@ -43,7 +43,10 @@ struct WaveGlowNetwork<T: Real>: Sendable {
     final class Cache {
         let batch: Int, width: Int
         let input: OwnedBuffer<T>
-        var a: [OwnedBuffer<T>] = []
+        /// Per layer, what its convolution's backward reads of the input a
+        /// [C, N]: its Winograd transform where the convolution runs by
+        /// Winograd (`transformed[i]`), else a copy of a.
+        var a: [OwnedBuffer<T>] = [], transformed: [Bool] = []
         var y: OwnedBuffer<T>?, aSkip: OwnedBuffer<T>?
         init(batch: Int, width: Int, input: OwnedBuffer<T>) {
             (self.batch, self.width, self.input) = (batch, width, input)
@@ -97,9 +100,19 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             (y, convBiasAdded) = (s, false)
         }
         for i in 0..<layers {
-            if let cache { cache.a.append(OwnedBuffer(copying: a, count: c * n)) }
+            var kept: OwnedBuffer<T>? = nil // the input's transform, written by the convolution
+            if let cache {
+                if let count = DilatedConv1D.transformedInputCount(shape(layer: i, batch: batch, width: width), cout: 2 * c,
+                                                                   context: context) {
+                    kept = OwnedBuffer<T>(unsetCount: count)
+                    cache.a.append(kept!)
+                } else {
+                    cache.a.append(OwnedBuffer(copying: a, count: c * n))
+                }
+                cache.transformed.append(kept != nil)
+            }
             layerForward(i, aSkip: a, y: y.pointer + 2 * c * i * n, g: g, e: e, batch: batch, width: width, weights: w,
-                         addConvBias: !convBiasAdded, context: context)
+                         addConvBias: !convBiasAdded, keepingTransformed: kept?.pointer, context: context)
         }
         if let cache { (cache.y, cache.aSkip) = (y, aSkip) }
         let out = OwnedBuffer<T>(unsetCount: outputs * n)
@@ -120,10 +133,10 @@ struct WaveGlowNetwork<T: Real>: Sendable {
     /// rows go to skip alone).
     private func layerForward(_ i: Int, aSkip: UnsafeMutablePointer<T>, y: UnsafeMutablePointer<T>, g: OwnedBuffer<T>,
                               e: OwnedBuffer<T>, batch: Int, width: Int, weights w: UnsafeMutablePointer<T>,
-                              addConvBias: Bool, context: ComputeContext) {
+                              addConvBias: Bool, keepingTransformed kept: UnsafeMutablePointer<T>? = nil, context: ComputeContext) {
         let (c, n, lo) = (channels, batch * width, layerOffsets[i])
         DilatedConv1D.forward(context, shape(layer: i, batch: batch, width: width), cout: 2 * c, input: aSkip,
-                              weight: w + lo.conv, e: e.pointer, output: y, accumulate: true)
+                              weight: w + lo.conv, e: e.pointer, output: y, accumulate: true, keepingTransformed: kept)
         if addConvBias { addBias(y, w + lo.convB, rows: 2 * c, cols: n) }
         Gate.forward(y, g.pointer, channels: c, n: n)
         let last = i == layers - 1
@@ -163,7 +176,8 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             Gate.backward(kept: dy, dg: dg.pointer, channels: c, n: n)
             accumulateRowSums(dy, into: gr + lo.convB, rows: 2 * c, cols: n)
             DilatedConv1D.backward(context, shape(layer: i, batch: cache.batch, width: cache.width), cout: 2 * c,
-                                   input: cache.a[i].pointer, weight: w + lo.conv, dOutput: dy, dy16: nil,
+                                   input: cache.transformed[i] ? nil : cache.a[i].pointer,
+                                   transformed: cache.transformed[i] ? cache.a[i].pointer : nil, weight: w + lo.conv, dOutput: dy, dy16: nil,
                                    dWeight: gr + lo.conv, dInput: da, e: e.pointer, de: de.pointer)
         }
         Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg,

@@ -131,24 +131,33 @@ public enum CausalConv {
     /// - Parameters:
     ///   - taps: `regroup(weight)`.
     ///   - e: scratch of `scratchCount(s, context:)` values.
+    ///   - transformed: room for the input's Winograd transform
+    ///     (`transformedInputCount(s)` values), which `backward` can read
+    ///     instead of transforming the input again.
+    /// - Returns: whether the transform was written to `transformed` (the
+    ///   convolution ran by Winograd on native operands).
+    @discardableResult
     public static func forward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                         taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
-                                        e: UnsafeMutablePointer<T>) {
+                                        e: UnsafeMutablePointer<T>, keepingTransformed transformed: UnsafeMutablePointer<T>? = nil) -> Bool {
         T.withOperands(context, forProductsOf: [s.cout, 3 * s.cin],
-                       CausalConvForward(context: context, s: s, input: input, taps: taps, bias: bias, output: output, e: e))
+                       CausalConvForward(context: context, s: s, input: input, taps: taps, bias: bias, output: output, e: e,
+                                         transformed: transformed))
     }
 
     /// `forward` with the products' operands converted to `O.Element` once
     /// each (the input before its expansion, not once per tap product).
+    @discardableResult
     static func forward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
-                                            e: UnsafeMutablePointer<O.Scalar>, operands: O.Type) {
+                                            e: UnsafeMutablePointer<O.Scalar>, transformed: UnsafeMutablePointer<O.Scalar>? = nil,
+                                            operands: O.Type) -> Bool {
         if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
             winogradTaps(cin: s.cin, cout: s.cout, taps).withUnsafeBufferPointer {
                 forwardWinograd(context, s, input: input, u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout), bias: bias,
-                                output: output, e: e)
+                                output: output, e: e, keeping: transformed)
             }
-            return
+            return transformed != nil
         }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
         let (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
@@ -164,6 +173,7 @@ public enum CausalConv {
             }
         } }
         if let bias { addBias(output, bias, rows: s.cout, cols: n) }
+        return false
     }
 
     /// Accumulates dWeight (PyTorch layout) += dL/dW, dBias += row sums of
@@ -173,19 +183,23 @@ public enum CausalConv {
     ///   - de: scratch of as many values.
     ///   - dOutput16: dOutput already rounded to bf16 (`bf16Copy`), used
     ///     when the products run in bf16.
-    public static func backward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+    ///   - transformed: the input's transform, when `forward` kept it
+    ///     (returned true); then `input` may be nil.
+    public static func backward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>?,
+                                         transformed: UnsafePointer<T>? = nil,
                                          taps: UnsafePointer<T>, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>? = nil,
                                          dWeight: UnsafeMutablePointer<T>,
                                          dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                          e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         T.withOperands(context, forProductsOf: [s.cout, 3 * s.cin],
-                       CausalConvBackward(context: context, s: s, input: input, taps: taps, dOutput: dOutput, dOutput16: dOutput16,
-                             dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de))
+                       CausalConvBackward(context: context, s: s, input: input, transformed: transformed, taps: taps, dOutput: dOutput,
+                                          dOutput16: dOutput16, dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de))
     }
 
     /// `backward` with the products' operands (input before its expansion,
     /// dOut, taps) converted to `O.Element` once each.
-    static func backward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
+    static func backward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>?,
+                                             transformed: UnsafePointer<O.Scalar>? = nil, taps: UnsafePointer<O.Scalar>,
                                              dOutput: UnsafePointer<O.Scalar>, dOutputOperands: UnsafePointer<O.Element>? = nil,
                                              dWeight: UnsafeMutablePointer<O.Scalar>,
                                              dBias: UnsafeMutablePointer<O.Scalar>?, dInput: UnsafeMutablePointer<O.Scalar>?,
@@ -194,10 +208,14 @@ public enum CausalConv {
         typealias T = O.Scalar
         if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
             winogradTaps(cin: s.cin, cout: s.cout, taps).withUnsafeBufferPointer {
-                backwardWinograd(context, s, input: input, u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout),
+                backwardWinograd(context, s, input: input, transformed: transformed,
+                                 u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout),
                                  dOutput: dOutput, dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de)
             }
             return
+        }
+        guard let input, transformed == nil else {
+            preconditionFailure("CausalConv.backward: the direct products need the input itself, not its transform")
         }
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
         let (dyo, ownY) = dOutputOperands.map { ($0, false) } ?? O.operands(of: dOutput, count: s.cout * n)
@@ -242,12 +260,12 @@ public enum CausalConv {
 /// `CausalConv.forward` for the operand storage `Real.withOperands` picks.
 private struct CausalConvForward<T: Real>: OperandsVisitor {
     typealias Scalar = T
-    typealias Result = Void
+    typealias Result = Bool
     let context: ComputeContext, s: CausalConvShape
     let input, taps: UnsafePointer<T>, bias: UnsafePointer<T>?
-    let output, e: UnsafeMutablePointer<T>
-    func visit<O: ProductOperands>(_ o: O.Type) where O.Scalar == T {
-        CausalConv.forward(context, s, input: input, taps: taps, bias: bias, output: output, e: e, operands: o)
+    let output, e: UnsafeMutablePointer<T>, transformed: UnsafeMutablePointer<T>?
+    func visit<O: ProductOperands>(_ o: O.Type) -> Bool where O.Scalar == T {
+        CausalConv.forward(context, s, input: input, taps: taps, bias: bias, output: output, e: e, transformed: transformed, operands: o)
     }
 }
 
@@ -256,14 +274,14 @@ private struct CausalConvBackward<T: Real>: OperandsVisitor {
     typealias Scalar = T
     typealias Result = Void
     let context: ComputeContext, s: CausalConvShape
-    let input, taps, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?
+    let input, transformed: UnsafePointer<T>?, taps, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?
     let dWeight: UnsafeMutablePointer<T>, dBias, dInput: UnsafeMutablePointer<T>?
     let e, de: UnsafeMutablePointer<T>
     func visit<O: ProductOperands>(_ o: O.Type) where O.Scalar == T {
         // The bf16 copy of dOut (made by the caller for its own products) is
         // the operand only when the operands are bf16; native operands are dOut itself.
         let given = O.Element.self == UInt16.self ? dOutput16.map { UnsafeRawPointer($0).assumingMemoryBound(to: O.Element.self) } : nil
-        CausalConv.backward(context, s, input: input, taps: taps, dOutput: dOutput, dOutputOperands: given,
+        CausalConv.backward(context, s, input: input, transformed: transformed, taps: taps, dOutput: dOutput, dOutputOperands: given,
                             dWeight: dWeight, dBias: dBias, dInput: dInput, e: e, de: de, operands: o)
     }
 }

@@ -115,15 +115,24 @@ extension CausalConv {
         }
     }
 
+    /// The values of an input's transform V [6][Cin, B*H*T] for shape `s`
+    /// (what `forward` keeps when given room for it, and `backward` reads).
+    public static func transformedInputCount(_ s: CausalConvShape) -> Int {
+        6 * s.cin * s.batch * s.height * WidthWinograd.Tiling(dilation: s.dw, columns: s.width).tiles
+    }
+
     /// out [Cout, N] = conv(input) + bias (out += conv(input) + bias when
     /// `accumulate`) by Winograd, from the transformed taps `u`; `e`:
-    /// `scratchCount` values.
+    /// `scratchCount` values. The input's transform V is written to
+    /// `keeping` when given (`transformedInputCount` values), for the
+    /// backward pass; else into `e`.
     static func forwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                          u: TransformedTaps<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
-                                         e: UnsafeMutablePointer<T>, accumulate: Bool = false) {
+                                         e: UnsafeMutablePointer<T>, accumulate: Bool = false,
+                                         keeping kept: UnsafeMutablePointer<T>? = nil) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
         let cols = s.batch * s.height * nt
-        let v = e, mm = e + 6 * s.cin * cols
+        let v = kept ?? e, mm = e + 6 * s.cin * cols
         transformRows(s, tiling, input, into: v)
         tapProducts(context, s, u, tiles: nt, from: v, into: mm, transposed: false)
         Threads.parallelFor(s.batch * s.height) { r in
@@ -145,15 +154,25 @@ extension CausalConv {
     /// `backward` by Winograd from the transformed taps `u`: dWeight, dBias
     /// and dInput accumulate, dWeight in PyTorch's layout of the taps `u`
     /// holds ([Cout, Cin, 3, 3], or [Cout, Cin, 3] for tap 2 alone); `e`
-    /// and `de`: `scratchCount` values each.
-    static func backwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
+    /// and `de`: `scratchCount` values each. The input is read as its
+    /// transform V when the forward pass kept it (`transformed`), else
+    /// transformed again.
+    static func backwardWinograd<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>?,
+                                          transformed: UnsafePointer<T>? = nil,
                                           u: TransformedTaps<T>, dOutput: UnsafePointer<T>, dWeight: UnsafeMutablePointer<T>,
                                           dBias: UnsafeMutablePointer<T>?, dInput: UnsafeMutablePointer<T>?,
                                           e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         let tiling = WidthWinograd.Tiling(dilation: s.dw, columns: s.width), nt = tiling.tiles
         let cols = s.batch * s.height * nt, rowTiles = s.height * nt
-        let v = e, dv = e + 6 * s.cin * cols, dm = de
-        transformRows(s, tiling, input, into: v)
+        let dv = e + 6 * s.cin * cols, dm = de
+        let v: UnsafePointer<T>
+        if let transformed {
+            v = transformed
+        } else {
+            guard let input else { preconditionFailure("CausalConv.backward: neither the input nor its transform") }
+            transformRows(s, tiling, input, into: e)
+            v = UnsafePointer(e)
+        }
         Threads.parallelFor(s.batch * s.height) { r in
             withUnsafeTemporaryAllocation(of: T.self, capacity: 4 * nt) { scratch in
                 WidthWinograd.outputGradient(dOutput + r * s.width, ldy: s.n, rows: s.cout, tiling: tiling, into: dm + r * nt,

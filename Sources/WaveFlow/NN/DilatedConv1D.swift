@@ -68,6 +68,12 @@ enum DilatedConv1D {
         !context.bf16Products(cout, 3 * s.cin) && CausalConv.usesWinograd(asCausal(s, cout: cout), context)
     }
 
+    /// The values of the input's Winograd transform, which `forward` can keep
+    /// for `backward`; nil where the convolution does not run by Winograd.
+    static func transformedInputCount(_ s: DilatedConvShape, cout: Int, context: ComputeContext) -> Int? {
+        usesWinograd(s, cout: cout, context) ? CausalConv.transformedInputCount(asCausal(s, cout: cout)) : nil
+    }
+
     /// The values `forward` and `backward` need in each of `e` and `de`.
     static func scratchCount(_ s: DilatedConvShape, cout: Int, context: ComputeContext) -> Int {
         usesWinograd(s, cout: cout, context) ? CausalConv.scratchCount(asCausal(s, cout: cout), context: context) : 3 * s.cin * s.n
@@ -84,17 +90,20 @@ enum DilatedConv1D {
     }
 
     /// y [Cout, N] (+)= W [Cout, 3 Cin] E, with E = expand(a) written to `e`
-    /// (`scratchCount` values); by Winograd where `usesWinograd`.
+    /// (`scratchCount` values); by Winograd where `usesWinograd`, then
+    /// writing the input's transform to `transformed` when given (room for
+    /// `transformedInputCount` values).
     static func forward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
                                  weight: UnsafePointer<T>, e: UnsafeMutablePointer<T>, output y: UnsafeMutablePointer<T>,
-                                 accumulate: Bool) {
+                                 accumulate: Bool, keepingTransformed transformed: UnsafeMutablePointer<T>? = nil) {
         if usesWinograd(s, cout: cout, context) {
             let u = winogradTaps(weight, cin: s.cin, cout: cout)
             CausalConv.forwardWinograd(context, asCausal(s, cout: cout), input: a,
                                        u: .init(lastOnly: u.pointer, cin: s.cin, cout: cout), bias: nil, output: y, e: e,
-                                       accumulate: accumulate)
+                                       accumulate: accumulate, keeping: transformed)
             return
         }
+        precondition(transformed == nil, "DilatedConv1D.forward: no transform to keep without Winograd")
         expand(s, input: a, into: e)
         T.product(context, transA: false, transB: false, m: cout, n: s.n, k: 3 * s.cin, a: weight, a16: nil, lda: 3 * s.cin,
                   b: e, b16: nil, ldb: s.n, accumulate: accumulate, c: y, ldc: s.n)
@@ -102,19 +111,22 @@ enum DilatedConv1D {
 
     /// dW [Cout, 3 Cin] += dY E^T and dA += adjoint(W^T dY), with E =
     /// expand(a) rebuilt in `e` and W^T dY in `de` (`scratchCount` values
-    /// each); by Winograd where `usesWinograd`.
-    static func backward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>,
-                                  weight: UnsafePointer<T>, dOutput dy: UnsafePointer<T>, dy16: UnsafePointer<UInt16>?,
+    /// each); by Winograd where `usesWinograd`, reading the input's
+    /// transform when `forward` kept it (`transformed`; then `a` may be nil).
+    static func backward<T: Real>(_ context: ComputeContext, _ s: DilatedConvShape, cout: Int, input a: UnsafePointer<T>?,
+                                  transformed: UnsafePointer<T>? = nil, weight: UnsafePointer<T>, dOutput dy: UnsafePointer<T>, dy16: UnsafePointer<UInt16>?,
                                   dWeight: UnsafeMutablePointer<T>, dInput da: UnsafeMutablePointer<T>,
                                   e: UnsafeMutablePointer<T>, de: UnsafeMutablePointer<T>) {
         let k = 3 * s.cin
         if usesWinograd(s, cout: cout, context) {
             // With tap 2 alone, backwardWinograd's gradient layout [Cout, Cin, 1, 3] is ours.
             let u = winogradTaps(weight, cin: s.cin, cout: cout)
-            CausalConv.backwardWinograd(context, asCausal(s, cout: cout), input: a, u: .init(lastOnly: u.pointer, cin: s.cin, cout: cout),
+            CausalConv.backwardWinograd(context, asCausal(s, cout: cout), input: a, transformed: transformed,
+                                        u: .init(lastOnly: u.pointer, cin: s.cin, cout: cout),
                                         dOutput: dy, dWeight: dWeight, dBias: nil, dInput: da, e: e, de: de)
             return
         }
+        guard let a, transformed == nil else { preconditionFailure("DilatedConv1D.backward: the direct products need the input itself") }
         expand(s, input: a, into: e)
         T.product(context, transA: false, transB: true, m: cout, n: k, k: s.n, a: dy, a16: dy16, lda: s.n,
                   b: e, b16: nil, ldb: s.n, accumulate: true, c: dWeight, ldc: k)
