@@ -93,7 +93,10 @@ final class ModelTests: XCTestCase {
 
     /// Training by Winograd, whose backward pass reads the input transforms
     /// the forward pass kept instead of the inputs, gives the direct
-    /// products' gradient (Float64, to rounding) and matches finite differences.
+    /// products' gradient (Float64, to rounding) and matches finite
+    /// differences: every layer by Winograd (`always`), and some layers
+    /// each way (`auto` here: layers 0 and 1 by Winograd, layer 2, width
+    /// dilation 4 over 6 columns, direct).
     func testWinogradTrainingGradientEqualsDirect() {
         let cfg = Self.tinyConfig(h: 8, flows: 2, layers: 3)
         let model: FlowModel<Double> = Self.randomModel(cfg, seed: 7)
@@ -106,10 +109,16 @@ final class ModelTests: XCTestCase {
             model.backward(model.forward(audio: x, mel: mel, batch: batch, frames: frames, context: context), context: context)
             return model.params.grads
         }
-        let winograd = ComputeContext.fp32.with(widthWinograd: .always)
+        // w = 6 columns: width dilations 1 and 2 pay for Winograd, 4 does not.
+        XCTAssertTrue(WidthWinograd.pays(dilation: 2, columns: 6))
+        XCTAssertFalse(WidthWinograd.pays(dilation: 4, columns: 6))
         let direct = gradient(ComputeContext.fp32.with(widthWinograd: .never))
-        XCTAssertLessThanOrEqual(normRelativeError(gradient(winograd), direct), 1e-10)
-        GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "model by Winograd", context: winograd)
+        for policy in [WinogradPolicy.always, .auto] {
+            let winograd = ComputeContext.fp32.with(widthWinograd: policy)
+            XCTAssertLessThanOrEqual(normRelativeError(gradient(winograd), direct), 1e-10, "\(policy)")
+            GradientCheck.checkModel(model, audio: x, mel: mel, batch: batch, frames: frames, label: "model by Winograd, \(policy)",
+                                     context: winograd)
+        }
     }
 
     /// A new model is the identity up to the row permutations: every flow

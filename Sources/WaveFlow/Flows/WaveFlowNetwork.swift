@@ -30,8 +30,10 @@ extension WaveFlowCoupling {
         let c = channels, m = bands
         let n = batch * height * width
         // Buffers every position of which is written before it is read start
-        // uninitialised. With a cache, each layer's a and y are fresh arrays
-        // handed to the cache as they are (no copies).
+        // uninitialised. With a cache, each layer's y is a fresh array handed
+        // to the cache as it is (no copy), and so is its input a where the
+        // backward pass needs a itself; where it reads the convolution's
+        // transform V instead (a fresh array too), a is updated in place.
         var a = uninitializedArray(T.self, c * n)
         // skip [C, N] starts at the sum of every layer's skip bias; the
         // layers' skip projections then add onto it in their products.
@@ -62,16 +64,18 @@ extension WaveFlowCoupling {
                 if keepCache && l > 0 { y = uninitializedArray(T.self, 2 * c * n) } // the last y is in the cache
                 // The convolution's and the condition's biases, added together by the convolution.
                 let biases = (0 ..< 2 * c).map { w[lo.convB + $0] + w[lo.condB + $0] }
-                // With a cache, room for the input's transform, which the
-                // backward pass then reads instead of transforming a again.
-                var v = keepCache ? uninitializedArray(T.self, CausalConv.transformedInputCount(shape)) : []
+                // With a cache, room for the input's transform (where the
+                // convolution runs by Winograd), which the backward pass then
+                // reads instead of transforming a again.
+                let vCount = keepCache ? CausalConv.transformedInputCount(shape, context: context) ?? 0 : 0
+                var v = vCount > 0 ? uninitializedArray(T.self, vCount) : []
                 let keptV = a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
                             v.withUnsafeMutableBufferPointer { vp in
                                 CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: biases,
                                                    output: yp.baseAddress!, e: ep.baseAddress!,
-                                                   keepingTransformed: keepCache ? vp.baseAddress! : nil)
+                                                   keepingTransformed: vCount > 0 ? vp.baseAddress! : nil)
                             }
                         }
                     }

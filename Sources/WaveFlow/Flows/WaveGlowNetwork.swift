@@ -37,7 +37,8 @@ struct WaveGlowNetwork<T: Real>: Sendable {
     }
 
     /// What the backward pass needs (besides the condition, which the
-    /// caller keeps): the input, each layer's input a_i [C, N], the pre-gate
+    /// caller keeps): the input, each layer's input a_i [C, N] (or its
+    /// Winograd transform, which the convolution's backward reads), the pre-gate
     /// y of every layer (s [2CL, N], layer i's y in rows 2C*i ..< 2C*(i+1)),
     /// [a_L; skip] [2C, N] (the summed skips in rows C ..< 2C).
     final class Cache {

@@ -107,7 +107,10 @@ public final class FlowModel<T: Real>: @unchecked Sendable {
                             mel: mel, conditionCache: keepCache ? conditionCache : nil, cd: keepCache ? cd : [], steps: kept)
     }
 
-    /// Accumulates the gradient of the batch-mean NLL into the arena's gradients.
+    /// Accumulates the gradient of the batch-mean NLL into the arena's
+    /// gradients. `context` must be the forward pass's (its convolutions
+    /// kept what their backward passes read: by Winograd, the transformed
+    /// inputs, not the inputs).
     public func backward(_ s: ForwardState, context: ComputeContext) {
         let h = config.nGroup, w = s.width, batch = s.batch
         precondition(s.steps.count == steps.count, "backward needs a forward pass with keepCache")

@@ -121,6 +121,12 @@ extension CausalConv {
         6 * s.cin * s.batch * s.height * WidthWinograd.Tiling(dilation: s.dw, columns: s.width).tiles
     }
 
+    /// `transformedInputCount` where `forward` in `context` runs by Winograd
+    /// on native operands (and so can keep the transform), else nil.
+    public static func transformedInputCount(_ s: CausalConvShape, context: ComputeContext) -> Int? {
+        usesWinograd(s, context) && !context.bf16Products(s.cout, 3 * s.cin) ? transformedInputCount(s) : nil
+    }
+
     /// out [Cout, N] = conv(input) + bias (out += conv(input) + bias when
     /// `accumulate`) by Winograd, from the transformed taps `u`; `e`:
     /// `scratchCount` values. The input's transform V is written to
