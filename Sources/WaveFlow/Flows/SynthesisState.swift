@@ -198,11 +198,7 @@ final class SynthesisWeights<O: ProductOperands> {
             output.update(from: wt + step.output, count: 2 * c)
             for o in 0..<2 {
                 var b = wt[step.outputB + o]
-                for ch in 0..<c {
-                    var skipBias: O.Scalar = 0
-                    for lo in step.layerOffsets { skipBias += wt[lo.outB + c + ch] }
-                    b += wt[step.output + o * c + ch] * skipBias
-                }
+                for ch in 0..<c { b += wt[step.output + o * c + ch] * step.summedSkipBias(ch) }
                 outputBias[o] = b
             }
         }

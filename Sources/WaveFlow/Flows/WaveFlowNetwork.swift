@@ -11,12 +11,13 @@ extension WaveFlowCoupling {
     public struct NetworkCache {
         /// Network input rows: Xin [1, B, H, w] and Cin [M, B, H, w] (H = h-1 in training).
         var xin: [T], cin: [T]
-        /// Per layer: its pre-gate y [2C, N] and what the convolution's
-        /// backward reads of its input: the input's Winograd transform
-        /// (`CausalConv.transformedInputCount` values) in `v` when the
-        /// convolution ran by Winograd on native operands (`a` empty), else
-        /// the input a [C, N] itself (`v` empty).
-        var a: [[T]], v: [[T]], y: [[T]]
+        /// Per layer, what its convolution's backward pass reads of the
+        /// input a [C, N]: its Winograd transform where the convolution runs
+        /// by Winograd on native operands (`transformed[l]`,
+        /// `CausalConv.transformedInputCount` values), else a itself.
+        var convInputs: [[T]], transformed: [Bool]
+        /// Per layer, the pre-gate y [2C, N].
+        var y: [[T]]
         var skip: [T]
         var batch: Int, height: Int, width: Int
     }
@@ -42,18 +43,14 @@ extension WaveFlowCoupling {
         var g = uninitializedArray(T.self, c * n)
         var e = uninitializedArray(T.self, convScratchCount(batch: batch, height: height, width: width, context: context)) // the conv's scratch
         var p = uninitializedArray(T.self, 2 * n)
-        var cacheA: [[T]] = [], cacheV: [[T]] = [], cacheY: [[T]] = []
+        var convInputs: [[T]] = [], transformed: [Bool] = [], cacheY: [[T]] = []
         // Cin as bf16 operands once for every layer's projection (bf16 products only).
         let cin16 = cin.withUnsafeBufferPointer { T.operandCopy(context, of: $0.baseAddress!, count: m * n, forProductsOf: [2 * c, n, m]) }
         defer { cin16?.deallocate() }
         cin.withUnsafeBufferPointer { cp in
             let w = weights
             skip.withUnsafeMutableBufferPointer { sp in
-                for ch in 0 ..< c {
-                    var total: T = 0
-                    for l in 0 ..< layers { total += w[layerOffsets[l].outB + c + ch] }
-                    (sp.baseAddress! + ch * n).update(repeating: total, count: n)
-                }
+                for ch in 0 ..< c { (sp.baseAddress! + ch * n).update(repeating: summedSkipBias(ch), count: n) }
             }
             // a = input(Xin): 1 -> C.
             Conv1x1.forward(context, cin: 1, cout: c, n: n, input: xin, weight: w + input, bias: w + inputB, output: &a)
@@ -68,20 +65,20 @@ extension WaveFlowCoupling {
                 // convolution runs by Winograd), which the backward pass then
                 // reads instead of transforming a again.
                 let vCount = keepCache ? CausalConv.transformedInputCount(shape, context: context) ?? 0 : 0
-                var v = vCount > 0 ? uninitializedArray(T.self, vCount) : []
-                let keptV = a.withUnsafeBufferPointer { ap in
+                let keptV = vCount > 0
+                var v = keptV ? uninitializedArray(T.self, vCount) : []
+                a.withUnsafeBufferPointer { ap in
                     y.withUnsafeMutableBufferPointer { yp in
                         e.withUnsafeMutableBufferPointer { ep in
                             v.withUnsafeMutableBufferPointer { vp in
                                 CausalConv.forward(context, shape, input: ap.baseAddress!, taps: taps, bias: biases,
                                                    output: yp.baseAddress!, e: ep.baseAddress!,
-                                                   keepingTransformed: vCount > 0 ? vp.baseAddress! : nil)
+                                                   keepingTransformed: keptV ? vp.baseAddress! : nil)
                             }
                         }
                     }
                 }
-                if keepCache { cacheV.append(keptV ? v : []) }
-                v = []
+                if keptV { convInputs.append(v); transformed.append(true) }
                 // y += cond(Cin): M -> 2C.
                 y.withUnsafeMutableBufferPointer { yp in
                     T.product(context, transA: false, transB: false, m: 2 * c, n: n, k: m, a: w + lo.cond, a16: nil, lda: m,
@@ -120,12 +117,11 @@ extension WaveFlowCoupling {
                         addResidual(av)
                     }
                 }
-                if keepCache { cacheA.append(keepA ? a : []) }
-                if keepA { a = next }
+                if keepA { convInputs.append(a); transformed.append(false); a = next }
             }
             Conv1x1.forward(context, cin: c, cout: 2, n: n, input: skip, weight: w + output, bias: w + outputB, output: &p)
         }
-        let cache = keepCache ? NetworkCache(xin: xin, cin: cin, a: cacheA, v: cacheV, y: cacheY, skip: skip,
+        let cache = keepCache ? NetworkCache(xin: xin, cin: cin, convInputs: convInputs, transformed: transformed, y: cacheY, skip: skip,
                                              batch: batch, height: height, width: width) : nil
         return (p, cache)
     }
@@ -154,6 +150,13 @@ extension WaveFlowCoupling {
         Conv1x1.backward(context, cin: 1, cout: c, n: n, input: cache.xin, weight: weights + input, dOutput: scratch.da,
                          dWeight: gradients + input, dBias: gradients + inputB, dInput: &dXin)
         return (dXin, Array(UnsafeBufferPointer(start: scratch.dCin, count: m * n)))
+    }
+
+    /// Channel ch's skip bias summed over the layers (every layer's skip
+    /// output adds onto one running sum; synthesis folds this into the
+    /// output layer's bias, training starts the sum with it).
+    func summedSkipBias(_ ch: Int) -> T {
+        layerOffsets.reduce(0) { $0 + weights[$1.outB + channels + ch] }
     }
 
     /// The scratch each of the convolutions' buffers needs: the largest over the layers.
@@ -193,9 +196,8 @@ extension WaveFlowCoupling {
         // da (holding the residual path's gradient) += conv^T dy.
         let shape = convShape(layer: l, batch: cache.batch, height: cache.height, width: cache.width)
         let taps = CausalConv.regroup(w + lo.conv, cin: c, cout: 2 * c)
-        let kept = cache.v[l].isEmpty ? cache.a[l] : cache.v[l]
-        kept.withUnsafeBufferPointer { kp in
-            let (input, transformed) = cache.v[l].isEmpty ? (kp.baseAddress, nil) : (nil, kp.baseAddress)
+        cache.convInputs[l].withUnsafeBufferPointer { kp in
+            let (input, transformed) = cache.transformed[l] ? (nil, kp.baseAddress) : (kp.baseAddress, nil)
             CausalConv.backward(context, shape, input: input, transformed: transformed, taps: taps, dOutput: s.dy, dOutput16: dy16,
                                 dWeight: gr + lo.conv, dBias: nil, dInput: s.da, e: s.e, de: s.de)
         }

@@ -47,7 +47,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         /// Per layer, what its convolution's backward reads of the input a
         /// [C, N]: its Winograd transform where the convolution runs by
         /// Winograd (`transformed[i]`), else a copy of a.
-        var a: [OwnedBuffer<T>] = [], transformed: [Bool] = []
+        var convInputs: [OwnedBuffer<T>] = [], transformed: [Bool] = []
         var y: OwnedBuffer<T>?, aSkip: OwnedBuffer<T>?
         init(batch: Int, width: Int, input: OwnedBuffer<T>) {
             (self.batch, self.width, self.input) = (batch, width, input)
@@ -106,9 +106,9 @@ struct WaveGlowNetwork<T: Real>: Sendable {
                 if let count = DilatedConv1D.transformedInputCount(shape(layer: i, batch: batch, width: width), cout: 2 * c,
                                                                    context: context) {
                     kept = OwnedBuffer<T>(unsetCount: count)
-                    cache.a.append(kept!)
+                    cache.convInputs.append(kept!)
                 } else {
-                    cache.a.append(OwnedBuffer(copying: a, count: c * n))
+                    cache.convInputs.append(OwnedBuffer(copying: a, count: c * n))
                 }
                 cache.transformed.append(kept != nil)
             }
@@ -177,8 +177,8 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             Gate.backward(kept: dy, dg: dg.pointer, channels: c, n: n)
             accumulateRowSums(dy, into: gr + lo.convB, rows: 2 * c, cols: n)
             DilatedConv1D.backward(context, shape(layer: i, batch: cache.batch, width: cache.width), cout: 2 * c,
-                                   input: cache.transformed[i] ? nil : cache.a[i].pointer,
-                                   transformed: cache.transformed[i] ? cache.a[i].pointer : nil, weight: w + lo.conv, dOutput: dy, dy16: nil,
+                                   input: cache.transformed[i] ? nil : cache.convInputs[i].pointer,
+                                   transformed: cache.transformed[i] ? cache.convInputs[i].pointer : nil, weight: w + lo.conv, dOutput: dy, dy16: nil,
                                    dWeight: gr + lo.conv, dInput: da, e: e.pointer, de: de.pointer)
         }
         Conv1x1.backward(context, cin: conditionChannels, cout: 2 * c * layers, n: n, input: cg,

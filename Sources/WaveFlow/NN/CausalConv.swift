@@ -131,15 +131,12 @@ public enum CausalConv {
     /// - Parameters:
     ///   - taps: `regroup(weight)`.
     ///   - e: scratch of `scratchCount(s, context:)` values.
-    ///   - transformed: room for the input's Winograd transform
-    ///     (`transformedInputCount(s)` values), which `backward` can read
-    ///     instead of transforming the input again.
-    /// - Returns: whether the transform was written to `transformed` (the
-    ///   convolution ran by Winograd on native operands).
-    @discardableResult
+    ///   - transformed: room for the input's Winograd transform, which
+    ///     `backward` can read instead of transforming the input again; only
+    ///     where `transformedInputCount(s, context:)` gives its size.
     public static func forward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>,
                                         taps: UnsafePointer<T>, bias: UnsafePointer<T>?, output: UnsafeMutablePointer<T>,
-                                        e: UnsafeMutablePointer<T>, keepingTransformed transformed: UnsafeMutablePointer<T>? = nil) -> Bool {
+                                        e: UnsafeMutablePointer<T>, keepingTransformed transformed: UnsafeMutablePointer<T>? = nil) {
         T.withOperands(context, forProductsOf: [s.cout, 3 * s.cin],
                        CausalConvForward(context: context, s: s, input: input, taps: taps, bias: bias, output: output, e: e,
                                          transformed: transformed))
@@ -147,18 +144,18 @@ public enum CausalConv {
 
     /// `forward` with the products' operands converted to `O.Element` once
     /// each (the input before its expansion, not once per tap product).
-    @discardableResult
     static func forward<O: ProductOperands>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<O.Scalar>, taps: UnsafePointer<O.Scalar>,
                                             bias: UnsafePointer<O.Scalar>?, output: UnsafeMutablePointer<O.Scalar>,
                                             e: UnsafeMutablePointer<O.Scalar>, transformed: UnsafeMutablePointer<O.Scalar>? = nil,
-                                            operands: O.Type) -> Bool {
+                                            operands: O.Type) {
         if O.Element.self == O.Scalar.self && usesWinograd(s, context) {
             winogradTaps(cin: s.cin, cout: s.cout, taps).withUnsafeBufferPointer {
                 forwardWinograd(context, s, input: input, u: TransformedTaps(all: $0.baseAddress!, cin: s.cin, cout: s.cout), bias: bias,
                                 output: output, e: e, keeping: transformed)
             }
-            return transformed != nil
+            return
         }
+        precondition(transformed == nil, "CausalConv.forward: no transform to keep without Winograd on native operands")
         let (n, hw, k) = (s.n, s.height * s.width, 3 * s.cin)
         let (to, ownT) = O.operands(of: taps, count: 3 * s.cout * k)
         defer { if ownT { to.deallocate() } }
@@ -173,7 +170,6 @@ public enum CausalConv {
             }
         } }
         if let bias { addBias(output, bias, rows: s.cout, cols: n) }
-        return false
     }
 
     /// Accumulates dWeight (PyTorch layout) += dL/dW, dBias += row sums of
@@ -183,8 +179,8 @@ public enum CausalConv {
     ///   - de: scratch of as many values.
     ///   - dOutput16: dOutput already rounded to bf16 (`bf16Copy`), used
     ///     when the products run in bf16.
-    ///   - transformed: the input's transform, when `forward` kept it
-    ///     (returned true); then `input` may be nil.
+    ///   - transformed: the input's transform, when `forward` kept it; then
+    ///     `input` may be nil.
     public static func backward<T: Real>(_ context: ComputeContext, _ s: CausalConvShape, input: UnsafePointer<T>?,
                                          transformed: UnsafePointer<T>? = nil,
                                          taps: UnsafePointer<T>, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>? = nil,
@@ -260,11 +256,11 @@ public enum CausalConv {
 /// `CausalConv.forward` for the operand storage `Real.withOperands` picks.
 private struct CausalConvForward<T: Real>: OperandsVisitor {
     typealias Scalar = T
-    typealias Result = Bool
+    typealias Result = Void
     let context: ComputeContext, s: CausalConvShape
     let input, taps: UnsafePointer<T>, bias: UnsafePointer<T>?
     let output, e: UnsafeMutablePointer<T>, transformed: UnsafeMutablePointer<T>?
-    func visit<O: ProductOperands>(_ o: O.Type) -> Bool where O.Scalar == T {
+    func visit<O: ProductOperands>(_ o: O.Type) where O.Scalar == T {
         CausalConv.forward(context, s, input: input, taps: taps, bias: bias, output: output, e: e, transformed: transformed, operands: o)
     }
 }
