@@ -47,7 +47,7 @@ struct Bench: ParsableCommand {
                     let s = Benchmark.time(repeats: max(5, Int(1 / max(once, 1e-4)))) { _ = try? spec.compute(audio.samples) }
                     print(String(format: "mel, %d thread(s): %.1f s of audio in %.2f ms: %.0f s of audio per second",
                                  t, audio.duration, s * 1e3, audio.duration / s))
-                    melRow = String(format: "(front end) fp32      mel    %9.0f  %6.4f        -       -  %7.0f",
+                    melRow = Self.presetCell("(front end)") + String(format: "fp32      mel    %9.0f  %6.4f        -       -  %7.0f",
                                     Double(audio.samples.count) / s, s / audio.duration, Benchmark.peakMemoryMB)
                 }
                 Threads.count = all
@@ -60,7 +60,7 @@ struct Bench: ParsableCommand {
                              r.forward * 1e3, f, 100 * f / sg, sg, r.backward * 1e3, b, 100 * b / sg))
             }
             let wanted = phases.split(separator: ",").map(String.init).filter { $0 != "none" }
-            if !rowOnly { print("preset      precision phase  samples/s  RTF     GFLOP/s  %sgemm  peak MB  (KB/sample)") }
+            if !rowOnly { print(Self.presetCell("preset") + "precision phase  samples/s  RTF     GFLOP/s  %sgemm  peak MB  (KB/sample)") }
             if let melRow { print(melRow) }
             if wanted.isEmpty { return }
             let names = presets.split(separator: ",").map(String.init)
@@ -86,7 +86,9 @@ struct Bench: ParsableCommand {
                     let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                     p.waitUntilExit()
                     guard p.terminationStatus == 0 else { throw WaveFlowError("bench of \(name) \(phase) failed") }
-                    for line in text.split(separator: "\n") where line.hasPrefix(name) { print(line) }
+                    let rows = text.split(separator: "\n").filter { $0.hasPrefix(Self.presetCell(name)) }
+                    guard !rows.isEmpty else { throw WaveFlowError("bench of \(name) \(phase) printed no row") }
+                    for line in rows { print(line) }
                 }
             }
         }
@@ -114,9 +116,14 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// The table's first cell: the preset's whole name (the longest, such as
+    /// lpc-h128-c32, fit), then at least one space.
+    static func presetCell(_ name: String) -> String {
+        name.count >= 13 ? name + " " : name.padding(toLength: 13, withPad: " ", startingAt: 0)
+    }
+
     func row(_ preset: String, _ context: ComputeContext, _ phase: String, _ sps: Double, _ rtf: Double, _ gf: Double, _ sg: Double, perSample: Double?) -> String {
-        String(format: "%@ %@      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f",
-               preset.padding(toLength: 11, withPad: " ", startingAt: 0), context.precision.rawValue, phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
+        Self.presetCell(preset) + String(format: "%@      %@  %9.0f  %6.3f  %7.1f  %5.0f%%  %7.0f", context.precision.rawValue, phase, sps, rtf, gf, 100 * gf / sg, Benchmark.peakMemoryMB)
             + (perSample.map { String(format: "  (%.0f)", $0) } ?? "")
     }
 }

@@ -280,26 +280,44 @@ final class ServerTests: XCTestCase {
         let session = URLSession(configuration: .ephemeral)
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/vocode")!)
         request.httpMethod = "POST"
-        request.httpBody = NPY.encode(try clipMel(vocoder, frames: 60))
+        // Long enough (about 4 s of audio, a second or more on one core) that
+        // the polls below see it in flight; a clip's mel repeated.
+        let clip = try clipMel(vocoder, frames: 400), frames = 400
+        let mel = NPYArray(shape: [clip.shape[0], frames], values: (0..<clip.shape[0]).flatMap { b in
+            (0..<frames).map { clip.values[b * clip.shape[1] + $0 % clip.shape[1]] }
+        })
+        request.httpBody = NPY.encode(mel)
+        let replied = ReplyFlag()
         let reply = Task { () -> Int in
             try await withCheckedThrowingContinuation { c in
                 session.dataTask(with: request) { data, response, error in
+                    replied.set()
                     if let error { c.resume(throwing: error) } else { c.resume(returning: (response as! HTTPURLResponse).statusCode) }
                 }.resume()
             }
         }
-        // SIGTERM once the request is being synthesised.
+        // SIGTERM once the request is being synthesised (and not after its reply: then this test would test nothing).
+        var inFlight = false
         let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
+        while Date() < deadline && !replied.isSet {
             let m = try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8)
-            if m?.contains("waveflow_in_flight 1") == true { break }
+            if m?.contains("waveflow_in_flight 1") == true { inFlight = true; break }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
         kill(p.processIdentifier, SIGTERM)
         let status = try await reply.value
         p.waitUntilExit()
+        XCTAssertTrue(inFlight, "the request was never seen in flight, so SIGTERM did not arrive during it")
         XCTAssertEqual(status, 200)
         XCTAssertEqual(p.terminationStatus, 0)
         XCTAssertTrue(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("stopped"))
     }
+}
+
+/// Set once, from any thread (a URLSession callback), read from the test.
+private final class ReplyFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
