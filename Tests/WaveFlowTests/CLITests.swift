@@ -59,6 +59,21 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(user.stdout.contains("set by the user"), user.stdout)
     }
 
+    /// `bench` prints one row per preset and phase, whatever the length of
+    /// the preset's name (a name of 12 characters, lpc-h128-c32, was cut to
+    /// 11 and then left out of multi-preset tables).
+    func testBenchPrintsARowForEveryPreset() throws {
+        let r = try run(["bench", "--presets", "tiny,lpc-h128-c32", "--phases", "synth", "--seconds", "0.25",
+                         "--repeats", "1", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = r.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        for preset in ["tiny", "lpc-h128-c32"] {
+            XCTAssertTrue(rows.contains { $0.first == preset && $0.count >= 8 && $0[2] == "synth" && Double($0[3]) != nil },
+                          "no row for \(preset) in:\n\(r.stdout)")
+        }
+        XCTAssertNotEqual(try run(["bench", "--presets", "tiny", "--phases", "fly"]).status, 0)
+    }
+
     func testMelOfFileAndErrors() throws {
         let dir = temporaryFolder(self)
         let ok = try run(["mel", exampleAudio("tank__sv-v-chtel.ogg"), dir + "/m.npy"])
