@@ -161,7 +161,7 @@ def main():
             best = [w / max(theirs) for w in ours]
             out.append(f"| {preset} | {phase} | {span(ours)} | {sgemm[0]}" + (f"–{sgemm[-1]}" if len(sgemm) > 1 else "")
                        + f" | {span(theirs)} | {span(same, '{:.2f}×')} | {span(best, '{:.2f}×')} |")
-    lpc = [p for p in args.presets if torch_preset(p) != p]
+    lpc = [p for p in args.presets if torch_preset(p) != p and any((p, ph) in r for r in pt for ph in args.phases)]
     if lpc:
         out.append("")
         out.append("PyTorch's figures for " + ", ".join(lpc) + " are its model of the flows alone ("
