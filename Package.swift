@@ -3,12 +3,20 @@ import Foundation
 import PackageDescription
 
 // SIMD loops only become FMA vector code when the compiler may assume the
-// instruction set; x86-64-v3 (AVX2 + FMA) runs on every x86 CPU of the last
-// decade, including the CI machines.
+// instruction set; x86-64-v3 (AVX2 + FMA) runs on most x86 CPUs of the last
+// decade, including the CI machines. For one without AVX2 (older Xeons and
+// Core CPUs, Atom-class Celerons and Pentiums, virtual machines that hide
+// AVX): `WAVEFLOW_MARCH=x86-64-v2 swift build -c release` (README, "Other
+// CPUs"). The C kernels pick their instruction set at run time either way;
+// CKernels' baseline check (cpu_check.c) stops a v3 build on a CPU that
+// cannot run it, with a message, before any of its code runs.
 #if arch(x86_64)
-let archFlags: [String] = ["-Xcc", "-march=x86-64-v3"]
+let march = ProcessInfo.processInfo.environment["WAVEFLOW_MARCH"] ?? "x86-64-v3"
+let archFlags: [String] = ["-Xcc", "-march=\(march)"]
+let needsV3 = march == "x86-64-v3" || march == "x86-64-v4"
 #else
 let archFlags: [String] = []
+let needsV3 = false
 #endif
 
 let package = Package(
@@ -44,7 +52,7 @@ let package = Package(
         // (Not "CSystem": swift-system, which SwiftNIO brings in, has a target of that name.)
         .systemLibrary(name: "CGlibcExtras"),
         // Our own C: elementwise kernels per instruction set (AVX2, AVX-512).
-        .target(name: "CKernels"),
+        .target(name: "CKernels", cSettings: needsV3 ? [.define("WF_REQUIRE_X86_64_V3")] : []),
 
         // The engine: audio, features, numerical core, model, training.
         .target(

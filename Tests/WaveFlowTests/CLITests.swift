@@ -74,6 +74,45 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(try run(["bench", "--presets", "tiny", "--phases", "fly"]).status, 0)
     }
 
+    /// On a CPU without x86-64-v3 (AVX2, FMA ...) a default build stops
+    /// before any of its code runs, with one line saying how to build for
+    /// that CPU, instead of dying of SIGILL somewhere (cpu_check.c).
+    func testCPUWithoutTheBuildsBaselineGetsAMessage() throws {
+        guard VectorKernels.buildRequiresX86_64V3 else { throw XCTSkip("this build is for an older baseline (WAVEFLOW_MARCH)") }
+        let r = try run(["synth", "never.npy", "never.wav"], env: ["WAVEFLOW_TEST_CPU_BASELINE": "old"])
+        XCTAssertEqual(r.status, 69)
+        XCTAssertEqual(r.stdout, "")
+        XCTAssertTrue(r.stderr.hasPrefix("waveflow: error: this CPU lacks AVX2, FMA"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("WAVEFLOW_MARCH=x86-64-v2 swift build -c release"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(try run(["info"]).stdout.contains("compiled for x86-64-v3"))
+    }
+
+    /// What a CPU without AVX2 runs: the Swift SIMD kernels (forced here by
+    /// WAVEFLOW_KERNELS=swift) vocode the same audio as the C kernels, to
+    /// float rounding.
+    func testSwiftKernelsSynthesiseTheSameAudio() throws {
+        let dir = temporaryFolder(self)
+        XCTAssertEqual(try run(["mel", exampleAudio("columns__sl-v-pust.ogg"), dir + "/m.npy"]).status, 0)
+        let mel = try NPY.read(dir + "/m.npy")
+        let frames = min(mel.shape[1], 40)
+        try NPY.write(NPYArray(shape: [mel.shape[0], frames], values: (0..<mel.shape[0]).flatMap { b in
+            mel.values[b * mel.shape[1] ..< b * mel.shape[1] + frames] }), to: dir + "/short.npy")
+        let args = ["synth", dir + "/short.npy", "--precision", "fp32", "--format", "float", "--threads", "2"]
+        let c = try run(args + [dir + "/c.wav"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let info = try run(["info"], env: ["WAVEFLOW_KERNELS": "swift"])
+        XCTAssertTrue(info.stdout.contains("Swift SIMD kernels"), info.stdout)
+        let swift = try run(args + [dir + "/swift.wav"], env: ["WAVEFLOW_KERNELS": "swift"])
+        XCTAssertEqual(swift.status, 0, swift.stderr)
+        let (a, b) = (try AudioFile.read(dir + "/c.wav").samples, try AudioFile.read(dir + "/swift.wav").samples)
+        XCTAssertEqual(a.count, frames * 256)
+        XCTAssertEqual(a.count, b.count)
+        let peak = a.map(abs).max()!, diff = zip(a, b).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(peak, 0.01)
+        XCTAssertLessThanOrEqual(diff, 1e-4 * peak, "Swift kernels' audio differs by \(diff) (peak \(peak))")
+    }
+
     func testMelOfFileAndErrors() throws {
         let dir = temporaryFolder(self)
         let ok = try run(["mel", exampleAudio("tank__sv-v-chtel.ogg"), dir + "/m.npy"])

@@ -92,6 +92,11 @@ void wf_wino_input_grad_avx512(const float *dv, long pointStride, long ldv, long
 
 #endif
 
+/// 1 when this build's Swift code was compiled for x86-64-v3 (the default,
+/// Package.swift's WAVEFLOW_MARCH), so that cpu_check.c stops it on a CPU
+/// without AVX2 and FMA; 0 for an older baseline or another architecture.
+int wf_build_requires_x86_64_v3(void);
+
 /// A hint inside a spin-wait loop (x86 `pause`, ARM `yield`): the core slows
 /// the loop down instead of flooding the memory system (WorkerTeam.swift).
 static inline void wf_spin_pause(void) {

@@ -1,7 +1,5 @@
 import Foundation
-#if arch(x86_64)
 import CKernels
-#endif
 
 /// Which build of the C elementwise kernels (Sources/CKernels) this process
 /// runs: the gate, row sums and the bf16 rounding, written with intrinsics
@@ -18,21 +16,31 @@ public enum VectorKernels {
         case avx512 = "AVX-512"
         /// AVX2 + FMA.
         case avx2 = "AVX2"
-        /// Swift SIMD (not x86-64).
+        /// Swift SIMD: other architectures, and x86-64 CPUs without AVX2 + FMA
+        /// (which need a build for an older baseline, README "Other CPUs").
         case swift = "Swift SIMD"
     }
 
-    /// The best level this CPU runs (`WAVEFLOW_KERNELS=avx2` forces AVX2, to compare).
+    /// The best level this CPU runs. `WAVEFLOW_KERNELS=avx2` forces AVX2 (to
+    /// compare; not on a CPU without it), `WAVEFLOW_KERNELS=swift` the Swift
+    /// SIMD code (what a CPU without AVX2 runs).
     public static let level: Level = {
         #if arch(x86_64)
         let cpu = CPUInfo.current
-        if let forced = getenv("WAVEFLOW_KERNELS").map({ String(cString: $0) }), forced == "avx2" { return .avx2 }
+        let forced = getenv("WAVEFLOW_KERNELS").map { String(cString: $0) }
+        if forced == "swift" || !cpu.hasAVX2 { return .swift }
+        if forced == "avx2" { return .avx2 }
         if cpu.hasAVX512 { return cpu.hasAVX512BF16 ? .avx512bf16 : .avx512 }
         return .avx2
         #else
         return .swift
         #endif
     }()
+
+    /// Whether this build's Swift code needs x86-64-v3 (AVX2 + FMA): the
+    /// default; false for a build with an older `WAVEFLOW_MARCH` (Package.swift)
+    /// and off x86-64. A CPU without it is stopped at start (cpu_check.c).
+    public static var buildRequiresX86_64V3: Bool { wf_build_requires_x86_64_v3() != 0 }
 
     /// Levels this CPU can run, best first (for the tests).
     public static var available: [Level] {
@@ -41,7 +49,8 @@ public enum VectorKernels {
         var levels: [Level] = []
         if cpu.hasAVX512 && cpu.hasAVX512BF16 { levels.append(.avx512bf16) }
         if cpu.hasAVX512 { levels.append(.avx512) }
-        return levels + [.avx2, .swift]
+        if cpu.hasAVX2 { levels.append(.avx2) }
+        return levels + [.swift]
         #else
         return [.swift]
         #endif
