@@ -8,15 +8,18 @@ import PackageDescription
 // Core CPUs, Atom-class Celerons and Pentiums, virtual machines that hide
 // AVX): `WAVEFLOW_MARCH=x86-64-v2 swift build -c release` (README, "Other
 // CPUs"). The C kernels pick their instruction set at run time either way;
-// CKernels' baseline check (cpu_check.c) stops a v3 build on a CPU that
-// cannot run it, with a message, before any of its code runs.
+// CKernels' baseline check (cpu_check.c) stops a v3 (or v4) build on a CPU
+// that cannot run it, with a message, before any of waveflow's code runs.
 #if arch(x86_64)
 let march = ProcessInfo.processInfo.environment["WAVEFLOW_MARCH"] ?? "x86-64-v3"
 let archFlags: [String] = ["-Xcc", "-march=\(march)"]
-let needsV3 = march == "x86-64-v3" || march == "x86-64-v4"
+// The x86-64 level the start-up check demands: 3 or 4 for those levels;
+// none for the older baselines, nor for a CPU name (haswell, native ...),
+// whose features the user chose and the check does not know.
+let requiredLevel: String? = ["x86-64-v3": "3", "x86-64-v4": "4"][march]
 #else
 let archFlags: [String] = []
-let needsV3 = false
+let requiredLevel: String? = nil
 #endif
 
 let package = Package(
@@ -52,7 +55,7 @@ let package = Package(
         // (Not "CSystem": swift-system, which SwiftNIO brings in, has a target of that name.)
         .systemLibrary(name: "CGlibcExtras"),
         // Our own C: elementwise kernels per instruction set (AVX2, AVX-512).
-        .target(name: "CKernels", cSettings: needsV3 ? [.define("WF_REQUIRE_X86_64_V3")] : []),
+        .target(name: "CKernels", cSettings: requiredLevel.map { [.define("WF_REQUIRE_X86_64_LEVEL", to: $0)] } ?? []),
 
         // The engine: audio, features, numerical core, model, training.
         .target(

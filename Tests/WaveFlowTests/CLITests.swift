@@ -1,6 +1,9 @@
 import Foundation
 import XCTest
 @testable import WaveFlow
+#if arch(x86_64)
+import CKernels
+#endif
 
 /// Runs the built `waveflow` tool as a user would.
 final class CLITests: XCTestCase {
@@ -78,20 +81,35 @@ final class CLITests: XCTestCase {
     /// before any of its code runs, with one line saying how to build for
     /// that CPU, instead of dying of SIGILL somewhere (cpu_check.c).
     func testCPUWithoutTheBuildsBaselineGetsAMessage() throws {
-        guard VectorKernels.buildRequiresX86_64V3 else { throw XCTSkip("this build is for an older baseline (WAVEFLOW_MARCH)") }
+        guard let level = VectorKernels.buildRequiredLevel else { throw XCTSkip("this build has no start-up check (WAVEFLOW_MARCH)") }
         let r = try run(["synth", "never.npy", "never.wav"], env: ["WAVEFLOW_TEST_CPU_BASELINE": "old"])
         XCTAssertEqual(r.status, 69)
         XCTAssertEqual(r.stdout, "")
-        XCTAssertTrue(r.stderr.hasPrefix("waveflow: error: this CPU lacks AVX2, FMA"), r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("waveflow: error: this CPU lacks AVX2, FMA or another x86-64-v\(level) feature"), r.stderr)
         XCTAssertTrue(r.stderr.contains("WAVEFLOW_MARCH=x86-64-v2 swift build -c release"), r.stderr)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
-        XCTAssertTrue(try run(["info"]).stdout.contains("compiled for x86-64-v3"))
+        XCTAssertTrue(try run(["info"]).stdout.contains("compiled for x86-64-v\(level)"))
+    }
+
+    /// The start-up check's reading of the CPU agrees with the kernel's
+    /// (/proc/cpuinfo): every x86-64-v3 feature, and v4's AVX-512 set.
+    func testBaselineCheckReadsTheCPULikeTheKernel() throws {
+        #if arch(x86_64)
+        let flags = CPUInfo.current.flags
+        let v3 = ["avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"].allSatisfy(flags.contains)
+        let v4 = v3 && ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
+        XCTAssertEqual(wf_cpu_has_x86_64_level(3) != 0, v3)
+        XCTAssertEqual(wf_cpu_has_x86_64_level(4) != 0, v4)
+        #else
+        throw XCTSkip("x86-64 only")
+        #endif
     }
 
     /// What a CPU without AVX2 runs: the Swift SIMD kernels (forced here by
     /// WAVEFLOW_KERNELS=swift) vocode the same audio as the C kernels, to
     /// float rounding.
     func testSwiftKernelsSynthesiseTheSameAudio() throws {
+        guard CPUInfo.current.hasAVX2 else { throw XCTSkip("no C kernels run on this CPU to compare with") }
         let dir = temporaryFolder(self)
         XCTAssertEqual(try run(["mel", exampleAudio("columns__sl-v-pust.ogg"), dir + "/m.npy"]).status, 0)
         let mel = try NPY.read(dir + "/m.npy")
@@ -99,7 +117,10 @@ final class CLITests: XCTestCase {
         try NPY.write(NPYArray(shape: [mel.shape[0], frames], values: (0..<mel.shape[0]).flatMap { b in
             mel.values[b * mel.shape[1] ..< b * mel.shape[1] + frames] }), to: dir + "/short.npy")
         let args = ["synth", dir + "/short.npy", "--precision", "fp32", "--format", "float", "--threads", "2"]
-        let c = try run(args + [dir + "/c.wav"])
+        // (The C side explicitly so: this suite may itself run under WAVEFLOW_KERNELS=swift.)
+        let auto = ["WAVEFLOW_KERNELS": "auto"]
+        XCTAssertFalse(try run(["info"], env: auto).stdout.contains("Swift SIMD kernels"))
+        let c = try run(args + [dir + "/c.wav"], env: auto)
         XCTAssertEqual(c.status, 0, c.stderr)
         let info = try run(["info"], env: ["WAVEFLOW_KERNELS": "swift"])
         XCTAssertTrue(info.stdout.contains("Swift SIMD kernels"), info.stdout)

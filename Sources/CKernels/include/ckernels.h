@@ -92,10 +92,13 @@ void wf_wino_input_grad_avx512(const float *dv, long pointStride, long ldv, long
 
 #endif
 
-/// 1 when this build's Swift code was compiled for x86-64-v3 (the default,
-/// Package.swift's WAVEFLOW_MARCH), so that cpu_check.c stops it on a CPU
-/// without AVX2 and FMA; 0 for an older baseline or another architecture.
-int wf_build_requires_x86_64_v3(void);
+/// The x86-64 level (3 or 4) this build's Swift code was compiled for, which
+/// cpu_check.c requires of the CPU at start (Package.swift, WAVEFLOW_MARCH;
+/// the default is 3); 0 for x86-64 or x86-64-v2, or another architecture.
+int wf_build_required_x86_64_level(void);
+/// Whether this CPU has every x86-64-v3 feature (level 3), or v4's (level 4);
+/// 0 off x86-64.
+int wf_cpu_has_x86_64_level(int level);
 
 /// A hint inside a spin-wait loop (x86 `pause`, ARM `yield`): the core slows
 /// the loop down instead of flooding the memory system (WorkerTeam.swift).

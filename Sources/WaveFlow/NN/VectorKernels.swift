@@ -37,10 +37,11 @@ public enum VectorKernels {
         #endif
     }()
 
-    /// Whether this build's Swift code needs x86-64-v3 (AVX2 + FMA): the
-    /// default; false for a build with an older `WAVEFLOW_MARCH` (Package.swift)
-    /// and off x86-64. A CPU without it is stopped at start (cpu_check.c).
-    public static var buildRequiresX86_64V3: Bool { wf_build_requires_x86_64_v3() != 0 }
+    /// The x86-64 level (3: AVX2 + FMA, the default; 4: AVX-512) this build's
+    /// Swift code needs, nil for a build with an older `WAVEFLOW_MARCH`
+    /// (Package.swift) and off x86-64. A CPU without it is stopped at start
+    /// (cpu_check.c).
+    public static var buildRequiredLevel: Int? { let l = Int(wf_build_required_x86_64_level()); return l > 0 ? l : nil }
 
     /// Levels this CPU can run, best first (for the tests).
     public static var available: [Level] {

@@ -1,5 +1,14 @@
 import Foundation
 
+/// The "build" line of a build whose CPU is not checked at start.
+private var buildWithoutCheck: String {
+    #if arch(x86_64)
+    "compiled for the WAVEFLOW_MARCH given (an older baseline than x86-64-v3, or a CPU name); no start-up check"
+    #else
+    "not x86-64: the Swift SIMD code throughout"
+    #endif
+}
+
 /// What `waveflow info` prints: versions, the BLAS kernel, threads, CPU.
 public func machineReport() -> [(String, String)] {
     let cpu = CPUInfo.current
@@ -15,9 +24,9 @@ public func machineReport() -> [(String, String)] {
         ("CPU features", cpu.notableFeatures.joined(separator: " ")),
         ("caches", CPUCaches.current.description),
         ("work sizes", "synthesis blocks of \(BlockColumnsChoice.current.columns) columns (\(BlockColumnsChoice.current.source))"),
-        ("build", VectorKernels.buildRequiresX86_64V3
-            ? "compiled for x86-64-v3 (AVX2 + FMA; for an older CPU: WAVEFLOW_MARCH=x86-64-v2 swift build -c release)"
-            : "compiled for an older baseline than x86-64-v3 (WAVEFLOW_MARCH), or not for x86-64"),
+        ("build", VectorKernels.buildRequiredLevel.map {
+            "compiled for x86-64-v\($0) (\($0 == 4 ? "AVX-512" : "AVX2 + FMA"); for an older CPU: WAVEFLOW_MARCH=x86-64-v2, README \"Other CPUs\")"
+        } ?? buildWithoutCheck),
         ("elementwise", "\(VectorKernels.level.rawValue) kernels (gate, row sums, bf16 rounding, panel product)"),
         ("winograd", "the width taps of WaveFlow's and WaveGlow's convolutions by F(4,3) with Float32 products (--winograd auto; never with bf16)"),
         ("MPI", MPICommunicator.availability),
