@@ -69,9 +69,10 @@ enum DilatedConv1D {
     }
 
     /// The values of the input's Winograd transform, which `forward` can keep
-    /// for `backward`; nil where the convolution does not run by Winograd.
+    /// for `backward`; nil where the convolution does not run by Winograd
+    /// (`usesWinograd`: the causal form's rule, whose count this is).
     static func transformedInputCount(_ s: DilatedConvShape, cout: Int, context: ComputeContext) -> Int? {
-        usesWinograd(s, cout: cout, context) ? CausalConv.transformedInputCount(asCausal(s, cout: cout)) : nil
+        CausalConv.transformedInputCount(asCausal(s, cout: cout), context: context)
     }
 
     /// The values `forward` and `backward` need in each of `e` and `de`.
