@@ -144,9 +144,11 @@ final class HostileInputTests: XCTestCase {
         let other = try run(base + ["--config", "lpc-tiny", "--run", "r", "--resume", "--steps", "3"])
         XCTAssertNotEqual(other.status, 0)
         XCTAssertTrue(other.stderr.contains("differs from the run's model"), other.stderr)
-        let escape = try run(base + ["--config", "tiny", "--run", "../x", "--steps", "1"])
+        // (A name of its own, so that nothing else in the temporary folder can be mistaken for the escape.)
+        let outside = "escape-\(UUID().uuidString)"
+        let escape = try run(base + ["--config", "tiny", "--run", "../" + outside, "--steps", "1"])
         XCTAssertNotEqual(escape.status, 0)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: (dir as NSString).deletingLastPathComponent + "/x"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: (dir as NSString).deletingLastPathComponent + "/" + outside))
         // An inference-only latest.safetensors cannot be resumed from.
         try makeDirectory(dir + "/inf")
         try Checkpoint.save(model: FlowModel<Float>(config: ModelConfig.presets["tiny"]!), to: dir + "/inf/latest.safetensors")
