@@ -67,4 +67,27 @@ WF_TARGET void WF_NAME(wf_gate_backward_kept)(float *kept, const float *dg, long
 #undef STEP
 }
 
+/// The gate and its backward in one pass, for training's backward, which
+/// needs g (for the out projection's weight gradient) and dy, but not
+/// tanh and sigmoid themselves: wf_gate_keeping_cols's t and s, then
+/// wf_gate_backward_cols's dy from them, kept in registers instead of
+/// written out and read back (the same values, bit for bit).
+static inline WF_TARGET void WF_NAME(wf_gate_backward_from_y_cols)(const float *y, const float *dg, float *g, float *dy, long i,
+                                                                 long total, wf_mask m) {
+    const wf_v one = wf_set1(1.0f), two = wf_set1(2.0f);
+    const wf_v a = wf_load(y + i, m), b = wf_load(y + total + i, m);
+    const wf_v t = wf_sub(one, wf_div(two, wf_add(wf_exp(wf_add(a, a)), one)));
+    const wf_v s = wf_div(one, wf_add(one, wf_exp(wf_sub(wf_set1(0.0f), b))));
+    wf_store(g + i, m, wf_mul(t, s));
+    const wf_v ds = wf_mul(wf_load(dg + i, m), s);
+    wf_store(dy + i, m, wf_mul(ds, wf_fnmadd(t, t, one)));
+    wf_store(dy + total + i, m, wf_mul(wf_mul(ds, t), wf_sub(one, s)));
+}
+
+WF_TARGET void WF_NAME(wf_gate_backward_from_y)(const float *y, const float *dg, float *g, float *dy, long count, long total) {
+#define STEP(i, m) WF_NAME(wf_gate_backward_from_y_cols)(y, dg, g, dy, i, total, m)
+    WF_FOR_COLUMNS(count, STEP)
+#undef STEP
+}
+
 #undef WF_FOR_COLUMNS

@@ -369,7 +369,8 @@ final class FastMathTests: XCTestCase {
     /// Every build of the gate kernels this CPU runs (C AVX-512, C AVX2,
     /// Swift SIMD) equals libm's gate within 1e-6, for lengths around the
     /// vector widths (masked tails), with biases, keeping tanh and sigmoid,
-    /// and the backward from the kept values.
+    /// and the backward from the kept values; the one-pass backward from y
+    /// gives the same bits as keeping then the backward.
     func testGateKernelsAtEveryLevel() {
         var rng = TestRNG(21)
         for level in VectorKernels.available {
@@ -399,6 +400,14 @@ final class FastMathTests: XCTestCase {
                 XCTAssertLessThanOrEqual(worst, Tolerance.float32Kernel, "\(level) count \(count)")
                 let written = Array(g) + Array(kept[0..<count]) + Array(kept[total...])
                 XCTAssertFalse(written.contains { $0.isNaN }, "\(level) count \(count) left an element unwritten")
+                // The one-pass backward from y: the same g and dy as keeping then the backward, bit for bit.
+                var gFused = [Float](repeating: .nan, count: count), dyFused = [Float](repeating: .nan, count: total + count)
+                VectorKernels.gateBackwardFromY(y, dg, &gFused, &dyFused, count: count, total: total, level: level)
+                XCTAssertEqual(gFused.map(\.bitPattern), g.map(\.bitPattern), "\(level) count \(count): g")
+                XCTAssertEqual(Array(dyFused[0..<count]).map(\.bitPattern), Array(kept[0..<count]).map(\.bitPattern),
+                               "\(level) count \(count): dy, tanh half")
+                XCTAssertEqual(Array(dyFused[total...]).map(\.bitPattern), Array(kept[total...]).map(\.bitPattern),
+                               "\(level) count \(count): dy, sigmoid half")
             }
         }
     }

@@ -32,6 +32,11 @@ void wf_gate_forward_keeping_avx512(const float *y, float *g, float *kept, long 
 void wf_gate_backward_kept_avx2(float *kept, const float *dg, long count, long total);
 void wf_gate_backward_kept_avx512(float *kept, const float *dg, long count, long total);
 
+/// Both in one pass without kept: g[i] = t s and dy as wf_gate_backward_kept
+/// writes it (dy[i], dy[total + i]), from y and dg; the same values.
+void wf_gate_backward_from_y_avx2(const float *y, const float *dg, float *g, float *dy, long count, long total);
+void wf_gate_backward_from_y_avx512(const float *y, const float *dg, float *g, float *dy, long count, long total);
+
 /// The sum of x[0:count] (vector accumulators: the additions' order
 /// differs from a loop's, the result agrees within rounding).
 float wf_sum_avx2(const float *x, long count);

@@ -49,6 +49,10 @@ public protocol Real: BinaryFloatingPoint, Codable, Sendable where Self.RawSigni
                             channels: Int, n: Int)
     /// dy [2C, N] written over `kept` from dg [C, N].
     static func gateBackward(kept: UnsafeMutablePointer<Self>, dg: UnsafePointer<Self>, channels: Int, n: Int)
+    /// g [C, N] and dy [2C, N] from y [2C, N] and dg [C, N] in one pass: the
+    /// values of `gateForward(_:_:kept:...)` then `gateBackward(kept:...)`.
+    static func gateBackward(y: UnsafePointer<Self>, dg: UnsafePointer<Self>, g: UnsafeMutablePointer<Self>,
+                             dy: UnsafeMutablePointer<Self>, channels: Int, n: Int)
     /// out[r] += sum over columns of x [rows, cols].
     static func accumulateRowSums(_ x: UnsafePointer<Self>, into out: UnsafeMutablePointer<Self>, rows: Int, cols: Int)
     /// C [m, n] = A[:, kFirst ..< kFirst + count * segK] x [B_0; ...; B_count-1]
@@ -142,6 +146,13 @@ extension Float: Real {
 
     public static func gateBackward(kept: UnsafeMutablePointer<Float>, dg: UnsafePointer<Float>, channels c: Int, n: Int) {
         Threads.parallelFor(c) { ch in VectorKernels.gateBackwardKept(kept + ch * n, dg + ch * n, count: n, total: c * n) }
+    }
+
+    public static func gateBackward(y: UnsafePointer<Float>, dg: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>,
+                                    dy: UnsafeMutablePointer<Float>, channels c: Int, n: Int) {
+        Threads.parallelFor(c) { ch in
+            VectorKernels.gateBackwardFromY(y + ch * n, dg + ch * n, g + ch * n, dy + ch * n, count: n, total: c * n)
+        }
     }
 
     /// A vector kernel per row (VectorKernels.sum), rows spread over the
@@ -284,6 +295,11 @@ extension Double: Real {
     }
     public static func gateBackward(kept: UnsafeMutablePointer<Double>, dg: UnsafePointer<Double>, channels c: Int, n: Int) {
         Threads.parallelFor(c) { ch in Gate.backwardFromKept(kept + ch * n, dg + ch * n, count: n, total: c * n) }
+    }
+    public static func gateBackward(y: UnsafePointer<Double>, dg: UnsafePointer<Double>, g: UnsafeMutablePointer<Double>,
+                                    dy: UnsafeMutablePointer<Double>, channels c: Int, n: Int) {
+        gateForward(y, g, kept: dy, channels: c, n: n)
+        gateBackward(kept: dy, dg: dg, channels: c, n: n)
     }
     public static func accumulateRowSums(_ x: UnsafePointer<Double>, into out: UnsafeMutablePointer<Double>, rows: Int, cols: Int) {
         accumulateRowSumsNaive(x, into: out, rows: rows, cols: cols)

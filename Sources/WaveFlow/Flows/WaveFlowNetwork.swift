@@ -174,12 +174,17 @@ extension WaveFlowCoupling {
                        scratch s: BackwardScratch<T>, context: ComputeContext) {
         let c = channels, m = bands, n = s.n
         let lo = layerOffsets[l], w = weights, gr = gradients
-        // The gate again (not stored by the forward pass), keeping tanh and
-        // sigmoid in dy, which the gate's backward turns into dy.
-        cache.y[l].withUnsafeBufferPointer { Gate.forward($0.baseAddress!, s.g, kept: s.dy, channels: c, n: n) }
-        Conv1x1.backward(context, cin: c, cout: 2 * c, n: n, input: s.g, weight: w + lo.out, dOutput: s.da,
-                         dWeight: gr + lo.out, dBias: gr + lo.outB, dInput: s.dg, accumulateInput: false)
-        Gate.backward(kept: s.dy, dg: s.dg, channels: c, n: n)
+        // The out projection's input gradient dg first (it does not need g);
+        // then the gate again (not stored by the forward pass) and its
+        // backward in one pass from y and dg, giving g and dy; then the
+        // projection's weight gradient from g.
+        let dOut16 = T.operandCopy(context, of: s.da, count: 2 * c * n, forProductsOf: [2 * c, c, n])
+        defer { dOut16?.deallocate() }
+        Conv1x1.inputGradient(context, cin: c, cout: 2 * c, n: n, weight: w + lo.out, dOutput: s.da, dOutput16: dOut16, dInput: s.dg,
+                              accumulate: false)
+        cache.y[l].withUnsafeBufferPointer { Gate.backward(y: $0.baseAddress!, dg: s.dg, g: s.g, dy: s.dy, channels: c, n: n) }
+        Conv1x1.weightGradient(context, cin: c, cout: 2 * c, n: n, input: s.g, dOutput: s.da, dOutput16: dOut16,
+                               dWeight: gr + lo.out, dBias: gr + lo.outB)
         // dy as bf16 operands once for the three products reading it (bf16 only).
         let dy16 = T.operandCopy(context, of: s.dy, count: 2 * c * n, forProductsOf: [2 * c, n])
         defer { dy16?.deallocate() }

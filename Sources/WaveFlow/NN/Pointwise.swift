@@ -20,13 +20,29 @@ public enum Conv1x1 {
                                          dInput: UnsafeMutablePointer<T>?, accumulateInput: Bool = true) {
         let d16 = dInput == nil ? nil : T.operandCopy(context, of: dOutput, count: cout * n, forProductsOf: [cout, cin, n])
         defer { d16?.deallocate() }
-        T.product(context, transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: d16, lda: n,
+        weightGradient(context, cin: cin, cout: cout, n: n, input: input, ldInput: ldInput, dOutput: dOutput, dOutput16: d16,
+                       dWeight: dWeight, dBias: dBias)
+        if let dInput { inputGradient(context, cin: cin, cout: cout, n: n, weight: weight, dOutput: dOutput, dOutput16: d16,
+                                      dInput: dInput, accumulate: accumulateInput) }
+    }
+
+    /// `backward`'s dInput (+)= weight^T x dOut alone, for a caller that
+    /// needs it before the input exists (the gate's backward computes g and
+    /// dy in one pass, from dg). `dOutput16`: dOut as bf16 operands, or nil.
+    public static func inputGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, weight: UnsafePointer<T>,
+                                              dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?,
+                                              dInput: UnsafeMutablePointer<T>, accumulate: Bool) {
+        T.product(context, transA: true, transB: false, m: cin, n: n, k: cout, a: weight, a16: nil, lda: cin,
+                  b: dOutput, b16: dOutput16, ldb: n, accumulate: accumulate, c: dInput, ldc: n)
+    }
+
+    /// `backward`'s dWeight += dOut x input^T and dBias += row sums of dOut.
+    public static func weightGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, input: UnsafePointer<T>,
+                                               ldInput: Int? = nil, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?,
+                                               dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?) {
+        T.product(context, transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: dOutput16, lda: n,
                   b: input, b16: nil, ldb: ldInput ?? n, accumulate: true, c: dWeight, ldc: cin)
         if let dBias { accumulateRowSums(dOutput, into: dBias, rows: cout, cols: n) }
-        if let dInput {
-            T.product(context, transA: true, transB: false, m: cin, n: n, k: cout, a: weight, a16: nil, lda: cin,
-                      b: dOutput, b16: d16, ldb: n, accumulate: accumulateInput, c: dInput, ldc: n)
-        }
     }
 }
 
@@ -75,6 +91,16 @@ public enum Gate {
     /// there), from dg [C, N].
     public static func backward<T: Real>(kept: UnsafeMutablePointer<T>, dg: UnsafePointer<T>, channels c: Int, n: Int) {
         T.gateBackward(kept: kept, dg: dg, channels: c, n: n)
+    }
+
+    /// g [C, N] and dy [2C, N] from the gate's input y [2C, N] and dg [C, N]
+    /// in one pass: the values of `forward(_:_:kept:channels:n:)` then
+    /// `backward(kept:dg:channels:n:)`, without writing tanh and sigmoid out
+    /// and reading them back (training's backward pass, where dg does not
+    /// depend on g: g is for the weight gradient of the projection after it).
+    public static func backward<T: Real>(y: UnsafePointer<T>, dg: UnsafePointer<T>, g: UnsafeMutablePointer<T>,
+                                         dy: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
+        T.gateBackward(y: y, dg: dg, g: g, dy: dy, channels: c, n: n)
     }
 
     /// The libm twin of `forward`.

@@ -96,6 +96,22 @@ public enum VectorKernels {
         }
     }
 
+    /// g[i] = t s and dy as `gateBackwardKept` writes it, from y and dg in
+    /// one pass (t, s: `gateForwardKeeping`'s), the same values as those two.
+    @inline(__always)
+    public static func gateBackwardFromY(_ y: UnsafePointer<Float>, _ dg: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>,
+                                         _ dy: UnsafeMutablePointer<Float>, count: Int, total: Int, level: Level = level) {
+        switch level {
+        #if arch(x86_64)
+        case .avx512bf16, .avx512: wf_gate_backward_from_y_avx512(y, dg, g, dy, count, total)
+        case .avx2: wf_gate_backward_from_y_avx2(y, dg, g, dy, count, total)
+        #endif
+        default:
+            gateForwardKeeping(y, g, dy, count: count, total: total, level: level)
+            gateBackwardKept(dy, dg, count: count, total: total, level: level)
+        }
+    }
+
     /// The sum of x[0:count] (vector accumulators; agrees with a loop's sum within rounding).
     @inline(__always)
     public static func sum(_ x: UnsafePointer<Float>, count: Int, level: Level = level) -> Float {
