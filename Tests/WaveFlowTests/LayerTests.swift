@@ -214,7 +214,7 @@ final class LayerTests: XCTestCase {
         var y: [Double] = rng.array(2 * c * n, scale: 2)
         let rg: [Double] = rng.array(c * n)
         func gate(_ y: [Double]) -> [Double] { var g = [Double](repeating: 0, count: c * n); Gate.forward(y, &g, channels: c, n: n); return g }
-        // The training form: forward keeping tanh and sigmoid, dy from the kept values.
+        // The kept pair (Float64's form of training's one-pass backward): forward keeping tanh and sigmoid, dy from the kept values.
         var g = [Double](repeating: 0, count: c * n), dy = [Double](repeating: 0, count: 2 * c * n)
         Gate.forward(y, &g, kept: &dy, channels: c, n: n)
         Gate.backward(kept: &dy, dg: rg, channels: c, n: n)
@@ -356,14 +356,18 @@ final class FastMathTests: XCTestCase {
         XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
         var dNaive = [Float](repeating: 0, count: 2 * c * n)
         Gate.backwardNaive(y, dg, &dNaive, channels: c, n: n)
-        // The training backward's form: forward keeping tanh and sigmoid,
-        // then dy from the kept values.
+        // The kept pair: forward keeping tanh and sigmoid, then dy from the kept values.
         var kept = [Float](repeating: 0, count: 2 * c * n)
         Gate.forward(y, &fast, kept: &kept, channels: c, n: n)
         Gate.forwardNaive(y, &naive, channels: c, n: n)
         XCTAssertLessThanOrEqual(zip(fast, naive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
         Gate.backward(kept: &kept, dg: dg, channels: c, n: n)
         XCTAssertLessThanOrEqual(zip(kept, dNaive).map { abs($0 - $1) }.max()!, Tolerance.float32Kernel)
+        // Training's one-pass form over all channels: the pair's g and dy, bit for bit.
+        var gOne = [Float](repeating: .nan, count: c * n), dyOne = [Float](repeating: .nan, count: 2 * c * n)
+        Gate.backward(y: y, dg: dg, g: &gOne, dy: &dyOne, channels: c, n: n)
+        XCTAssertEqual(gOne.map(\.bitPattern), fast.map(\.bitPattern))
+        XCTAssertEqual(dyOne.map(\.bitPattern), kept.map(\.bitPattern))
     }
 
     /// Every build of the gate kernels this CPU runs (C AVX-512, C AVX2,

@@ -161,7 +161,7 @@ struct WaveGlowNetwork<T: Real>: Sendable {
         Conv1x1.backward(context, cin: c, cout: outputs, n: n, input: cache.aSkip!.pointer + c * n, weight: w + end, dOutput: dOut,
                          dWeight: gr + end, dBias: gr + endB, dInput: dSkip, accumulateInput: false)
         // dy of every layer, [2CL, N], for one condition product at the end
-        // (each layer's rows written whole: the gate's kept values, then dy).
+        // (each layer's rows written whole, by the gate's one-pass backward).
         let dY = OwnedBuffer<T>(unsetCount: 2 * c * layers * n)
         let g = OwnedBuffer<T>(unsetCount: c * n), dg = OwnedBuffer<T>(unsetCount: c * n)
         let scratch = convScratchCount(batch: cache.batch, width: cache.width, context: context)
@@ -172,13 +172,15 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             let dr = i < layers - 1 ? da : dSkip
             let dy = dY.pointer + 2 * c * i * n
             // dg first, then g and dy in one pass from y (the gate's input), then the weight gradient from g.
-            let dr16 = T.operandCopy(context, of: dr, count: lo.resSkipRows * n, forProductsOf: [lo.resSkipRows, c, n])
-            defer { dr16?.deallocate() }
-            Conv1x1.inputGradient(context, cin: c, cout: lo.resSkipRows, n: n, weight: w + lo.resSkip, dOutput: dr, dOutput16: dr16,
-                                  dInput: dg.pointer, accumulate: false)
-            Gate.backward(y: cache.y!.pointer + 2 * c * i * n, dg: dg.pointer, g: g.pointer, dy: dy, channels: c, n: n)
-            Conv1x1.weightGradient(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, dOutput: dr, dOutput16: dr16,
-                                   dWeight: gr + lo.resSkip, dBias: gr + lo.resSkipB)
+            do {
+                let dr16 = T.operandCopy(context, of: dr, count: lo.resSkipRows * n, forProductsOf: [lo.resSkipRows, c, n])
+                defer { dr16?.deallocate() }
+                Conv1x1.inputGradient(context, cin: c, cout: lo.resSkipRows, n: n, weight: w + lo.resSkip, dOutput: dr, dOutput16: dr16,
+                                      dInput: dg.pointer, accumulate: false)
+                Gate.backward(y: cache.y!.pointer + 2 * c * i * n, dg: dg.pointer, g: g.pointer, dy: dy, channels: c, n: n)
+                Conv1x1.weightGradient(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, dOutput: dr, dOutput16: dr16,
+                                       dWeight: gr + lo.resSkip, dBias: gr + lo.resSkipB)
+            }
             accumulateRowSums(dy, into: gr + lo.convB, rows: 2 * c, cols: n)
             DilatedConv1D.backward(context, shape(layer: i, batch: cache.batch, width: cache.width), cout: 2 * c,
                                    input: cache.transformed[i] ? nil : cache.convInputs[i].pointer,

@@ -93,7 +93,7 @@ extension CausalConv {
     /// Runs `body(channel, row, scratch)` for every channel < `channels` and
     /// row (b, y) < B*H of a Winograd convolution's transforms: channels over
     /// the cores, each channel's rows in turn, with `scratch` values of
-    /// scratch per core. In this order each of the 6 point rows of a channel
+    /// scratch per channel. In this order each of the 6 point rows of a channel
     /// (in V, M, dM or dV) is written or read front to back, a few long runs
     /// at a time; row by row over all channels visited 6 x C short runs
     /// (one tile row each, a matrix row apart) at once, and the four

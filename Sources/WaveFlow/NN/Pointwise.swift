@@ -80,8 +80,9 @@ public enum Gate {
     }
 
     /// g [C, N] from y [2C, N], keeping tanh(y[0:C]) and sigmoid(y[C:2C]) in
-    /// `kept` [2C, N] for `backward(kept:dg:channels:n:)`: the backward pass
-    /// then evaluates the exponentials once instead of twice.
+    /// `kept` [2C, N] for `backward(kept:dg:channels:n:)`: the two-pass form
+    /// of `backward(y:dg:g:dy:channels:n:)`, which training runs; kept as
+    /// its reference (the tests, Float64's twin, the Swift SIMD level).
     public static func forward<T: Real>(_ y: UnsafePointer<T>, _ g: UnsafeMutablePointer<T>, kept: UnsafeMutablePointer<T>,
                                         channels c: Int, n: Int) {
         T.gateForward(y, g, kept: kept, channels: c, n: n)
@@ -147,8 +148,9 @@ public enum Gate {
     }
 
     /// dy [2C, N] from dg [C, N] and the gate's input y, recomputing tanh and
-    /// sigmoid with libm: the twin of the kept-values pair
-    /// (`forward(_:_:kept:channels:n:)`, `backward(kept:dg:channels:n:)`).
+    /// sigmoid with libm: the twin of `backward(y:dg:g:dy:channels:n:)` and
+    /// of the kept-values pair (`forward(_:_:kept:channels:n:)`,
+    /// `backward(kept:dg:channels:n:)`).
     public static func backwardNaive<T: Real>(_ y: UnsafePointer<T>, _ dg: UnsafePointer<T>, _ dy: UnsafeMutablePointer<T>,
                                               channels c: Int, n: Int) {
         let count = c * n
