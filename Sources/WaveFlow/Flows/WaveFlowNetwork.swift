@@ -174,18 +174,11 @@ extension WaveFlowCoupling {
                        scratch s: BackwardScratch<T>, context: ComputeContext) {
         let c = channels, m = bands, n = s.n
         let lo = layerOffsets[l], w = weights, gr = gradients
-        // The out projection's input gradient dg first (it does not need g);
-        // then the gate again (not stored by the forward pass) and its
-        // backward in one pass from y and dg, giving g and dy; then the
-        // projection's weight gradient from g.
-        do {
-            let dOut16 = T.operandCopy(context, of: s.da, count: 2 * c * n, forProductsOf: [2 * c, c, n])
-            defer { dOut16?.deallocate() }
-            Conv1x1.inputGradient(context, cin: c, cout: 2 * c, n: n, weight: w + lo.out, dOutput: s.da, dOutput16: dOut16, dInput: s.dg,
-                                  accumulate: false)
-            cache.y[l].withUnsafeBufferPointer { Gate.backward(y: $0.baseAddress!, dg: s.dg, g: s.g, dy: s.dy, channels: c, n: n) }
-            Conv1x1.weightGradient(context, cin: c, cout: 2 * c, n: n, input: s.g, dOutput: s.da, dOutput16: dOut16,
-                                   dWeight: gr + lo.out, dBias: gr + lo.outB)
+        // Back through the out projection and the gate (recomputed from y,
+        // not stored by the forward pass): g, dy and the projection's gradients.
+        cache.y[l].withUnsafeBufferPointer {
+            Gate.backwardThroughProjection(context, y: $0.baseAddress!, channels: c, n: n, rows: 2 * c, weight: w + lo.out, dOutput: s.da,
+                                           dWeight: gr + lo.out, dBias: gr + lo.outB, g: s.g, dg: s.dg, dy: s.dy)
         }
         // dy as bf16 operands once for the three products reading it (bf16 only).
         let dy16 = T.operandCopy(context, of: s.dy, count: 2 * c * n, forProductsOf: [2 * c, n])

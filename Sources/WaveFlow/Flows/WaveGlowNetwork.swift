@@ -171,16 +171,9 @@ struct WaveGlowNetwork<T: Real>: Sendable {
             // The residual/skip 1x1: its output gradient is [da; dSkip] (dSkip alone for the last layer).
             let dr = i < layers - 1 ? da : dSkip
             let dy = dY.pointer + 2 * c * i * n
-            // dg first, then g and dy in one pass from y (the gate's input), then the weight gradient from g.
-            do {
-                let dr16 = T.operandCopy(context, of: dr, count: lo.resSkipRows * n, forProductsOf: [lo.resSkipRows, c, n])
-                defer { dr16?.deallocate() }
-                Conv1x1.inputGradient(context, cin: c, cout: lo.resSkipRows, n: n, weight: w + lo.resSkip, dOutput: dr, dOutput16: dr16,
-                                      dInput: dg.pointer, accumulate: false)
-                Gate.backward(y: cache.y!.pointer + 2 * c * i * n, dg: dg.pointer, g: g.pointer, dy: dy, channels: c, n: n)
-                Conv1x1.weightGradient(context, cin: c, cout: lo.resSkipRows, n: n, input: g.pointer, dOutput: dr, dOutput16: dr16,
-                                       dWeight: gr + lo.resSkip, dBias: gr + lo.resSkipB)
-            }
+            Gate.backwardThroughProjection(context, y: cache.y!.pointer + 2 * c * i * n, channels: c, n: n, rows: lo.resSkipRows,
+                                           weight: w + lo.resSkip, dOutput: dr, dWeight: gr + lo.resSkip, dBias: gr + lo.resSkipB,
+                                           g: g.pointer, dg: dg.pointer, dy: dy)
             accumulateRowSums(dy, into: gr + lo.convB, rows: 2 * c, cols: n)
             DilatedConv1D.backward(context, shape(layer: i, batch: cache.batch, width: cache.width), cout: 2 * c,
                                    input: cache.transformed[i] ? nil : cache.convInputs[i].pointer,

@@ -29,7 +29,7 @@ public enum Conv1x1 {
     /// `backward`'s dInput (+)= weight^T x dOut alone, for a caller that
     /// needs it before the input exists (the gate's backward computes g and
     /// dy in one pass, from dg). `dOutput16`: dOut as bf16 operands, or nil.
-    public static func inputGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, weight: UnsafePointer<T>,
+    static func inputGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, weight: UnsafePointer<T>,
                                               dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?,
                                               dInput: UnsafeMutablePointer<T>, accumulate: Bool) {
         T.product(context, transA: true, transB: false, m: cin, n: n, k: cout, a: weight, a16: nil, lda: cin,
@@ -37,7 +37,7 @@ public enum Conv1x1 {
     }
 
     /// `backward`'s dWeight += dOut x input^T and dBias += row sums of dOut.
-    public static func weightGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, input: UnsafePointer<T>,
+    static func weightGradient<T: Real>(_ context: ComputeContext, cin: Int, cout: Int, n: Int, input: UnsafePointer<T>,
                                                ldInput: Int? = nil, dOutput: UnsafePointer<T>, dOutput16: UnsafePointer<UInt16>?,
                                                dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?) {
         T.product(context, transA: false, transB: true, m: cout, n: cin, k: n, a: dOutput, a16: dOutput16, lda: n,
@@ -102,6 +102,27 @@ public enum Gate {
     public static func backward<T: Real>(y: UnsafePointer<T>, dg: UnsafePointer<T>, g: UnsafeMutablePointer<T>,
                                          dy: UnsafeMutablePointer<T>, channels c: Int, n: Int) {
         T.gateBackward(y: y, dg: dg, g: g, dy: dy, channels: c, n: n)
+    }
+
+    /// Back through the gate and the 1x1 projection that reads its output g
+    /// (a residual layer's out projection, weight [rows, C]), from that
+    /// projection's output gradient dOut [rows, N]: dg = weight^T dOut first
+    /// (it does not need g), then g and dy in one pass from the gate's input
+    /// y (`backward(y:dg:g:dy:channels:n:)`), then dWeight += dOut g^T and
+    /// dBias += row sums of dOut. With bf16 products dOut is rounded once
+    /// for both products. The gradients of `Conv1x1.backward` after
+    /// `forward(_:_:kept:...)`, and `backward(kept:...)`'s dy.
+    static func backwardThroughProjection<T: Real>(_ context: ComputeContext, y: UnsafePointer<T>, channels c: Int, n: Int,
+                                                   rows: Int, weight: UnsafePointer<T>, dOutput: UnsafePointer<T>,
+                                                   dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
+                                                   g: UnsafeMutablePointer<T>, dg: UnsafeMutablePointer<T>, dy: UnsafeMutablePointer<T>) {
+        let d16 = T.operandCopy(context, of: dOutput, count: rows * n, forProductsOf: [rows, c, n])
+        defer { d16?.deallocate() }
+        Conv1x1.inputGradient(context, cin: c, cout: rows, n: n, weight: weight, dOutput: dOutput, dOutput16: d16, dInput: dg,
+                              accumulate: false)
+        backward(y: y, dg: dg, g: g, dy: dy, channels: c, n: n)
+        Conv1x1.weightGradient(context, cin: c, cout: rows, n: n, input: g, dOutput: dOutput, dOutput16: d16, dWeight: dWeight,
+                               dBias: dBias)
     }
 
     /// The libm twin of `forward`.
